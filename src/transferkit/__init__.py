@@ -1,0 +1,26 @@
+"""transferkit: knowledge distillation and domain adaptation in one PyTorch toolkit."""
+
+from transferkit.api import (
+    RunResult,
+    adapt,
+    distill,
+    evaluate,
+    list_components,
+    load_model,
+    train,
+)
+from transferkit.errors import TransferkitError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "RunResult",
+    "TransferkitError",
+    "__version__",
+    "adapt",
+    "distill",
+    "evaluate",
+    "list_components",
+    "load_model",
+    "train",
+]

@@ -1,0 +1,20 @@
+"""Datasets and domain pairs as in-memory tensors; see ``datasets.py`` and ``pairs.py``."""
+
+from transferkit.data import shift as _shift  # noqa: F401  (registers digits_shifted)
+from transferkit.data.base import Dataset, DomainPair, Split
+from transferkit.data.datasets import DATASETS, load_dataset
+from transferkit.data.pairs import PAIRS, load_pair
+from transferkit.data.paths import ENV_VAR, cache_dir, resolve_data_dirs
+
+__all__ = [
+    "DATASETS",
+    "ENV_VAR",
+    "PAIRS",
+    "Dataset",
+    "DomainPair",
+    "Split",
+    "cache_dir",
+    "load_dataset",
+    "load_pair",
+    "resolve_data_dirs",
+]

@@ -1,0 +1,46 @@
+"""Accuracy and loss of a classifier on in-memory data, reduced across ranks."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from transferkit.data.base import Split
+from transferkit.engine import distributed
+
+
+@torch.no_grad()
+def evaluate_split(
+    model: nn.Module, split: Split, device: torch.device, batch_size: int = 1024
+) -> dict[str, float]:
+    """``accuracy`` and mean cross-entropy ``loss``; each rank scores its share of rows."""
+    was_training = model.training
+    model.eval()
+    rows = torch.arange(len(split)).tensor_split(distributed.world_size())[distributed.rank()]
+    totals = torch.zeros(3, dtype=torch.float64)
+    for chunk in rows.split(batch_size):
+        x = split.x[chunk].to(device, non_blocking=True)
+        y = split.y[chunk].to(device, non_blocking=True)
+        logits = model(x)
+        totals += torch.tensor(
+            [
+                (logits.argmax(1) == y).sum().item(),
+                F.cross_entropy(logits, y, reduction="sum").item(),
+                len(chunk),
+            ],
+            dtype=torch.float64,
+        )
+    model.train(was_training)
+    correct, loss, count = distributed.all_reduce_sum(totals).tolist()
+    return {"accuracy": correct / max(count, 1), "loss": loss / max(count, 1), "n": int(count)}
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: Tensor, device: torch.device, batch_size: int = 1024) -> Tensor:
+    """Logits for ``x`` in eval mode, on the CPU."""
+    was_training = model.training
+    model.eval()
+    out = torch.cat([model(chunk.to(device)).cpu() for chunk in x.split(batch_size)])
+    model.train(was_training)
+    return out

@@ -1,0 +1,38 @@
+"""Optimizers and learning-rate schedules, set per step so resume needs only the step."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from transferkit.config import OptimConfig
+
+
+def build_optimizer(params: list[nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
+    if cfg.name == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(
+        params,
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        nesterov=cfg.nesterov and cfg.momentum > 0,
+        weight_decay=cfg.weight_decay,
+    )
+
+
+def learning_rate(cfg: OptimConfig, step: int, epoch: int, total_steps: int) -> float:
+    """The rate for global ``step`` (0-based) in ``epoch`` (0-based)."""
+    if cfg.schedule == "step":
+        return cfg.lr * cfg.gamma ** (epoch // cfg.step_size)
+    if cfg.schedule == "inverse":
+        return cfg.lr * (1.0 + cfg.inv_alpha * step) ** (-cfg.inv_beta)
+    if cfg.schedule == "cosine":
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(step / max(total_steps, 1), 1.0)))
+    return cfg.lr
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr

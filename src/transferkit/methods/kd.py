@@ -1,0 +1,39 @@
+"""Hinton et al. 2015 soft targets.
+
+``L = alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, y)``; the T^2
+factor keeps the soft-target gradients on the same scale as the hard-label ones.
+Without labels (distilling on unlabelled target data) only the soft term is used.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from transferkit.losses import soft_target_loss
+from transferkit.methods.base import Batch, Outputs, check_fraction, check_positive
+from transferkit.methods.teacher import TeacherMethod
+
+
+class SoftTargetDistillation(TeacherMethod):
+    name = "kd"
+
+    def __init__(
+        self,
+        teacher: nn.Module,
+        temperature: float = 4.0,
+        alpha: float = 0.9,
+        inputs: str = "source",
+    ) -> None:
+        super().__init__(teacher, inputs)
+        self.temperature = check_positive("temperature", temperature)
+        self.alpha = check_fraction("alpha", alpha)
+
+    def losses(self, batch: Batch, out: Outputs, progress: float) -> dict[str, Tensor]:
+        student, x = self.pairs(batch, out.logits, out.target_logits)
+        teacher = self.teacher_logits(x)
+        soft = soft_target_loss(student, teacher, self.temperature)
+        if batch.y is None or self.alpha == 1.0:
+            return {"kd": soft}
+        hard = F.cross_entropy(out.logits, batch.y)
+        return {"kd": self.alpha * soft, "ce": (1.0 - self.alpha) * hard}

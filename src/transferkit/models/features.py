@@ -1,0 +1,96 @@
+"""Read a model's intermediate features without rewriting it.
+
+:class:`FeatureTap` records the *input* of a named submodule with a forward pre-hook. The
+input of the final linear layer is the penultimate feature vector that domain adaptation
+aligns, so any model (registry, external or user-written) can be adapted as it is.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, jit, nn
+
+from transferkit.errors import ConfigError
+
+_SHOWN_NAMES = 12
+
+
+def default_layer(model: nn.Module) -> str:
+    """``head`` when the model has one (the registry convention), else its last ``nn.Linear``."""
+    modules = dict(model.named_modules())
+    if "head" in modules:
+        return "head"
+    linear = [name for name, module in modules.items() if isinstance(module, nn.Linear)]
+    if not linear:
+        raise ConfigError(
+            f"{type(model).__name__} has no 'head' and no nn.Linear layer to read features from; "
+            f"name a layer, one of: {_some_names(model)}"
+        )
+    return linear[-1]
+
+
+def _some_names(model: nn.Module) -> str:
+    names = [name for name, _ in model.named_modules() if name]
+    shown = ", ".join(names[:_SHOWN_NAMES])
+    more = len(names) - _SHOWN_NAMES
+    return shown + (f", ... ({more} more)" if more > 0 else "") if names else "(none)"
+
+
+class FeatureTap:
+    """Captures the input of ``model``'s submodule ``layer`` on each forward, as ``N x D``.
+
+    ``layer`` is a path as in ``model.named_modules()`` (e.g. ``"features.3"``); by default the
+    head's input. ``value`` holds the last capture (flattened to ``N x D``), still attached to
+    the autograd graph unless ``detach=True``, so losses on it train the layers below.
+    Use as a context manager or call :meth:`remove`.
+    """
+
+    def __init__(self, model: nn.Module, layer: str | None = None, *, detach: bool = False) -> None:
+        modules = dict(model.named_modules())
+        name = default_layer(model) if layer is None else layer
+        if name not in modules:
+            raise ConfigError(
+                f"{type(model).__name__} has no layer {name!r}; valid layers include: "
+                f"{_some_names(model)}"
+            )
+        module = modules[name]
+        if isinstance(module, jit.ScriptModule) or isinstance(model, jit.ScriptModule):
+            raise ConfigError(
+                f"cannot tap layer {name!r} of a TorchScript model: hooks do not run inside "
+                "scripted code; tap the original Python model instead"
+            )
+        self.layer = name
+        self.module = module
+        self.detach = detach
+        self.value: Tensor | None = None
+        self._handle: Any = module.register_forward_pre_hook(self._hook, with_kwargs=True)
+
+    def _hook(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        x = args[0] if args else next(iter(kwargs.values()), None)
+        if not isinstance(x, Tensor):
+            raise ConfigError(
+                f"layer {self.layer!r} received {type(x).__name__}, not a tensor; tap another layer"
+            )
+        if self.detach:
+            x = x.detach()
+        self.value = x.flatten(1) if x.dim() > 2 else x
+
+    def remove(self) -> None:
+        """Detach the hook; safe to call twice. ``value`` keeps the last capture."""
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
+    @property
+    def active(self) -> bool:
+        return self._handle is not None
+
+    def __enter__(self) -> FeatureTap:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+    def __repr__(self) -> str:
+        return f"FeatureTap(layer={self.layer!r}, active={self.active})"
