@@ -59,7 +59,8 @@ def _to_pair_space(data: Dataset, transform: Transform | None, note: str) -> Dat
         x = split.x if transform is None else transform(split.x)
         return Split(normalise(x).contiguous(), split.y)
 
-    desc = f"{data.description}; {note}" if note else data.description
+    steps = f"{note}, scaled to [-1, 1]" if note else "scaled to [-1, 1]"
+    desc = f"{data.description}; {steps}" if data.description else steps
     return replace(data, train=convert(data.train), test=convert(data.test), description=desc)
 
 
@@ -72,7 +73,7 @@ class PairSpec:
     target: str
     source_transform: Transform | None = None
     target_transform: Transform | None = None
-    source_note: str = ""
+    source_note: str = ""  # how the source is aligned, for its description
     target_note: str = ""
 
     def build(self, source: Dataset, target: Dataset) -> DomainPair:
@@ -99,8 +100,7 @@ _SPECS = (
             "mnist",
             "usps",
             target_transform=resize_bilinear(28),
-            target_note="resized 16->28 bilinear, scaled to [-1, 1]",
-            source_note="scaled to [-1, 1]",
+            target_note="resized 16->28 bilinear",
         ),
         "MNIST -> USPS digits, 1x28x28 (USPS resized 16->28)",
     ),
@@ -110,8 +110,7 @@ _SPECS = (
             "usps",
             "mnist",
             source_transform=resize_bilinear(28),
-            source_note="resized 16->28 bilinear, scaled to [-1, 1]",
-            target_note="scaled to [-1, 1]",
+            source_note="resized 16->28 bilinear",
         ),
         "USPS -> MNIST digits, 1x28x28 (USPS resized 16->28)",
     ),
@@ -121,8 +120,7 @@ _SPECS = (
             "mnist",
             "mnist_m",
             source_transform=pad_to_rgb32,
-            source_note="padded 28->32, grey to RGB, scaled to [-1, 1]",
-            target_note="scaled to [-1, 1]",
+            source_note="padded 28->32, grey to RGB",
         ),
         "MNIST -> MNIST-M (digits over colour photos), 3x32x32",
     ),
@@ -131,8 +129,6 @@ _SPECS = (
             "digits->digits_shifted",
             "digits",
             "digits_shifted",
-            source_note="scaled to [-1, 1]",
-            target_note="scaled to [-1, 1]",
         ),
         "sklearn digits -> the same digits as if from another scanner, 1x8x8 (no download)",
     ),

@@ -76,15 +76,6 @@ def _one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
-def file_digest(path: Path, algorithm: str) -> str:
-    """Hex digest of a file, read in chunks."""
-    digest = hashlib.new(algorithm)
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(_CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def download(remote: Remote, dest: Path, opener: Opener | None = None) -> Path:
     """Fetch ``dest`` from the first working URL of ``remote`` and verify its checksum.
 
@@ -147,11 +138,7 @@ def locate(
         if path.is_file():
             return path
     if remote is None:
-        why = (
-            f"no automatic download ({no_download_reason})"
-            if no_download_reason
-            else ("no automatic download")
-        )
+        why = "no automatic download" + (f" ({no_download_reason})" if no_download_reason else "")
     elif not download_ok:
         why = "download disabled"
     else:

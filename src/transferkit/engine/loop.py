@@ -80,10 +80,14 @@ class Trainer:
             feature_dim=self._feature_dim(model) if self.objective.needs_features else None,
             class_counts=data.class_counts(),
             total_steps=self.total_steps,
+            x=data.x,
+            x_target=data.x_target,
+            jitter=config.jitter,
         )
+        self.objective.to(self.device)  # methods may compute on the device in setup
         for method in methods:
             method.setup(info)
-        self.objective.to(self.device)
+        self.objective.to(self.device)  # and move the modules setup created
         params = [p for p in self.objective.parameters() if p.requires_grad]
         if not params:
             raise ConfigError("the model has no trainable parameters")
@@ -222,6 +226,8 @@ class Trainer:
                 x[idx].to(device, non_blocking=True),
                 None if y is None else y[idx].to(device, non_blocking=True),
                 None if target_order is None else xt[target_order[step]].to(device),
+                idx,
+                None if target_order is None else target_order[step],
             )
             if cfg.jitter:
                 batch.x = random_translate(batch.x, cfg.jitter)

@@ -7,7 +7,7 @@ submodules, so the optimizer, checkpoints and DistributedDataParallel see them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
 from torch import Tensor, nn
@@ -17,11 +17,17 @@ from transferkit.errors import ConfigError
 
 @dataclass
 class Batch:
-    """One training step's data: labelled (or unlabelled) inputs and optional target inputs."""
+    """One training step's data: labelled (or unlabelled) inputs and optional target inputs.
+
+    ``index`` / ``target_index`` are the rows' positions in the training tensors, so methods
+    can look up per-row values computed once (a cached teacher's logits).
+    """
 
     x: Tensor
     y: Tensor | None = None
     x_target: Tensor | None = None
+    index: Tensor | None = None
+    target_index: Tensor | None = None
 
 
 @dataclass
@@ -42,7 +48,9 @@ class TrainInfo:
     feature_dim: int | None = None
     class_counts: Tensor | None = None
     total_steps: int = 1
-    extra: dict = field(default_factory=dict)
+    x: Tensor | None = None
+    x_target: Tensor | None = None
+    jitter: int = 0
 
 
 class Method(nn.Module):

@@ -24,14 +24,14 @@ class SoftTargetDistillation(TeacherMethod):
         temperature: float = 4.0,
         alpha: float = 0.9,
         inputs: str = "source",
+        cache_teacher: bool = False,
     ) -> None:
-        super().__init__(teacher, inputs)
+        super().__init__(teacher, inputs, cache_teacher)
         self.temperature = check_positive("temperature", temperature)
         self.alpha = check_fraction("alpha", alpha)
 
     def losses(self, batch: Batch, out: Outputs, progress: float) -> dict[str, Tensor]:
-        student, x = self.pairs(batch, out.logits, out.target_logits)
-        teacher = self.teacher_logits(x)
+        student, teacher = self.student_and_teacher(batch, out)
         soft = soft_target_loss(student, teacher, self.temperature)
         if batch.y is None or self.alpha == 1.0:
             return {"kd": soft}

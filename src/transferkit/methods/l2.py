@@ -26,8 +26,9 @@ class L2Distillation(TeacherMethod):
         weighting: str = "uniform",
         ce_weight: float = 0.0,
         inputs: str = "source",
+        cache_teacher: bool = False,
     ) -> None:
-        super().__init__(teacher, inputs)
+        super().__init__(teacher, inputs, cache_teacher)
         if weighting not in WEIGHTINGS:
             valid = ", ".join(WEIGHTINGS)
             raise ConfigError(f"weighting must be one of {valid}, got {weighting!r}")
@@ -42,11 +43,11 @@ class L2Distillation(TeacherMethod):
         return self.ce_weight > 0
 
     def setup(self, info: TrainInfo) -> None:
+        super().setup(info)
         self.class_counts = info.class_counts
 
     def losses(self, batch: Batch, out: Outputs, progress: float) -> dict[str, Tensor]:
-        student, x = self.pairs(batch, out.logits, out.target_logits)
-        teacher = self.teacher_logits(x)
+        student, teacher = self.student_and_teacher(batch, out)
         labels = batch.y if self.inputs == "source" else None
         counts = None if self.class_counts is None else self.class_counts.to(teacher.device)
         weights = (

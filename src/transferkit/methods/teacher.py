@@ -3,6 +3,10 @@
 The teacher is deliberately not a registered submodule: its weights stay out of the
 optimizer, the student's checkpoints and DistributedDataParallel's gradient buckets.
 It is moved with the method (``.to(device)``) and always runs in eval mode without grad.
+
+With ``cache_teacher=True`` the teacher's logits on every training row are computed once at
+setup and looked up by row index: exact when inputs are not augmented (the engine refuses
+the cache with ``jitter``), and it removes the teacher's forward pass from every step.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from transferkit.errors import ConfigError
-from transferkit.methods.base import Batch, Method
+from transferkit.methods.base import Batch, Method, Outputs, TrainInfo
 
 INPUTS = ("source", "target", "both")
 
@@ -19,7 +23,9 @@ INPUTS = ("source", "target", "both")
 class TeacherMethod(Method):
     """Base for methods that compare the student with a frozen teacher."""
 
-    def __init__(self, teacher: nn.Module, inputs: str = "source") -> None:
+    def __init__(
+        self, teacher: nn.Module, inputs: str = "source", cache_teacher: bool = False
+    ) -> None:
         super().__init__()
         if not isinstance(teacher, nn.Module):
             raise ConfigError(f"teacher must be a torch.nn.Module, got {type(teacher).__name__}")
@@ -27,6 +33,10 @@ class TeacherMethod(Method):
             raise ConfigError(f"inputs must be one of {', '.join(INPUTS)}, got {inputs!r}")
         object.__setattr__(self, "teacher", teacher.eval().requires_grad_(False))
         self.inputs = inputs
+        self.cache_teacher = bool(cache_teacher)
+        # Plain attributes, not buffers: kept out of checkpoints and DDP's buffer broadcast.
+        self.cached_logits: Tensor | None = None
+        self.cached_target_logits: Tensor | None = None
 
     @property
     def needs_target(self) -> bool:  # type: ignore[override]
@@ -34,6 +44,9 @@ class TeacherMethod(Method):
 
     def _apply(self, fn, recurse=True):  # mirrors nn.Module._apply: the teacher moves too
         self.teacher._apply(fn)
+        for name in ("cached_logits", "cached_target_logits"):
+            if getattr(self, name) is not None:
+                setattr(self, name, fn(getattr(self, name)))
         return super()._apply(fn, recurse)
 
     def train(self, mode: bool = True) -> TeacherMethod:
@@ -41,16 +54,38 @@ class TeacherMethod(Method):
         self.teacher.eval()
         return self
 
+    def setup(self, info: TrainInfo) -> None:
+        if not self.cache_teacher:
+            return
+        if info.jitter:
+            raise ConfigError("cache_teacher needs fixed inputs: it cannot be used with jitter")
+        if self.inputs != "target" and info.x is not None:
+            self.cached_logits = self._all_logits(info.x)
+        if self.inputs != "source" and info.x_target is not None:
+            self.cached_target_logits = self._all_logits(info.x_target)
+
     @torch.no_grad()
-    def teacher_logits(self, x: Tensor) -> Tensor:
+    def _all_logits(self, x: Tensor, chunk: int = 1024) -> Tensor:
+        device = next((p.device for p in self.teacher.parameters()), torch.device("cpu"))
+        return torch.cat([self.teacher(part.to(device)) for part in x.split(chunk)])
+
+    @torch.no_grad()
+    def teacher_logits(self, x: Tensor, index: Tensor | None, cache: Tensor | None) -> Tensor:
+        if cache is not None and index is not None:
+            return cache[index.to(cache.device)]
         return self.teacher(x)
 
-    def pairs(self, batch: Batch, logits: Tensor, target_logits: Tensor | None):
-        """(student logits, inputs) pairs the distillation loss is computed on."""
+    def student_and_teacher(self, batch: Batch, out: Outputs) -> tuple[Tensor, Tensor]:
+        """Student and teacher logits on the inputs chosen by ``inputs``."""
+        source = (out.logits, batch.x, batch.index, self.cached_logits)
         if self.inputs == "source":
-            return logits, batch.x
-        if batch.x_target is None or target_logits is None:
+            return source[0], self.teacher_logits(*source[1:])
+        if batch.x_target is None or out.target_logits is None:
             raise ConfigError(f"{self.name}: inputs={self.inputs!r} needs target data (a pair)")
+        target = (out.target_logits, batch.x_target, batch.target_index, self.cached_target_logits)
         if self.inputs == "target":
-            return target_logits, batch.x_target
-        return torch.cat([logits, target_logits]), torch.cat([batch.x, batch.x_target])
+            return target[0], self.teacher_logits(*target[1:])
+        return (
+            torch.cat([source[0], target[0]]),
+            torch.cat([self.teacher_logits(*source[1:]), self.teacher_logits(*target[1:])]),
+        )

@@ -1,0 +1,60 @@
+"""Shared helpers for the benchmark scripts: flags, result files, environment facts."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from transferkit.data import Dataset
+from transferkit.engine.checkpoint import save_json
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--data-dir", default=os.environ.get("TRANSFERKIT_DATA_DIR"))
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="result JSON (default benchmarks/results/<name>.json)")
+    p.add_argument("--run-dir", help="keep the run directories here (default: none written)")
+    return p
+
+
+def environment() -> dict:
+    device = (
+        torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor()
+    )
+    return {
+        "torch": torch.__version__,
+        "device": device or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def write_result(name: str, payload: dict, out: str | None) -> Path:
+    path = Path(out) if out else RESULTS / f"{name}.json"
+    save_json({"benchmark": name, "environment": environment(), **payload}, path)
+    print(f"wrote {path}")
+    return path
+
+
+def run_dir(base: str | None, name: str) -> str | None:
+    return None if base is None else str(Path(base) / name)
+
+
+def limit_train(data: Dataset, n: int | None) -> Dataset:
+    """The dataset with only its first ``n`` training rows (for quick smoke runs)."""
+    return data if n is None else replace(data, train=data.train.subset(n))
+
+
+def errors(accuracy: float, n: int) -> int:
+    """Test errors from an accuracy over ``n`` test images."""
+    return round((1.0 - accuracy) * n)
