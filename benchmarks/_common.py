@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shlex
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -41,7 +43,11 @@ def environment() -> dict:
 
 def write_result(name: str, payload: dict, out: str | None) -> Path:
     path = Path(out) if out else RESULTS / f"{name}.json"
-    save_json({"benchmark": name, "environment": environment(), **payload}, path)
+    command = "python benchmarks/" + " ".join(
+        [Path(sys.argv[0]).name, *(shlex.quote(a) for a in sys.argv[1:])]
+    )
+    save_json({"benchmark": name, "command": command, "environment": environment(), **payload},
+              path)
     print(f"wrote {path}")
     return path
 

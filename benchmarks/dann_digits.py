@@ -31,6 +31,7 @@ def main() -> None:
     p.add_argument("--weight-decay", type=float, default=1e-3)
     p.add_argument("--epochs", type=int, default=10, help="evaluation points over the budget")
     p.add_argument("--skip-source-only", action="store_true")
+    p.add_argument("--warmup-steps", type=int, help="GRL warm-up length (default: whole run)")
     args = p.parse_args()
     rows = []
     for pair_name in args.pairs:
@@ -49,7 +50,8 @@ def main() -> None:
                 if method == "source-only":
                     result = tk.train("lenet", pair, out=run_dir(args.run_dir, name), **common)
                 else:
-                    result = tk.adapt("lenet", pair, method="dann", trade_off=trade_off,
+                    options = {"trade_off": trade_off, "warmup_steps": args.warmup_steps}
+                    result = tk.adapt("lenet", pair, method="dann", method_options=options,
                                       out=run_dir(args.run_dir, name), **common)
                 curve = [round(r["eval"]["target_test"]["accuracy"], 4)
                          for r in result.history if "eval" in r]

@@ -124,19 +124,22 @@ class _NoBar:
     def update(self, *args: object) -> None: ...
 
 
-def compare(name: str, ours, bare, steps: int, repeats: int) -> dict:
+def compare(name: str, ours, bare, steps: int, repeats: int,
+            names: tuple[str, str] = ("transferkit", "bare")) -> dict:
+    """Alternate the two sides (ABBA order) and compare median seconds per step."""
     ours(0), bare(0)  # warm-up: allocator, OpenMP pool, lazy init
-    times = {"transferkit": [], "bare": []}
+    first, second = names
+    times: dict[str, list[float]] = {first: [], second: []}
     for r in range(1, repeats + 1):
-        for side, fn in (("transferkit", ours), ("bare", bare)) if r % 2 else (
-            ("bare", bare), ("transferkit", ours)):
+        order = ((first, ours), (second, bare)) if r % 2 else ((second, bare), (first, ours))
+        for side, fn in order:
             start = time.perf_counter()
             fn(r)
             times[side].append((time.perf_counter() - start) / steps)
     med = {k: statistics.median(v) for k, v in times.items()}
     row = {"ms_per_step": {k: round(1000 * v, 3) for k, v in med.items()},
-           "ratio_median": round(med["transferkit"] / med["bare"], 4),
-           "ratio_min": round(min(times["transferkit"]) / min(times["bare"]), 4),
+           "ratio_median": round(med[first] / med[second], 4),
+           "ratio_min": round(min(times[first]) / min(times[second]), 4),
            "steps_per_block": steps, "blocks": repeats}
     print(name, row, flush=True)
     return row
@@ -163,6 +166,14 @@ def main() -> None:
                                OptimConfig(lr=0.01, momentum=0.9))
         bare = bare_kd(teacher, copy.deepcopy(student), x, y, args.steps, args.seed)
         rows["kd"] = compare("kd", ours, bare, args.steps, args.repeats)
+        cached = transferkit_run(copy.deepcopy(student),
+                                 [SoftTargetDistillation(teacher, temperature=4.0, alpha=0.9,
+                                                         cache_teacher=True)],
+                                 TrainData(x, y, 10), args.steps, args.seed,
+                                 OptimConfig(lr=0.01, momentum=0.9))
+        rows["kd cached teacher vs live"] = compare(
+            "kd cached teacher vs live", cached, ours, args.steps, args.repeats,
+            names=("cached", "live"))
     if "dann" in args.methods:
         xt = torch.randn(n, *SHAPE)
         model = build_model("lenet", SHAPE, 10)

@@ -33,12 +33,13 @@ from transferkit.engine.checkpoint import (
 )
 from transferkit.engine.distributed import is_main, local_device
 from transferkit.engine.evaluate import evaluate_split
-from transferkit.engine.loop import TrainData, Trainer
-from transferkit.errors import ConfigError, TransferkitError
+from transferkit.engine.loop import RESUME_FREE, TrainData, Trainer
+from transferkit.errors import CheckpointError, ConfigError, TransferkitError
 from transferkit.methods import ADAPTATION, DISTILLATION, METHODS, Method, build_method
 from transferkit.models import MODELS, build_model, count_parameters, load_factory
 
 MODEL_FILE = "model.pt"
+RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoint.pt", MODEL_FILE, "summary.json")
 MODEL_FORMAT = "transferkit.model/1"
 TRAIN_FIELDS = set(TrainConfig.model_fields)
 OPTIM_FIELDS = set(OptimConfig.model_fields) - {"name"}
@@ -81,8 +82,14 @@ def resolve_model(
     return module, {"name": model, "options": options}
 
 
-def split_settings(settings: dict[str, Any]) -> tuple[TrainConfig, dict[str, Any]]:
-    """Separate training settings (epochs, lr, ...) from the method's own options."""
+def split_settings(
+    settings: dict[str, Any], method_options: dict[str, Any] | None = None
+) -> tuple[TrainConfig, dict[str, Any]]:
+    """Separate training settings (epochs, lr, ...) from the method's own options.
+
+    A keyword that names a training setting is one (``gamma`` is the step schedule's factor);
+    ``method_options`` go to the method whatever their names (DANN's ``gamma``).
+    """
     train = {k: settings.pop(k) for k in list(settings) if k in TRAIN_FIELDS}
     optim = {k: settings.pop(k) for k in list(settings) if k in OPTIM_FIELDS}
     if "optimizer" in settings:
@@ -91,7 +98,7 @@ def split_settings(settings: dict[str, Any]) -> tuple[TrainConfig, dict[str, Any
         base = train.get("optim")
         merged = (base.model_dump() if isinstance(base, OptimConfig) else dict(base or {}))
         train["optim"] = {**merged, **optim}
-    return validate(TrainConfig, train, "training settings"), settings
+    return validate(TrainConfig, train, "training settings"), {**settings, **(method_options or {})}
 
 
 def _probe(model: nn.Module, x: torch.Tensor, who: str) -> int:
@@ -115,19 +122,60 @@ def _probe(model: nn.Module, x: torch.Tensor, who: str) -> int:
 
 # ---- run directory ---------------------------------------------------------------------------
 def _prepare_run_dir(out: str | Path | None, config: dict[str, Any], resume: bool) -> Path | None:
+    """Check that the run may (re)start in ``out`` and create it; writes no file yet."""
     if out is None:
         return None
     run_dir = Path(out)
-    if not resume and (run_dir / "checkpoint.pt").exists():
-        raise ConfigError(
-            f"run directory {run_dir} already holds a run; pass resume=True (--resume) to "
-            "continue it or choose another directory"
-        )
+    if (run_dir / "checkpoint.pt").exists():
+        if not resume:
+            raise ConfigError(
+                f"run directory {run_dir} already holds a run; pass resume=True (--resume) to "
+                "continue it or choose another directory"
+            )
+        _check_resume_config(run_dir, yaml.safe_load(yaml.safe_dump(config, sort_keys=False)))
     if is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
+        if resume:  # atomic_write's temporary files from a write that a kill interrupted
+            for name in RUN_FILES:
+                for stale in run_dir.glob(f".{name}.*.tmp"):
+                    stale.unlink(missing_ok=True)
+    return run_dir
+
+
+def _write_config(run_dir: Path | None, config: dict[str, Any]) -> None:
+    if run_dir is not None and is_main():
         text = yaml.safe_dump(config, sort_keys=False)
         atomic_write(run_dir / "config.yaml", lambda f: f.write(text.encode()))
-    return run_dir
+
+
+def _check_resume_config(run_dir: Path, config: dict[str, Any]) -> None:
+    """Refuse to resume a run with other data, model, method or settings (before writing)."""
+    try:
+        saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return  # no readable record: the checkpoint's own check still applies
+    if not isinstance(saved, dict):
+        return
+
+    def flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        items: dict[str, Any] = {}
+        for key, value in tree.items():
+            name = f"{prefix}{key}"
+            if name in {f"train.{k}" for k in RESUME_FREE}:
+                continue
+            if isinstance(value, dict) and key in ("train", "optim"):
+                items.update(flat(value, name + "."))
+            else:
+                items[name] = value
+        return items
+
+    old, new = flat(saved), flat(config)
+    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if diff:
+        raise CheckpointError(
+            f"cannot resume the run in {run_dir}: settings differ ({', '.join(diff)}); "
+            "resume with the settings of the interrupted run or start a new run directory"
+        )
 
 
 def save_model(model: nn.Module, path: Path, spec: dict[str, Any] | None, data) -> None:
@@ -196,7 +244,11 @@ def _run(
     start = time.perf_counter()
     trainer = Trainer(model, methods, train_data, cfg, evals, run_dir, feature_layer)
     resumed = resume and trainer.resume()
-    history = trainer.fit()
+    _write_config(run_dir, config)  # only now: a refused resume leaves the old record
+    try:
+        history = trainer.fit()
+    finally:
+        trainer.close()
     final = history[-1].get("eval", {}) if history else {}
     summary = {
         "command": command,
@@ -230,11 +282,12 @@ def train(
     resume: bool = False,
     data_dir: str | Path | None = None,
     model_options: dict[str, Any] | None = None,
+    method_options: dict[str, Any] | None = None,
     **settings: Any,
 ) -> RunResult:
     """Train ``model`` on labelled data (on a pair: the source domain, i.e. source-only)."""
     data = resolve_data(data, data_dir)
-    cfg, options = split_settings(dict(settings))
+    cfg, options = split_settings(dict(settings), method_options)
     torch.manual_seed(cfg.seed)
     module, spec = resolve_model(model, data.input_shape, data.num_classes, **(model_options or {}))
     labelled = data.source if isinstance(data, DomainPair) else data
@@ -256,6 +309,7 @@ def distill(
     resume: bool = False,
     data_dir: str | Path | None = None,
     student_options: dict[str, Any] | None = None,
+    method_options: dict[str, Any] | None = None,
     **settings: Any,
 ) -> RunResult:
     """Distil ``teacher`` into ``student``.
@@ -267,7 +321,7 @@ def distill(
     if method not in DISTILLATION:
         raise ConfigError(f"distill takes one of {', '.join(DISTILLATION)}, got {method!r}")
     data = resolve_data(data, data_dir)
-    cfg, options = split_settings(dict(settings))
+    cfg, options = split_settings(dict(settings), method_options)
     torch.manual_seed(cfg.seed)
     if isinstance(teacher, str | Path):
         teacher = load_model(teacher)
@@ -297,6 +351,7 @@ def adapt(
     data_dir: str | Path | None = None,
     model_options: dict[str, Any] | None = None,
     feature_layer: str | None = None,
+    method_options: dict[str, Any] | None = None,
     **settings: Any,
 ) -> RunResult:
     """Adapt ``model`` from a pair's labelled source to its unlabelled target.
@@ -309,7 +364,7 @@ def adapt(
     data = resolve_data(data, data_dir)
     if not isinstance(data, DomainPair):
         raise ConfigError(f"adapt needs a domain pair such as 'mnist->usps', got {data.name!r}")
-    cfg, options = split_settings(dict(settings))
+    cfg, options = split_settings(dict(settings), method_options)
     torch.manual_seed(cfg.seed)
     module, spec = resolve_model(model, data.input_shape, data.num_classes, **(model_options or {}))
     _check_classes(module, data.source.train.x, data.num_classes, "model")

@@ -19,6 +19,7 @@ import yaml
 
 from transferkit import api
 from transferkit.config import RunConfig, validate
+from transferkit.engine.distributed import is_main
 from transferkit.errors import ConfigError, TransferkitError
 
 TRAIN_FLAGS = {
@@ -113,45 +114,60 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         path = Path(args.config)
         try:
             raw = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
+        except OSError as exc:
             raise ConfigError(f"config {path}: {exc.__class__.__name__}: {exc}") from None
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or exc.__class__.__name__
+            raise ConfigError(f"config {path}: not valid YAML: {problem}{at}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"config {path}: the top level must be a mapping of fields")
         if raw.get("command", args.command) != args.command:
             raise ConfigError(f"config {path} is for {raw['command']!r}, not {args.command!r}")
     raw["command"] = args.command
+    where = f"{args.command} settings"
     for key in ("data", "data_dir", "out", "method", "feature_layer"):
         if getattr(args, key, None) is not None:
             raw[key] = getattr(args, key)
-    if getattr(args, "model", None):
-        raw["model"] = {"name": args.model, "options": raw.get("model", {}).get("options", {})}
-    if getattr(args, "model_opt", None):
-        raw.setdefault("model", {"name": "mlp"})
-        raw["model"]["options"] = {**raw["model"].get("options", {}),
-                                   **parse_options(args.model_opt, "--model-opt")}
+    if getattr(args, "model", None) or getattr(args, "model_opt", None):
+        spec = _mapping(raw.get("model"), "model", where)
+        options = _mapping(spec.get("options"), "model.options", where)
+        spec["name"] = args.model or spec.get("name", "mlp")
+        spec["options"] = {**options, **parse_options(args.model_opt, "--model-opt")}
+        raw["model"] = spec
     if getattr(args, "teacher", None):
         if Path(args.teacher).exists() or args.teacher.endswith(".pt"):
             raw["teacher_checkpoint"] = args.teacher
         else:
             raw["teacher"] = {"name": args.teacher,
                               "options": parse_options(args.teacher_opt, "--teacher-opt")}
-    if getattr(args, "teacher_epochs", None):
-        raw["teacher_train"] = {**(raw.get("teacher_train") or {}), "epochs": args.teacher_epochs}
-    raw["method_options"] = {**raw.get("method_options", {}), **parse_options(args.opt, "--opt")}
-    train = dict(raw.get("train") or {})
-    optim = dict(train.get("optim") or {})
-    for name in TRAIN_FLAGS:
-        if getattr(args, name) is not None:
-            train[name] = getattr(args, name)
+    raw["method_options"] = {**_mapping(raw.get("method_options"), "method_options", where),
+                             **parse_options(args.opt, "--opt")}
+    train = _mapping(raw.get("train"), "train", where)
+    optim = _mapping(train.get("optim"), "train.optim", where)
+    flags = {name: getattr(args, name) for name in TRAIN_FLAGS if getattr(args, name) is not None}
     for name in OPTIM_FLAGS:
         if getattr(args, name) is not None:
             optim["name" if name == "optimizer" else name] = getattr(args, name)
     if args.no_progress or not sys.stderr.isatty():
-        train["progress"] = False
+        flags["progress"] = False
     if args.amp:
-        train["amp"] = True
+        flags["amp"] = True
+    train.update(flags)
     train["optim"] = optim
     raw["train"] = train
+    teacher_epochs = getattr(args, "teacher_epochs", None)
+    if raw.get("teacher_train") is not None or teacher_epochs is not None:
+        # The teacher takes the run's settings (device, seed, batch size, ...) except those
+        # teacher_train sets itself; --device, --no-progress and --amp apply to both.
+        own = _mapping(raw.get("teacher_train"), "teacher_train", where)
+        own_optim = _mapping(own.get("optim"), "teacher_train.optim", where)
+        teacher = {**train, **own, "optim": {**optim, **own_optim}}
+        teacher.update({k: v for k, v in flags.items() if k in ("device", "progress", "amp")})
+        if teacher_epochs is not None:
+            teacher["epochs"] = teacher_epochs
+        raw["teacher_train"] = teacher
     raw.setdefault("model", {"name": "mlp"})
     defaults = {"train": "supervised", "distill": "kd", "adapt": "dann"}
     raw.setdefault("method", defaults[args.command])
@@ -159,13 +175,24 @@ def run_config(args: argparse.Namespace) -> RunConfig:
     return validate(RunConfig, raw, f"{args.command} settings")
 
 
+def _mapping(value: Any, field: str, where: str) -> dict[str, Any]:
+    """A settings section as a new dict (absent or empty: {}); anything else is a ConfigError."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: {field} must be a mapping of fields, got {value!r}")
+    return dict(value)
+
+
 def _default_out(command: str) -> str:
     return str(Path("runs") / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
 def execute(cfg: RunConfig, resume: bool) -> api.RunResult:
-    settings = {**cfg.train.model_dump(), **cfg.method_options}
-    common = {"out": cfg.out, "resume": resume, "data_dir": cfg.data_dir}
+    settings = cfg.train.model_dump()
+    # --opt values go to the method even when they share a name with a training setting.
+    common = {"out": cfg.out, "resume": resume, "data_dir": cfg.data_dir,
+              "method_options": cfg.method_options}
     if cfg.command == "train":
         return api.train(cfg.model.name, cfg.data, method=cfg.method,
                          model_options=cfg.model.options, **common, **settings)
@@ -193,6 +220,8 @@ def _train_teacher(cfg: RunConfig, resume: bool) -> str:
 
 
 def print_summary(result: api.RunResult) -> None:
+    if not is_main():
+        return
     final = ", ".join(f"{k} accuracy {v:.4f}" for k, v in result.summary["final"].items())
     print(f"{result.summary['command']}: {final}; {result.summary['parameters']:,} parameters")
     if result.run_dir is not None:
@@ -221,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
         print_summary(execute(cfg, args.resume))
         return 0
     except TransferkitError as exc:
-        print(f"transferkit: error: {exc}", file=sys.stderr)
+        message = " ".join(str(exc).split())  # one line, whatever the message holds
+        print(f"transferkit: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("transferkit: interrupted; the last checkpoint is kept (continue with --resume)",

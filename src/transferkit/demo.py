@@ -24,7 +24,7 @@ from transferkit.engine.checkpoint import atomic_write, save_json
 from transferkit.models import count_parameters
 
 TEACHER = ("small-cnn", {})
-STUDENT = ("mlp", {"widths": [32]})
+STUDENT = ("mlp", {"widths": [64]})
 DA_MODEL = ("mlp", {"widths": [256, 128]})
 
 
@@ -44,7 +44,7 @@ def milliseconds_per_batch(model: nn.Module, x: torch.Tensor, repeats: int = 20)
 def run_demo(out: str | None = None, scale: float = 1.0, seed: int = 0) -> list[dict]:
     console = Console()
     run_dir = Path(out or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}")
-    epochs = max(1, round(40 * scale))
+    epochs = max(1, round(50 * scale))
     common = {"seed": seed, "progress": False, "batch_size": 64, "optimizer": "adam",
               "lr": 1e-3, "device": "cpu"}
     digits = load_dataset("digits")
@@ -67,12 +67,12 @@ def run_demo(out: str | None = None, scale: float = 1.0, seed: int = 0) -> list[
     add("distillation (digits)", "teacher small-cnn", teacher, "test")
     alone = api.train(STUDENT[0], digits, model_options=STUDENT[1], epochs=epochs,
                       out=run_dir / "student-alone", **common)
-    add("distillation (digits)", "student mlp-32 alone", alone, "test")
+    add("distillation (digits)", "student mlp-64 alone", alone, "test")
     for method, options in (("l2", {"ce_weight": 0.5}), ("kd", {"temperature": 4.0})):
         result = api.distill(teacher.model, STUDENT[0], digits, method=method,
                              student_options=STUDENT[1], epochs=epochs,
                              out=run_dir / f"student-{method}", **common, **options)
-        add("distillation (digits)", f"student mlp-32 + {method}", result, "test")
+        add("distillation (digits)", f"student mlp-64 + {method}", result, "test")
 
     pair = load_pair("digits->digits_shifted")
     console.print(f"[bold]2/2 adaptation on {pair.name}[/]")

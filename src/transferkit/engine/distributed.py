@@ -25,7 +25,10 @@ def world_size() -> int:
 
 
 def is_main() -> bool:
-    return rank() == 0
+    """Rank 0, also before the process group exists (torchrun sets ``RANK``)."""
+    if dist.is_initialized():
+        return dist.get_rank() == 0
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
@@ -33,6 +36,15 @@ def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
     if dist.is_initialized():
         dist.all_reduce(values, op=dist.ReduceOp.SUM)
     return values
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True when ``flag`` is true on any rank (every rank gets the same answer)."""
+    if not dist.is_initialized():
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item() > 0)
 
 
 def barrier() -> None:

@@ -192,6 +192,11 @@ class Trainer:
                 distributed.barrier()
         return self.history
 
+    def close(self) -> None:
+        """Remove the feature hook so the trained model is returned as it came."""
+        if self.objective.tap is not None:
+            self.objective.tap.remove()
+
     def _train_epoch(self, epoch: int, bar: ProgressBar) -> dict[str, Any]:
         cfg, data, device = self.config, self.data, self.device
         rank, world = distributed.rank(), distributed.world_size()
@@ -237,7 +242,9 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             total.backward()
             value = total.item()
-            if not math.isfinite(value):
+            # Every rank stops at the same step, also when only one rank's batch gave NaN
+            # (DDP has already averaged its gradients into everyone's).
+            if distributed.any_rank(not math.isfinite(value), device):
                 self._non_finite(epoch, step, losses)
             self.optimizer.step()
             self.global_step += 1
@@ -263,6 +270,8 @@ class Trainer:
 
     def _non_finite(self, epoch: int, step: int, losses: dict[str, Tensor]) -> None:
         terms = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
+        if all(math.isfinite(v.item()) for v in losses.values()):
+            terms = f"on another rank; here {terms}"
         kept = (
             f"the last good checkpoint (epoch {epoch}) is kept in {self.run_dir}"
             if self.run_dir is not None and epoch > 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from torch import nn
@@ -39,10 +40,14 @@ def build_method(name: str, teacher: nn.Module | None = None, **options: Any) ->
         if teacher is None:
             raise ConfigError(f"method {name!r} needs a teacher")
         options["teacher"] = teacher
-    try:
-        return factory(**options)
-    except TypeError as exc:
-        raise ConfigError(f"method {name!r}: {exc}") from None
+    valid = [p for p in inspect.signature(factory).parameters if p != "teacher"]
+    unknown = sorted(set(options) - set(valid) - {"teacher"})
+    if unknown:
+        raise ConfigError(
+            f"method {name!r} has no option {', '.join(unknown)}; its options: "
+            f"{', '.join(valid) or 'none'}"
+        )
+    return factory(**options)
 
 
 __all__ = [

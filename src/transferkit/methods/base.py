@@ -73,13 +73,28 @@ class Method(nn.Module):
         return {}
 
 
-def check_fraction(name: str, value: float) -> float:
-    if not 0.0 <= value <= 1.0:
-        raise ConfigError(f"{name} must be in [0, 1], got {value}")
+def _number(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{name} must be a number, got {value!r}")
     return float(value)
 
 
-def check_positive(name: str, value: float) -> float:
-    if not value > 0:
-        raise ConfigError(f"{name} must be > 0, got {value}")
-    return float(value)
+def check_fraction(name: str, value: object) -> float:
+    number = _number(name, value)
+    if not 0.0 <= number <= 1.0:
+        raise ConfigError(f"{name} must be in [0, 1], got {value!r}")
+    return number
+
+
+def check_nonnegative(name: str, value: object) -> float:
+    number = _number(name, value)
+    if not number >= 0:
+        raise ConfigError(f"{name} must be >= 0, got {value!r}")
+    return number
+
+
+def check_positive(name: str, value: object) -> float:
+    number = _number(name, value)
+    if not number > 0:
+        raise ConfigError(f"{name} must be > 0, got {value!r}")
+    return number

@@ -35,26 +35,39 @@ class DANN(Method):
         hidden: int = 1024,
         gamma: float = 10.0,
         warmup: bool = True,
+        warmup_steps: int | None = None,
     ) -> None:
         super().__init__()
         self.trade_off = check_positive("trade_off", trade_off)
         self.gamma = check_positive("gamma", gamma)
-        if hidden < 1:
-            raise ConfigError(f"hidden must be >= 1, got {hidden}")
+        if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
+            raise ConfigError(f"hidden must be an integer >= 1, got {hidden!r}")
         self.hidden = int(hidden)
         self.warmup = bool(warmup)
+        if warmup_steps is not None and (
+            isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 1
+        ):
+            raise ConfigError(f"warmup_steps must be an integer >= 1, got {warmup_steps!r}")
+        self.warmup_steps = warmup_steps
+        self.total_steps = 1
         self.grl = GradientReversal()
         self.discriminator: DomainDiscriminator | None = None
         self._last_domain_logits: tuple[Tensor, Tensor] | None = None
 
     def setup(self, info: TrainInfo) -> None:
+        self.total_steps = info.total_steps
         if info.feature_dim is None:
             raise ConfigError("dann needs the model's feature size; the model has no feature layer")
         if self.discriminator is None:
             self.discriminator = DomainDiscriminator(info.feature_dim, hidden=self.hidden)
 
     def coefficient(self, progress: float) -> float:
-        return self.trade_off * (dann_warmup(progress, self.gamma) if self.warmup else 1.0)
+        """``trade_off * lambda(p)``; p runs over ``warmup_steps`` if given, else the run."""
+        if not self.warmup:
+            return self.trade_off
+        if self.warmup_steps is not None:
+            progress = min(1.0, progress * self.total_steps / self.warmup_steps)
+        return self.trade_off * dann_warmup(progress, self.gamma)
 
     def losses(self, batch: Batch, out: Outputs, progress: float) -> dict[str, Tensor]:
         assert self.discriminator is not None, "call setup() first"

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from transferkit.errors import ConfigError
 from transferkit.losses import sample_weights, weighted_l2
-from transferkit.methods.base import Batch, Outputs, TrainInfo
+from transferkit.methods.base import Batch, Outputs, TrainInfo, check_nonnegative
 from transferkit.methods.teacher import TeacherMethod
 
 WEIGHTINGS = ("uniform", "confidence", "class_balance")
@@ -32,10 +32,8 @@ class L2Distillation(TeacherMethod):
         if weighting not in WEIGHTINGS:
             valid = ", ".join(WEIGHTINGS)
             raise ConfigError(f"weighting must be one of {valid}, got {weighting!r}")
-        if ce_weight < 0:
-            raise ConfigError(f"ce_weight must be >= 0, got {ce_weight}")
         self.weighting = weighting
-        self.ce_weight = float(ce_weight)
+        self.ce_weight = check_nonnegative("ce_weight", ce_weight)
         self.class_counts: Tensor | None = None
 
     @property

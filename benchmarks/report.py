@@ -1,0 +1,133 @@
+"""Write docs/benchmarks.md from the result files in benchmarks/results/ (no number typed by hand).
+
+    python benchmarks/report.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+DOC = ROOT / "docs" / "benchmarks.md"
+DATA = "TRANSFERKIT_DATA_DIR=../shared/datasets OMP_WAIT_POLICY=PASSIVE"
+
+
+
+def load(name: str) -> dict | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def command(name: str) -> str:
+    """The command line recorded in the result file (from the repo root)."""
+    result = load(name)
+    return f"{DATA} {result['command']}" if result else f"(no results/{name}.json yet)"
+
+
+def env_line(result: dict) -> str:
+    e = result["environment"]
+    return f"Measured {e['date']} on {e['device']} ({e['threads']} threads), torch {e['torch']}."
+
+
+def table(header: list[str], rows: list[list[object]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def section_distill(name: str, title: str, intro: str) -> list[str]:
+    result = load(name)
+    out = [f"## {title}", "", intro, "", f"    {command(name)}", ""]
+    if result is None:
+        return [*out, "_Not run yet._", ""]
+    settings = result["settings"]
+    rows = [[k, f"{v['accuracy'] * 100:.2f}", v["test_errors"], f"{v['parameters']:,}",
+             v["epochs"], v["seconds"]] for k, v in result["rows"].items()]
+    out += table(["model", "test accuracy %", "test errors", "parameters", "epochs", "seconds"],
+                 rows)
+    opt = settings.get("optimizer", "sgd")
+    out += ["", f"Budget: batch {settings['batch_size']}, {opt} lr {settings['lr']}, "
+                f"{settings['schedule']} schedule, seed {settings['seed']}. {env_line(result)}"]
+    if "paper_test_errors" in result:
+        paper = ", ".join(f"{k} {v}" for k, v in result["paper_test_errors"].items())
+        out += ["", f"Paper (test errors): {paper}."]
+    return [*out, ""]
+
+
+def section_dann() -> list[str]:
+    result = load("dann_digits")
+    out = ["## c. DANN with LeNet: MNIST→USPS and USPS→MNIST", "",
+           "Target test accuracy at the **last iteration**: target labels choose nothing "
+           "(no early stopping, no model selection); they only score the final model.", "",
+           f"    {command('dann_digits')}", ""]
+    if result is None:
+        return [*out, "_Not run yet._", ""]
+    rows = []
+    for r in result["rows"]:
+        published = result["published"][r["pair"]][r["method"]]
+        rows.append([r["pair"], r["method"], r["steps"], f"{r['target_test_last'] * 100:.2f}",
+                     published, " ".join(f"{c * 100:.1f}" for c in r["target_curve"]),
+                     r["seconds"]])
+    out += table(["pair", "method", "iterations", "target test % (last)",
+                  "published % (50k it.)", "target test % along training", "seconds"], rows)
+    s = result["settings"]
+    out += ["", f"Budget: batch {s['batch_size']} source + {s['batch_size']} target, "
+                f"{s['optimizer']} lr {s['lr']} momentum 0.9, weight decay {s['weight_decay']}, "
+                f"inverse schedule `lr (1 + 0.001 t)^-0.75`, DANN warm-up "
+                f"`2/(1+exp(-10p)) - 1`, discriminator 1024-1024 with BatchNorm, seed "
+                f"{s['seed']}. Published: Transfer-Learning-Library's digits benchmark. "
+                f"{env_line(result)}", ""]
+    return out
+
+
+def section_speed() -> list[str]:
+    result = load("speed")
+    out = ["## d. Speed: transferkit's loop vs a bare PyTorch loop", "",
+           "One process runs both sides in alternating blocks of steps (same threads, "
+           "`OMP_WAIT_POLICY=PASSIVE`); the ratio of median seconds per step is the overhead "
+           "(1.00 = none). The bare side is the same arithmetic written by hand.", "",
+           f"    {command('speed')}", ""]
+    if result is not None:
+        rows = []
+        for k, v in result["rows"].items():
+            (a, ta), (b, tb) = v["ms_per_step"].items()
+            rows.append([k, f"{a} {ta}", f"{b} {tb}", f"{v['ratio_median']:.3f}",
+                         f"{v['ratio_min']:.3f}", v["blocks"]])
+        out += table(["step", "side A ms/step", "side B ms/step", "ratio A/B (median)",
+                      "ratio A/B (best)", "blocks"], rows)
+        out += ["", env_line(result), ""]
+    memory = load("demo_memory")
+    out += ["### Peak memory of the demo", "", f"    {command('demo_memory')}", ""]
+    if memory is not None:
+        row = memory["rows"]["demo"]
+        out += [f"`transferkit demo`: peak resident memory {row['peak_rss_mib']} MiB, wall time "
+                f"{row['wall_seconds']} s on {row['cpu_count']} cores. {env_line(memory)}", ""]
+    return out
+
+
+def main() -> None:
+    lines = ["# Benchmarks", "",
+             "Every number below is read from `benchmarks/results/*.json`, written by the "
+             "command shown above its table; `python benchmarks/report.py` regenerates this "
+             "page. Datasets come from `TRANSFERKIT_DATA_DIR`.", ""]
+    lines += section_distill(
+        "hinton_mnist", "a. Hinton et al. 2015 on MNIST",
+        "Teacher 784-1200-1200-10 with dropout (0.2 input, 0.5 hidden) and ±2 px jitter; "
+        "student 784-800-800-10 without regularisation, alone and with `kd` at T = 20 "
+        "(alpha 0.9 on the soft term), same budget.")
+    lines += section_distill(
+        "seed_mnist", "b. The seed article's example on MNIST",
+        "`seed-cnn` teacher (three 3x3 convolutions 32/64/64, dense 512) distilled into "
+        "`seed-mlp` (dense 512) with `l2` (the article's objective) and `kd` (T = 4), vs the "
+        "student alone; same student budget.")
+    lines += section_dann()
+    lines += section_speed()
+    DOC.parent.mkdir(exist_ok=True)
+    DOC.write_text("\n".join(lines).rstrip() + "\n")
+    print(f"wrote {DOC}")
+
+
+if __name__ == "__main__":
+    main()

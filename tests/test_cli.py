@@ -1,0 +1,225 @@
+"""Every CLI command end to end on tiny budgets (in process), plus the real console script."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import transferkit as tk
+from conftest import CLI_FAST, CliRunner, console_script, run_process
+from transferkit.cli import main as cli_main
+from transferkit.data import DATASETS, PAIRS, DomainPair
+from transferkit.engine.checkpoint import load_torch
+from transferkit.losses import dann_warmup
+from transferkit.methods import METHODS
+from transferkit.models import MODELS, mlp
+
+RUN_FILES = ["checkpoint.pt", "config.yaml", "metrics.jsonl", "model.pt", "summary.json"]
+
+
+def rows(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def config(run_dir: Path) -> dict:
+    return yaml.safe_load((run_dir / "config.yaml").read_text())
+
+
+def summary(run_dir: Path) -> dict:
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``transferkit train`` of a 2-epoch mlp on digits (a teacher for the distill tests)."""
+    out = tmp_path_factory.mktemp("cli") / "teacher"
+    code = cli_main(["train", "--data", "digits", "--model", "mlp", "--model-opt", "widths=[16]",
+                     "--epochs", "2", *CLI_FAST, "--out", str(out)])
+    assert code == 0
+    return out
+
+
+def test_list(cli: CliRunner) -> None:
+    code, out, err = cli("list")
+    assert code == 0 and err == ""
+    for section, registry in (("datasets", DATASETS), ("pairs", PAIRS), ("models", MODELS),
+                              ("methods", METHODS)):
+        assert f"{section}:" in out
+        for name in registry:
+            assert f"  {name} " in out, name
+    assert "digits->digits_shifted" in out and "dann" in out and "kd" in out
+
+
+def test_train_writes_the_run_directory(cli: CliRunner, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    code, stdout, _ = cli("train", "--data", "digits", "--model", "mlp", "--model-opt",
+                          "widths=[16]", "--epochs", "2", *CLI_FAST, "--out", out)
+    assert code == 0
+    assert sorted(p.name for p in out.iterdir()) == RUN_FILES
+    assert f"run directory: {out}" in stdout and "test accuracy" in stdout
+    cfg = config(out)
+    assert cfg["command"] == "train" and cfg["data"] == "digits" and cfg["method"] == "supervised"
+    assert cfg["model"] == {"name": "mlp", "options": {"widths": [16]}}
+    assert cfg["train"]["epochs"] == 2 and cfg["train"]["steps_per_epoch"] == 3
+    metrics = rows(out)
+    assert [r["epoch"] for r in metrics] == [1, 2] and metrics[-1]["step"] == 6
+    assert summary(out)["final"] == {"test": metrics[-1]["eval"]["test"]["accuracy"]}
+    assert load_torch(out / "checkpoint.pt")["epoch"] == 2
+    model = tk.load_model(out)
+    assert model.features[1].out_features == 16
+
+
+def test_evaluate_prints_the_summary_accuracy(cli: CliRunner, cli_run: Path) -> None:
+    code, out, _ = cli("evaluate", cli_run, "--data", "digits", "--device", "cpu")
+    assert code == 0
+    scores = json.loads(out)
+    assert scores["test"]["accuracy"] == summary(cli_run)["final"]["test"]
+    assert scores["test"]["n"] == 450
+    code, out, _ = cli("evaluate", cli_run / "model.pt", "--data", "digits->digits_shifted",
+                       "--device", "cpu")
+    assert code == 0
+    assert set(json.loads(out)) == {"source_test", "target_test"}
+
+
+def test_distill_from_a_teacher_run(cli: CliRunner, cli_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "student"
+    code, stdout, _ = cli("distill", "--teacher", cli_run, "--data", "digits", "--model-opt",
+                          "widths=[8]", "--method", "kd", "--opt", "temperature=2", "--epochs",
+                          "1", *CLI_FAST, "--out", out)
+    assert code == 0, stdout
+    cfg = config(out)
+    assert cfg["command"] == "distill" and cfg["method_options"] == {"temperature": 2}
+    assert cfg["teacher_parameters"] == sum(p.numel() for p in tk.load_model(cli_run).parameters())
+    assert set(rows(out)[0]["train"]) == {"kd", "ce", "loss"}
+    assert summary(out)["parameters"] == 64 * 8 + 8 + 8 * 10 + 10
+    assert not (out / "teacher").exists()
+
+
+def test_distill_trains_a_named_teacher(cli: CliRunner, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    argv = ["distill", "--teacher", "mlp", "--teacher-opt", "widths=[16]", "--teacher-epochs",
+            "1", "--data", "digits", "--model-opt", "widths=[8]", "--method", "l2", "--epochs",
+            "2", "--seed", "3", *CLI_FAST, "--out", out]
+    code, _, err = cli(*argv)
+    assert code == 0, err
+    teacher = out / "teacher"
+    assert sorted(p.name for p in teacher.iterdir()) == RUN_FILES
+    teacher_cfg = config(teacher)
+    assert teacher_cfg["model"] == {"name": "mlp", "options": {"widths": [16]}}
+    # --teacher-epochs sets the teacher's epochs; it keeps the run's other settings
+    train = teacher_cfg["train"]
+    assert train["epochs"] == 1 and train["seed"] == 3 and train["device"] == "cpu"
+    assert train["progress"] is False and train["steps_per_epoch"] == 3
+    assert len(rows(teacher)) == 1 and len(rows(out)) == 2
+    assert set(rows(out)[0]["train"]) == {"l2", "loss"}
+
+    # resuming reuses the finished teacher
+    before = (teacher / "model.pt").read_bytes(), (teacher / "model.pt").stat().st_mtime_ns
+    code, _, err = cli(*argv, "--resume")
+    assert code == 0, err
+    assert ((teacher / "model.pt").read_bytes(), (teacher / "model.pt").stat().st_mtime_ns) \
+        == before
+
+
+def test_distill_on_a_pair_uses_unlabelled_target_inputs(
+    cli: CliRunner, cli_run: Path, tmp_path: Path, digits_pair: DomainPair
+) -> None:
+    out = tmp_path / "run"
+    code, _, err = cli("distill", "--teacher", cli_run, "--data", "digits->digits_shifted",
+                       "--model-opt", "widths=[8]", "--epochs", "1", *CLI_FAST, "--out", out)
+    assert code == 0, err
+    assert set(rows(out)[0]["train"]) == {"kd", "loss"}  # no labels: no cross-entropy
+    assert set(summary(out)["final"]) == {"source_test", "target_test"}
+
+    # The teacher sees target training rows only.
+    seen: list[torch.Tensor] = []
+
+    class Recording(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = mlp(digits_pair.input_shape, 10, widths=[8])
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(x.detach().clone())
+            return self.net(x)
+
+    tk.distill(Recording(), "mlp", digits_pair, student_options={"widths": [8]}, epochs=1,
+               steps_per_epoch=3, batch_size=32, progress=False, device="cpu")
+    target = {row.numpy().tobytes() for row in digits_pair.target.train.x}
+    source = {row.numpy().tobytes() for row in digits_pair.source.train.x}
+    rows_seen = [row.numpy().tobytes() for batch in seen for row in batch]
+    assert len(rows_seen) == 2 + 3 * 32  # the class-count probe, then 3 steps of 32
+    assert all(r in target for r in rows_seen)
+    assert not any(r in source for r in rows_seen)
+
+
+def test_adapt_dann(cli: CliRunner, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    code, stdout, err = cli("adapt", "--data", "digits->digits_shifted", "--model", "mlp",
+                            "--model-opt", "widths=[16]", "--method", "dann", "--opt",
+                            "hidden=16", "--opt", "gamma=5", "--epochs", "2", *CLI_FAST,
+                            "--out", out)
+    assert code == 0, err
+    assert "target_test accuracy" in stdout
+    cfg = config(out)
+    assert cfg["method_options"] == {"hidden": 16, "gamma": 5}
+    assert cfg["train"]["optim"]["gamma"] == 0.1  # the step schedule's gamma is untouched
+    metrics = rows(out)
+    assert set(metrics[-1]["train"]) == {"ce", "domain", "loss"}
+    assert all(math.isfinite(v) for r in metrics for v in r["train"].values())
+    # the last step of 6 has progress 5/6; DANN's own gamma=5 shapes the warm-up
+    assert metrics[-1]["grl_coeff"] == pytest.approx(dann_warmup(5 / 6, 5.0))
+    assert set(summary(out)["final"]) == {"source_test", "target_test"}
+    weights = load_torch(out / "checkpoint.pt")["objective"]
+    assert weights["methods.1.discriminator.net.0.weight"].shape == (16, 16)
+
+
+def test_config_file_with_flags_overriding_it(cli: CliRunner, tmp_path: Path) -> None:
+    run_yaml = tmp_path / "run.yaml"
+    run_yaml.write_text(yaml.safe_dump({
+        "command": "train",
+        "data": "digits",
+        "model": {"name": "mlp", "options": {"widths": [12]}},
+        "train": {"epochs": 3, "batch_size": 16, "steps_per_epoch": 2, "device": "cpu",
+                  "progress": False, "optim": {"name": "adam", "lr": 0.05}},
+    }))
+    out = tmp_path / "run"
+    code, _, err = cli("train", "--config", run_yaml, "--epochs", "1", "--lr", "0.02",
+                       "--model-opt", "dropout=0.1", "--out", out)
+    assert code == 0, err
+    cfg = config(out)
+    assert cfg["train"]["epochs"] == 1  # flag
+    assert cfg["train"]["batch_size"] == 16 and cfg["train"]["steps_per_epoch"] == 2  # file
+    assert cfg["train"]["optim"]["name"] == "adam" and cfg["train"]["optim"]["lr"] == 0.02
+    assert cfg["model"] == {"name": "mlp", "options": {"widths": [12], "dropout": 0.1}}
+    assert [r["step"] for r in rows(out)] == [2]
+    assert summary(out)["parameters"] == 64 * 12 + 12 + 12 * 10 + 10
+
+
+def test_demo(cli: CliRunner, tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    code, stdout, _ = cli("demo", "--epochs-scale", "0.05", "--out", out)
+    assert code == 0
+    assert "transferkit demo" in stdout and "source-only" in stdout and "dann" in stdout
+    result = json.loads((out / "summary.json").read_text())
+    assert len(result["rows"]) == 6
+    assert all(0.0 <= r["accuracy"] <= 1.0 and r["parameters"] > 0 for r in result["rows"])
+    assert (out / "demo.md").read_text().count("\n| ") == 6  # a line per row after the header
+    for sub in ("teacher", "student-alone", "student-l2", "student-kd", "source-only", "dann"):
+        assert (out / sub / "model.pt").is_file(), sub
+
+
+def test_console_script_train(tmp_path: Path, sub_env: dict) -> None:
+    out = tmp_path / "run"
+    proc = run_process([*console_script(), "train", "--data", "digits", "--model-opt",
+                        "widths=[16]", "--epochs", "2", *CLI_FAST, "--out", str(out)], sub_env)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert f"run directory: {out}" in proc.stdout
+    assert sorted(p.name for p in out.iterdir()) == RUN_FILES
+    assert [r["epoch"] for r in rows(out)] == [1, 2]
