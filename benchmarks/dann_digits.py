@@ -31,6 +31,8 @@ def main() -> None:
     p.add_argument("--weight-decay", type=float, default=1e-3)
     p.add_argument("--epochs", type=int, default=10, help="evaluation points over the budget")
     p.add_argument("--skip-source-only", action="store_true")
+    p.add_argument("--bottleneck", type=int, default=256,
+                   help="LeNet feature bottleneck (fc-BN-ReLU) as in TLL's benchmark; 0 = none")
     p.add_argument("--warmup-steps", type=int, help="GRL warm-up length (default: whole run)")
     args = p.parse_args()
     rows = []
@@ -42,16 +44,19 @@ def main() -> None:
                       "optimizer": args.optimizer, "lr": lr, "momentum": 0.9,
                       "weight_decay": args.weight_decay,
                       "schedule": "inverse", "progress": False}
+            model = {"bottleneck": args.bottleneck}
             runs = [] if args.skip_source_only else [("source-only", None)]
             runs += [("dann", t) for t in args.trade_off]
             for method, trade_off in runs:
                 start = time.perf_counter()
                 name = f"{pair_name.replace('->', '2')}-{method}-s{steps}-lr{lr}-t{trade_off}"
                 if method == "source-only":
-                    result = tk.train("lenet", pair, out=run_dir(args.run_dir, name), **common)
+                    result = tk.train("lenet", pair, model_options=model,
+                                      out=run_dir(args.run_dir, name), **common)
                 else:
                     options = {"trade_off": trade_off, "warmup_steps": args.warmup_steps}
                     result = tk.adapt("lenet", pair, method="dann", method_options=options,
+                                      model_options=model,
                                       out=run_dir(args.run_dir, name), **common)
                 curve = [round(r["eval"]["target_test"]["accuracy"], 4)
                          for r in result.history if "eval" in r]

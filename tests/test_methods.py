@@ -300,6 +300,17 @@ def test_dann_warmup_coefficient_grows() -> None:
         DANN(hidden=4).setup(TrainInfo(num_classes=C))
 
 
+def test_dann_warmup_steps_shorten_the_warmup() -> None:
+    dann = DANN(hidden=4, warmup_steps=100)
+    dann.setup(TrainInfo(num_classes=C, feature_dim=6, total_steps=1000))
+    # step 50 of 1000 is progress 0.05 of the run but half of the 100-step warm-up
+    assert dann.coefficient(0.05) == pytest.approx(2 / (1 + math.exp(-5)) - 1, rel=1e-12)
+    assert dann.coefficient(0.5) == pytest.approx(2 / (1 + math.exp(-10)) - 1, rel=1e-12)
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ConfigError, match="warmup_steps"):
+            DANN(hidden=4, warmup_steps=bad)
+
+
 # ---------------------------------------------------------------- composition
 
 

@@ -94,6 +94,21 @@ def test_lenet_flatten_and_small_input() -> None:
         build_model("lenet", (1, 8, 8), 10)
 
 
+def test_lenet_bottleneck() -> None:
+    model = build_model("lenet", (1, 28, 28), 10, bottleneck=256)
+    assert model.feature_dim == 256
+    assert isinstance(model.features[-2], nn.BatchNorm1d)
+    assert (model.features[-3].in_features, model.features[-3].out_features) == (500, 256)
+    plain = build_model("lenet", (1, 28, 28), 10)
+    # 500*256 + 256 (fc) + 2*256 (BN) more, and a head of 256*10+10 instead of 500*10+10
+    extra = 500 * 256 + 256 + 2 * 256 + (256 * 10 + 10) - (500 * 10 + 10)
+    assert count_parameters(model) - count_parameters(plain) == extra
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    for bad in (-1, 2.5, "x"):
+        with pytest.raises(ConfigError, match="bottleneck"):
+            build_model("lenet", (1, 28, 28), 10, bottleneck=bad)
+
+
 def test_mlp_options() -> None:
     teacher = build_model(
         "mlp", (1, 28, 28), 10, widths=(1200, 1200), dropout=0.5, input_dropout=0.2

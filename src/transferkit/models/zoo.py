@@ -90,12 +90,17 @@ def lenet(input_shape: tuple[int, ...], num_classes: int, **options: Any) -> nn.
     -> Dropout; head fc(500, classes).
 
     The digits network of the domain adaptation literature (e.g. DANN's MNIST -> USPS setups).
-    Flatten size: 50*4*4 = 800 for 28x28, 50*5*5 = 1250 for 32x32. Option ``dropout`` (0.5).
+    Flatten size: 50*4*4 = 800 for 28x28, 50*5*5 = 1250 for 32x32. Options: ``dropout``
+    (0.5); ``bottleneck`` (0 = none): append fc(500, b) -> BatchNorm1d -> ReLU to the features,
+    the bottleneck that Transfer-Learning-Library's digits benchmarks put before the head.
     """
     shape = image_shape("lenet", input_shape)
     classes = check_num_classes(num_classes)
-    opts = resolve_options("lenet", options, {"dropout": 0.5})
+    opts = resolve_options("lenet", options, {"dropout": 0.5, "bottleneck": 0})
     dropout = check_probability("lenet", "dropout", opts["dropout"])
+    bottleneck = opts["bottleneck"]
+    if bottleneck != 0:
+        bottleneck = check_positive_int("lenet", "bottleneck", bottleneck)
     _check_min_size(
         "lenet", shape, _LENET_OPS, "use 'small-cnn' or 'mlp' for small images such as 8x8 digits"
     )
@@ -110,8 +115,10 @@ def lenet(input_shape: tuple[int, ...], num_classes: int, **options: Any) -> nn.
         nn.Flatten(),
     )
     flat = flat_size(body, shape)
-    features = nn.Sequential(*body, nn.Linear(flat, 500), nn.ReLU(), nn.Dropout(dropout))
-    return Classifier(features, nn.Linear(500, classes))
+    layers = [*body, nn.Linear(flat, 500), nn.ReLU(), nn.Dropout(dropout)]
+    if bottleneck:
+        layers += [nn.Linear(500, bottleneck), nn.BatchNorm1d(bottleneck), nn.ReLU()]
+    return Classifier(nn.Sequential(*layers), nn.Linear(bottleneck or 500, classes))
 
 
 _SMALL_CNN_OPS: tuple[Op, ...] = (("conv", 3, 1), ("conv", 3, 1), ("pool", 2))
