@@ -29,10 +29,19 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+def cpu_name() -> str:
+    """The processor's model name (Linux), else the machine type."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} x{os.cpu_count()}"
+    except OSError:
+        pass
+    return platform.machine()
+
+
 def environment() -> dict:
-    device = (
-        torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor()
-    )
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else cpu_name()
     return {
         "torch": torch.__version__,
         "device": device or platform.machine(),

@@ -74,10 +74,13 @@ def section_dann() -> list[str]:
                   "published % (50k it.)", "target test % along training", "seconds"], rows)
     s = result["settings"]
     out += ["", f"Budget: batch {s['batch_size']} source + {s['batch_size']} target, "
-                f"{s['optimizer']} lr {s['lr']} momentum 0.9, weight decay {s['weight_decay']}, "
+                f"{s['optimizer']} lr {', '.join(map(str, s['lr']))} momentum 0.9, "
+                f"weight decay {s['weight_decay']}, LeNet with a {s['bottleneck']}-d "
+                "fc-BatchNorm-ReLU bottleneck before the head (as in TLL's digits models), "
                 f"inverse schedule `lr (1 + 0.001 t)^-0.75`, DANN warm-up "
                 f"`2/(1+exp(-10p)) - 1`, discriminator 1024-1024 with BatchNorm, seed "
                 f"{s['seed']}. Published: Transfer-Learning-Library's digits benchmark. "
+                "Seconds are wall time per run on this 2-core machine, evaluation included. "
                 f"{env_line(result)}", ""]
     return out
 
