@@ -23,7 +23,9 @@ def load(name: str) -> dict | None:
 def command(name: str) -> str:
     """The command line recorded in the result file (from the repo root)."""
     result = load(name)
-    return f"{DATA} {result['command']}" if result else f"(no results/{name}.json yet)"
+    if result is None:
+        return f"(no results/{name}.json yet)"
+    return f"{DATA} {result['command']}".replace(f"{ROOT}/", "")
 
 
 def env_line(result: dict) -> str:
@@ -38,10 +40,20 @@ def table(header: list[str], rows: list[list[object]]) -> list[str]:
 
 
 def section_distill(name: str, title: str, intro: str) -> list[str]:
-    result = load(name)
-    out = [f"## {title}", "", intro, "", f"    {command(name)}", ""]
-    if result is None:
+    """One table per result file ``name.json`` / ``name_<budget>.json``."""
+    files = sorted(RESULTS.glob(f"{name}.json")) + sorted(RESULTS.glob(f"{name}_*.json"))
+    out = [f"## {title}", "", intro, ""]
+    if not files:
         return [*out, "_Not run yet._", ""]
+    for path in files:
+        out += budget_table(path.stem)
+    return out
+
+
+def budget_table(name: str) -> list[str]:
+    result = load(name)
+    assert result is not None
+    out = [f"    {command(name)}", ""]
     settings = result["settings"]
     rows = [[k, f"{v['accuracy'] * 100:.2f}", v["test_errors"], f"{v['parameters']:,}",
              v["epochs"], v["seconds"]] for k, v in result["rows"].items()]
