@@ -45,6 +45,7 @@ class Objective(nn.Module):
             None if features is None else features[:n],
             logits[n:],
             None if features is None else features[n:],
+            features,
         )
 
     def _features(self) -> Tensor | None:

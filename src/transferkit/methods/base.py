@@ -38,6 +38,7 @@ class Outputs:
     features: Tensor | None = None
     target_logits: Tensor | None = None
     target_features: Tensor | None = None
+    joint_features: Tensor | None = None  # source then target rows, as the model produced them
 
 
 @dataclass

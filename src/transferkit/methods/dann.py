@@ -74,7 +74,10 @@ class DANN(Method):
         assert out.features is not None and out.target_features is not None
         self.grl.coeff = self.coefficient(progress)
         n = out.features.shape[0]
-        domain_logits = self.discriminator(self.grl(torch.cat([out.features, out.target_features])))
+        joint = out.joint_features  # avoids re-concatenating the two halves (and its backward)
+        if joint is None:
+            joint = torch.cat([out.features, out.target_features])
+        domain_logits = self.discriminator(self.grl(joint))
         source_d, target_d = domain_logits[:n], domain_logits[n:]
         self._last_domain_logits = (source_d.detach(), target_d.detach())
         return {"domain": domain_adversarial_loss(source_d, target_d)}
