@@ -30,7 +30,8 @@ def command(name: str) -> str:
 
 def env_line(result: dict) -> str:
     e = result["environment"]
-    return f"Measured {e['date']} on {e['device']} ({e['threads']} threads), torch {e['torch']}."
+    threads = f"{e['threads']} thread" + ("s" if e["threads"] != 1 else "")
+    return f"Measured {e['date']} on {e['device']} ({threads}), torch {e['torch']}."
 
 
 def table(header: list[str], rows: list[list[object]]) -> list[str]:
@@ -50,6 +51,18 @@ def section_distill(name: str, title: str, intro: str) -> list[str]:
     return out
 
 
+NOTES = {
+    "hinton_mnist_long": (
+        "This budget raises the learning rate to 0.1 for every model. The teacher and the "
+        "student alone gain a little, but `kd` at T = 20 breaks down. The likely cause (not "
+        "yet confirmed from the loss curve): the gradient of T²·KL with respect to the "
+        "student's logits is T·(softmax(s/T) − softmax(t/T)), up to T times larger than "
+        "cross-entropy's while the student is far from the teacher, too large a step at this "
+        "rate. Keep the rate lower for soft targets at high temperature (the 0.05 budget)."
+    ),
+}
+
+
 def budget_table(name: str) -> list[str]:
     result = load(name)
     assert result is not None
@@ -62,6 +75,8 @@ def budget_table(name: str) -> list[str]:
     opt = settings.get("optimizer", "sgd")
     out += ["", f"Budget: batch {settings['batch_size']}, {opt} lr {settings['lr']}, "
                 f"{settings['schedule']} schedule, seed {settings['seed']}. {env_line(result)}"]
+    if name in NOTES:
+        out += ["", NOTES[name]]
     if "paper_test_errors" in result:
         paper = ", ".join(f"{k} {v}" for k, v in result["paper_test_errors"].items())
         out += ["", f"Paper (test errors): {paper}."]
