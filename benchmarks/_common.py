@@ -52,8 +52,9 @@ def environment() -> dict:
 
 def write_result(name: str, payload: dict, out: str | None) -> Path:
     path = Path(out) if out else RESULTS / f"{name}.json"
+    root = f"{Path(__file__).resolve().parent.parent}/"  # paths in the repo, written relative
     command = "python benchmarks/" + " ".join(
-        [Path(sys.argv[0]).name, *(shlex.quote(a) for a in sys.argv[1:])]
+        [Path(sys.argv[0]).name, *(shlex.quote(a.replace(root, "")) for a in sys.argv[1:])]
     )
     save_json({"benchmark": name, "command": command, "environment": environment(), **payload},
               path)

@@ -25,7 +25,7 @@ def command(name: str) -> str:
     result = load(name)
     if result is None:
         return f"(no results/{name}.json yet)"
-    return f"{DATA} {result['command']}".replace(f"{ROOT}/", "")
+    return f"{DATA} {result['command']}"
 
 
 def env_line(result: dict) -> str:
