@@ -71,6 +71,29 @@ def limit_train(data: Dataset, n: int | None) -> Dataset:
     return data if n is None else replace(data, train=data.train.subset(n))
 
 
+def mnist_budget_parser(description: str, teacher_epochs: int, student_epochs: int):
+    """Flags shared by the MNIST distillation benchmarks."""
+    p = parser(description)
+    p.add_argument("--teacher-epochs", type=int, default=teacher_epochs)
+    p.add_argument("--student-epochs", type=int, default=student_epochs)
+    p.add_argument("--train-limit", type=int, help="first N training images (smoke tests)")
+    return p
+
+
+def load_mnist(args: argparse.Namespace) -> Dataset:
+    from transferkit.data import load_dataset
+
+    return limit_train(load_dataset("mnist", args.data_dir), args.train_limit)
+
+
+def test_row(result, seconds: float, epochs: int) -> dict:
+    """Test accuracy, errors, size and time of one run, printed as it is recorded."""
+    acc = result.summary["final"]["test"]
+    n = result.history[-1]["eval"]["test"]["n"]
+    return {"accuracy": acc, "test_errors": errors(acc, n), "epochs": epochs,
+            "parameters": result.summary["parameters"], "seconds": round(seconds, 1)}
+
+
 def errors(accuracy: float, n: int) -> int:
     """Test errors from an accuracy over ``n`` test images."""
     return round((1.0 - accuracy) * n)

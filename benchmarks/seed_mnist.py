@@ -11,26 +11,19 @@ from __future__ import annotations
 import time
 
 import transferkit as tk
-from _common import errors, limit_train, parser, run_dir, write_result
-from transferkit.data import load_dataset
+from _common import load_mnist, mnist_budget_parser, run_dir, test_row, write_result
 
 
 def main() -> None:
-    p = parser(__doc__.splitlines()[0])
-    p.add_argument("--teacher-epochs", type=int, default=10)
-    p.add_argument("--student-epochs", type=int, default=20)
-    p.add_argument("--train-limit", type=int, help="first N training images (smoke tests)")
+    p = mnist_budget_parser(__doc__.splitlines()[0], teacher_epochs=10, student_epochs=20)
     args = p.parse_args()
-    mnist = limit_train(load_dataset("mnist", args.data_dir), args.train_limit)
-    n = len(mnist.test)
+    mnist = load_mnist(args)
     common = {"seed": args.seed, "device": args.device, "batch_size": 128, "optimizer": "adam",
               "lr": 1e-3, "schedule": "cosine", "progress": False}
     rows = {}
 
     def record(name: str, result: tk.RunResult, seconds: float, epochs: int) -> None:
-        acc = result.summary["final"]["test"]
-        rows[name] = {"accuracy": acc, "test_errors": errors(acc, n), "epochs": epochs,
-                      "parameters": result.summary["parameters"], "seconds": round(seconds, 1)}
+        rows[name] = test_row(result, seconds, epochs)
         print(name, rows[name], flush=True)
 
     start = time.perf_counter()
