@@ -19,7 +19,7 @@ import yaml
 
 from transferkit import api
 from transferkit.config import RunConfig, validate
-from transferkit.engine.distributed import is_main
+from transferkit.engine.distributed import is_main, shutdown
 from transferkit.errors import ConfigError, TransferkitError
 
 TRAIN_FLAGS = {
@@ -257,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
         print("transferkit: interrupted; the last checkpoint is kept (continue with --resume)",
               file=sys.stderr)
         return 130
+    finally:
+        shutdown()
 
 
 if __name__ == "__main__":

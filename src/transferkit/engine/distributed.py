@@ -52,6 +52,20 @@ def barrier() -> None:
         dist.barrier()
 
 
+def shutdown(synchronize: bool = False) -> None:
+    """Leave the process group now rather than at interpreter exit.
+
+    Left to the exit handlers, a rank can still hold gloo connections when a faster peer has
+    exited; gloo then aborts that rank (SIGABRT) or torchrun kills it before it exits with its
+    own status. ``synchronize`` first waits for every rank: only on paths all ranks take.
+    """
+    if not dist.is_initialized():
+        return
+    if synchronize:
+        dist.barrier()
+    dist.destroy_process_group()
+
+
 def local_device(requested: str) -> torch.device:
     """``auto`` picks CUDA (this rank's GPU under torchrun) when available, else CPU."""
     if requested == "auto":

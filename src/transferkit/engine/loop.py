@@ -277,6 +277,7 @@ class Trainer:
             if self.run_dir is not None and epoch > 0
             else "no checkpoint was written yet"
         )
+        distributed.shutdown(synchronize=True)  # every rank is here, at the same step
         raise NonFiniteLossError(
             f"loss became non-finite at epoch {epoch + 1}, step {step + 1} ({terms}); {kept}; "
             "lower the learning rate or check the inputs for NaN"
