@@ -35,8 +35,12 @@ TINY = {"widths": [16]}
 CLI_FAST = ["--device", "cpu", "--no-progress", "--batch-size", "32", "--steps-per-epoch", "3"]
 
 HELPER_SOURCE = '''
-"""Models for the tests: NaN after a known number of steps, a wrong class count."""
+"""Models for the tests: NaN after a known number of steps, a wrong class count, RNG draws."""
 
+import os
+import signal
+
+import torch
 from torch import nn
 
 from transferkit.models import mlp
@@ -66,11 +70,36 @@ def nan_after(input_shape, num_classes, calls=5):
 
 def nan_on_rank(input_shape, num_classes, calls=5, rank=1):
     """NaN on one rank of a torchrun job only (the others' losses stay finite)."""
-    import os
-
     if os.environ.get("RANK", "0") != str(rank):
         calls = 10**9
     return NanAfter(mlp(input_shape, num_classes, widths=[16]), calls)
+
+
+class RandomProbe(nn.Module):
+    """A small mlp that appends three draws of the global RNG to ``<path>.<RANK>`` at every
+    training forward: what dropout or jitter would draw on that rank at that step. With
+    ``kill_at=k`` the process SIGKILLs itself at its k-th forward, once per probe file."""
+
+    def __init__(self, inner, path, kill_at=0):
+        super().__init__()
+        self.inner = inner
+        self.path = f"{path}.{os.environ.get('RANK', '0')}"
+        self.kill_at = kill_at
+        self.calls = 0
+
+    def forward(self, x):
+        if self.training:
+            self.calls += 1
+            if self.calls == self.kill_at and not os.path.exists(self.path + ".killed"):
+                open(self.path + ".killed", "w").close()
+                os.kill(os.getpid(), signal.SIGKILL)
+            with open(self.path, "a") as handle:
+                handle.write(" ".join(f"{v:.8f}" for v in torch.rand(3).tolist()) + "\\n")
+        return self.inner(x)
+
+
+def random_probe(input_shape, num_classes, path, kill_at=0):
+    return RandomProbe(mlp(input_shape, num_classes, widths=[16]), path, kill_at)
 
 
 def broken(input_shape, num_classes):

@@ -255,6 +255,9 @@ def test_truncated_model_file(cli: CliRunner, trained_run: Path, tmp_path: Path)
         (["--opt", "nope=1"], "method 'supervised'"),
         (["--model-opt", "widths=abc"], "widths must be a list of positive ints"),
         (["--model-opt", "depth=3"], "model 'mlp' has no option 'depth'"),
+        (["--model-opt", "name=x"], "model 'mlp' has no option 'name'"),
+        (["--model-opt", "num_classes=3"], "model option 'num_classes' is set from the data"),
+        (["--max-norm", "0"], "train.optim.max_norm: Input should be greater than 0"),
     ],
 )
 def test_bad_flag_values(

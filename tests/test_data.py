@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import stat
 import urllib.error
 from pathlib import Path
 from typing import BinaryIO
@@ -323,6 +324,9 @@ def test_download_verifies_and_places_file(monkeypatch: pytest.MonkeyPatch, tmp_
     assert got == tmp_path / "cache" / "transferkit" / "usps" / "zip.test.gz"
     assert got.read_bytes() == source.read_bytes()
     assert [p.name for p in got.parent.iterdir()] == ["zip.test.gz"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(got.stat().st_mode) == 0o666 & ~umask  # as open() would make it
     # A file already present locally is used without downloading.
     source.unlink()
     assert paths.locate("usps", "zip.test.gz", remote=make_remote(got)) == got

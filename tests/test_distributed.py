@@ -81,6 +81,36 @@ def test_two_rank_adapt_dann(tmp_path: Path, sub_env: dict) -> None:
 
 
 @pytest.mark.slow
+def test_ranks_draw_their_own_random_numbers_and_resume_them(
+    tmp_path: Path, sub_env: dict
+) -> None:
+    """Dropout masks and shifts differ between ranks (rows differ, so must masks), and a
+    resumed run gives every rank back its own random stream."""
+
+    def launch(name: str, *extra: str) -> tuple[int, list[list[str]]]:
+        probe = tmp_path / name
+        proc = run_process(torchrun("train", "--data", "digits", "--model",
+                                    f"{HELPERS}:random_probe", "--model-opt", f"path={probe}",
+                                    "--epochs", "2", "--out", str(tmp_path / f"{name}-run"),
+                                    *extra), sub_env)
+        draws = [Path(f"{probe}.{rank}").read_text().splitlines() for rank in (0, 1)]
+        return proc.returncode, draws
+
+    code, whole = launch("whole")
+    assert code == 0
+    assert [len(draws) for draws in whole] == [2 * STEPS, 2 * STEPS]
+    assert not set(whole[0]) & set(whole[1])
+    # Both ranks are killed at their 6th step (epoch 2), then the run resumes from epoch 1.
+    code, _ = launch("parts", "--model-opt", f"kill_at={STEPS + 2}")
+    assert code != 0
+    code, parts = launch("parts", "--model-opt", f"kill_at={STEPS + 2}", "--resume")
+    assert code == 0
+    for rank in (0, 1):  # 4 + 1 lines before the kill, then all of epoch 2
+        assert len(parts[rank]) == 2 * STEPS + 1
+        assert parts[rank][:STEPS] + parts[rank][STEPS + 1:] == whole[rank]
+
+
+@pytest.mark.slow
 def test_nan_on_one_rank_stops_every_rank_cleanly(tmp_path: Path, sub_env: dict) -> None:
     """A NaN in one rank's half of a batch: all ranks stop at that step with the one-line
     error, none is left to crash in the next all-reduce."""

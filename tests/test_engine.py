@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -28,7 +29,7 @@ from transferkit.engine.batches import epoch_batches, rank_slice
 from transferkit.engine.checkpoint import atomic_write, load_torch, save_torch
 from transferkit.engine.evaluate import evaluate_split
 from transferkit.engine.loop import TrainData, Trainer
-from transferkit.engine.optim import build_optimizer, learning_rate
+from transferkit.engine.optim import apply_max_norm, build_optimizer, learning_rate, weight_matrices
 from transferkit.errors import CheckpointError, ConfigError, NonFiniteLossError
 from transferkit.methods import DANN, Supervised
 from transferkit.models import mlp
@@ -305,6 +306,29 @@ def test_trainer_applies_the_schedule(digits: Dataset) -> None:
     )
 
 
+def test_max_norm_rescales_only_long_rows_as_numpy_does() -> None:
+    torch.manual_seed(0)
+    weight = nn.Parameter(torch.randn(6, 5) * torch.tensor([0.1, 1, 3, 0.2, 2, 5])[:, None])
+    rows = weight.detach().numpy().copy()
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    expected = rows * np.minimum(1.0, 1.5 / norms)
+    apply_max_norm([weight], 1.5)
+    np.testing.assert_allclose(weight.detach().numpy(), expected, rtol=1e-5)
+    assert (norms < 1.5).any() and (norms > 1.5).any()  # both cases were exercised
+    conv = nn.Conv2d(2, 3, 3)
+    assert weight_matrices(nn.Sequential(nn.Linear(2, 2), nn.ReLU(), conv))[1] is conv.weight
+
+
+def test_trainer_keeps_weights_within_max_norm(digits: Dataset) -> None:
+    free = tk.train("mlp", digits, model_options=TINY, lr=0.5, **FAST)
+    capped = tk.train("mlp", digits, model_options=TINY, lr=0.5, max_norm=0.3, **FAST)
+    longest = [
+        max(float(w.detach().norm(dim=1).max()) for w in weight_matrices(r.model))
+        for r in (free, capped)
+    ]
+    assert longest[0] > 0.3 >= longest[1] - 1e-5
+
+
 def test_build_optimizer() -> None:
     params = [nn.Parameter(torch.zeros(2))]
     adam = build_optimizer(params, OptimConfig(name="adam", lr=0.003, weight_decay=0.1))
@@ -380,3 +404,14 @@ def test_api_run_result(trained_run: Path, digits: Dataset) -> None:
     assert scores["test"]["accuracy"] == summary["final"]["test"]
     restored = api.load_model(trained_run / "checkpoint.pt", mlp(digits.input_shape, 10, **TINY))
     assert evaluate_split(restored, digits.test, torch.device("cpu")) == scores["test"]
+
+
+def test_load_run_gives_back_the_finished_run(trained_run: Path, tmp_path: Path) -> None:
+    run = tk.load_run(trained_run)
+    assert run.run_dir == trained_run and run.history == rows(trained_run)
+    assert run.summary["final"]["test"] == tk.evaluate(run.model, "digits")["test"]["accuracy"]
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    (partial / "metrics.jsonl").write_text((trained_run / "metrics.jsonl").read_text())
+    with pytest.raises(CheckpointError, match=r"model.pt, summary.json missing.*--resume"):
+        tk.load_run(partial)

@@ -238,7 +238,7 @@ def user_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str
 
 
 def test_load_factory(user_module: str) -> None:
-    model = load_factory(f"{user_module}:build", input_shape=(1, 6), num_classes=3)
+    model = load_factory(f"{user_module}:build", (1, 6), 3)
     assert model(torch.randn(2, 1, 6)).shape == (2, 3)
     assert isinstance(load_factory(f"{user_module}:fixed"), nn.Linear)
     assert isinstance(load_factory(f"{user_module}:fixed", (1, 6), 3), nn.Linear)

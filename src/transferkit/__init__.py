@@ -7,6 +7,7 @@ from transferkit.api import (
     evaluate,
     list_components,
     load_model,
+    load_run,
     train,
 )
 from transferkit.errors import TransferkitError
@@ -22,5 +23,6 @@ __all__ = [
     "evaluate",
     "list_components",
     "load_model",
+    "load_run",
     "train",
 ]

@@ -13,6 +13,7 @@ a :class:`Dataset`, a :class:`DomainPair` or a registered name (``a->b`` names a
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,7 @@ from transferkit.engine.checkpoint import (
 )
 from transferkit.engine.distributed import is_main, local_device
 from transferkit.engine.evaluate import evaluate_split
-from transferkit.engine.loop import RESUME_FREE, TrainData, Trainer
+from transferkit.engine.loop import METRICS, RESUME_FREE, TrainData, Trainer
 from transferkit.errors import CheckpointError, ConfigError, TransferkitError
 from transferkit.methods import ADAPTATION, DISTILLATION, METHODS, Method, build_method
 from transferkit.models import MODELS, build_model, count_parameters, load_factory
@@ -66,9 +67,14 @@ def resolve_data(data: Dataset | DomainPair | str, data_dir: str | Path | None =
 
 
 def resolve_model(
-    model: nn.Module | str, input_shape: tuple[int, ...], num_classes: int, **options: Any
+    model: nn.Module | str, input_shape: tuple[int, ...], num_classes: int, /, **options: Any
 ) -> tuple[nn.Module, dict[str, Any] | None]:
     """The module and, when it was built from a name, the spec needed to rebuild it."""
+    given = {"input_shape": input_shape, "num_classes": num_classes}
+    for key in given.keys() & options.keys():
+        raise ConfigError(
+            f"model option {key!r} is set from the data ({given[key]}); remove it"
+        )
     if isinstance(model, nn.Module):
         if options:
             raise ConfigError("model options apply only to a model given by name")
@@ -76,7 +82,7 @@ def resolve_model(
     if not isinstance(model, str):
         raise ConfigError(f"model must be an nn.Module or a name, got {type(model).__name__}")
     if ":" in model and model not in MODELS:
-        module = load_factory(model, input_shape=input_shape, num_classes=num_classes, **options)
+        module = load_factory(model, input_shape, num_classes, **options)
     else:
         module = build_model(model, input_shape, num_classes, **options)
     return module, {"name": model, "options": options}
@@ -222,6 +228,23 @@ def load_model(path: str | Path, model: nn.Module | str | None = None, **options
         model, _ = resolve_model(model, shape, classes, **options)
     load_weights(model, weights, str(path), f"model {type(model).__name__}")
     return model
+
+
+def load_run(run_dir: str | Path) -> RunResult:
+    """A finished run directory as a :class:`RunResult` (model, summary, per-epoch metrics)."""
+    run_dir = Path(run_dir)
+    missing = [n for n in (MODEL_FILE, "summary.json", METRICS) if not (run_dir / n).is_file()]
+    if missing:
+        raise CheckpointError(
+            f"{run_dir} is not a finished run: {', '.join(missing)} missing "
+            "(an interrupted run continues with --resume)"
+        )
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+        history = [json.loads(line) for line in (run_dir / METRICS).read_text().splitlines()]
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{run_dir}: cannot read the run record ({exc})") from None
+    return RunResult(load_model(run_dir), summary, history, run_dir)
 
 
 # ---- the verbs -------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ OPTIM_FLAGS = {
     "schedule": str,
     "step_size": int,
     "gamma": float,
+    "max_norm": float,
 }
 
 

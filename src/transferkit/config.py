@@ -22,6 +22,8 @@ class OptimConfig(_Strict):
 
     Schedules: ``constant``; ``step``: ``lr * gamma^floor(epoch / step_size)``; ``inverse``
     (DANN's): ``lr * (1 + inv_alpha * t)^(-inv_beta)`` at step t; ``cosine`` over all steps.
+    ``max_norm`` (Srivastava et al. 2014, with dropout): after every step each unit's incoming
+    weight vector ``w`` becomes ``min(1, c / ||w||_2) * w``.
     """
 
     name: Literal["sgd", "adam"] = "sgd"
@@ -34,6 +36,7 @@ class OptimConfig(_Strict):
     gamma: float = Field(0.1, gt=0, le=1)
     inv_alpha: float = Field(0.001, ge=0)
     inv_beta: float = Field(0.75, ge=0)
+    max_norm: float | None = Field(None, gt=0)
 
 
 class TrainConfig(_Strict):

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from transferkit.engine.checkpoint import give_default_mode
 from transferkit.errors import DataError
 
 ENV_VAR = "TRANSFERKIT_DATA_DIR"
@@ -97,6 +98,7 @@ def download(remote: Remote, dest: Path, opener: Opener | None = None) -> Path:
         tmp = Path(tmp_name)
         try:
             digest = hashlib.new(remote.algorithm)
+            give_default_mode(fd)
             with os.fdopen(fd, "wb") as out, open_url(url, _TIMEOUT_S) as response:
                 for block in iter(lambda: response.read(_CHUNK), b""):
                     digest.update(block)

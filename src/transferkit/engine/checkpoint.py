@@ -15,6 +15,13 @@ from torch import nn
 from transferkit.errors import CheckpointError
 
 
+def give_default_mode(fd: int) -> None:
+    """mkstemp makes files 0600; give ``fd`` the mode ``open()`` would (0666 minus umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)
+
+
 def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """Write through a temporary file in the same folder, then rename over ``path``.
 
@@ -25,10 +32,7 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            # mkstemp makes the file 0600; give it the mode open() would (0666 minus umask)
-            umask = os.umask(0)
-            os.umask(umask)
-            os.fchmod(handle.fileno(), 0o666 & ~umask)
+            give_default_mode(handle.fileno())
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())

@@ -12,6 +12,8 @@ def init_from_env(device: torch.device) -> bool:
     """Join the process group that ``torchrun`` describes (gloo on CPU, nccl on CUDA)."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
         return dist.is_initialized()
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # collectives of Python objects use the current device
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return True
 
@@ -45,6 +47,15 @@ def any_rank(flag: bool, device: torch.device) -> bool:
     value = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return bool(value.item() > 0)
+
+
+def all_gather_object(obj: object) -> list[object]:
+    """``obj`` from every rank, in rank order (``[obj]`` when alone)."""
+    if not dist.is_initialized():
+        return [obj]
+    gathered: list[object] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
 
 
 def barrier() -> None:

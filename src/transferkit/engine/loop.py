@@ -25,7 +25,13 @@ from transferkit.engine.batches import epoch_batches, rank_slice
 from transferkit.engine.checkpoint import atomic_write, load_torch, load_weights, save_torch
 from transferkit.engine.evaluate import evaluate_split
 from transferkit.engine.objective import Objective
-from transferkit.engine.optim import build_optimizer, learning_rate, set_learning_rate
+from transferkit.engine.optim import (
+    apply_max_norm,
+    build_optimizer,
+    learning_rate,
+    set_learning_rate,
+    weight_matrices,
+)
 from transferkit.engine.progress import ProgressBar
 from transferkit.errors import CheckpointError, ConfigError, NonFiniteLossError
 from transferkit.methods.base import Batch, Method, TrainInfo
@@ -92,6 +98,7 @@ class Trainer:
         if not params:
             raise ConfigError("the model has no trainable parameters")
         self.optimizer = build_optimizer(params, config.optim)
+        self.max_norm_weights = weight_matrices(model) if config.optim.max_norm else []
         self.step_fn: nn.Module = self.objective
         if distributed.world_size() > 1:
             self.step_fn = nn.parallel.DistributedDataParallel(self.objective)
@@ -125,14 +132,17 @@ class Trainer:
     def _resume_key(self) -> dict[str, Any]:
         return {k: v for k, v in self.config.model_dump().items() if k not in RESUME_FREE}
 
-    def state(self, epoch: int) -> dict[str, Any]:
+    def state(self, epoch: int, rank_rngs: list[Any] | None = None) -> dict[str, Any]:
+        """Everything a resume needs; ``rank_rngs`` holds every rank's RNG states."""
+        rngs = rank_rngs or [_rng_state()]
         return {
             "epoch": epoch,
             "step": self.global_step,
             "objective": self.objective.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "rng": rngs[0]["cpu"],
+            "cuda_rng": rngs[0]["cuda"],
+            "rank_rngs": rngs,
             "config": self._resume_key(),
             "history": self.history,
         }
@@ -152,9 +162,13 @@ class Trainer:
             )
         load_weights(self.objective, state["objective"], str(path), "this model and its methods")
         self.optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng"])
-        if state.get("cuda_rng") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        rank, rngs = distributed.rank(), state.get("rank_rngs") or []
+        if len(rngs) == distributed.world_size():
+            _set_rng_state(rngs[rank])
+        else:  # saved with another number of ranks: rank 0's state, other ranks reseeded
+            _set_rng_state({"cpu": state["rng"], "cuda": state.get("cuda_rng")})
+            if rank:
+                torch.manual_seed(_rank_seed(self.config.seed, rank) + int(state["epoch"]))
         self.start_epoch = int(state["epoch"])
         self.global_step = int(state["step"])
         self.history = list(state["history"])
@@ -172,8 +186,8 @@ class Trainer:
     def fit(self) -> list[dict[str, Any]]:
         """Train the remaining epochs; returns one metrics row per epoch."""
         cfg = self.config
-        if self.start_epoch == 0:
-            torch.manual_seed(cfg.seed)
+        if self.start_epoch == 0:  # ranks draw different dropout masks and shifts
+            torch.manual_seed(_rank_seed(cfg.seed, distributed.rank()))
         main = distributed.is_main()
         with ProgressBar(cfg.progress and main, cfg.epochs) as bar:
             for epoch in range(self.start_epoch, cfg.epochs):
@@ -185,10 +199,11 @@ class Trainer:
                     }
                     bar.status = _status(row)
                 self.history.append(row)
+                rank_rngs = distributed.all_gather_object(_rng_state())
                 if main and self.run_dir is not None:
                     with open(self.run_dir / METRICS, "a") as handle:
                         handle.write(json.dumps(row) + "\n")
-                    save_torch(self.state(epoch + 1), self.run_dir / CHECKPOINT)
+                    save_torch(self.state(epoch + 1, rank_rngs), self.run_dir / CHECKPOINT)
                 distributed.barrier()
         return self.history
 
@@ -247,6 +262,8 @@ class Trainer:
             if distributed.any_rank(not math.isfinite(value), device):
                 self._non_finite(epoch, step, losses)
             self.optimizer.step()
+            if self.max_norm_weights:
+                apply_max_norm(self.max_norm_weights, cfg.optim.max_norm)
             self.global_step += 1
             for key, term in losses.items():
                 detached = term.detach()
@@ -282,6 +299,22 @@ class Trainer:
             f"loss became non-finite at epoch {epoch + 1}, step {step + 1} ({terms}); {kept}; "
             "lower the learning rate or check the inputs for NaN"
         )
+
+
+def _rank_seed(seed: int, rank: int) -> int:
+    """Rank 0 keeps ``seed`` (a one-process run is unchanged); other ranks get their own."""
+    return seed if rank == 0 else (seed * 1_000_003 + rank) % 2**63
+
+
+def _rng_state() -> dict[str, Any]:
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    return {"cpu": torch.get_rng_state(), "cuda": cuda}
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["cpu"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _loss_status(losses: dict[str, Tensor], previous: str) -> str:

@@ -22,6 +22,21 @@ def build_optimizer(params: list[nn.Parameter], cfg: OptimConfig) -> torch.optim
     )
 
 
+def weight_matrices(model: nn.Module) -> list[nn.Parameter]:
+    """Weights of linear and convolution layers: row ``i`` holds unit ``i``'s incoming weights."""
+    return [
+        m.weight for m in model.modules()
+        if isinstance(m, nn.Linear | nn.modules.conv._ConvNd) and m.weight.requires_grad
+    ]
+
+
+@torch.no_grad()
+def apply_max_norm(weights: list[nn.Parameter], max_norm: float) -> None:
+    """Rescale every unit whose incoming weight vector is longer than ``max_norm`` onto it."""
+    for weight in weights:
+        weight.renorm_(2, 0, max_norm)
+
+
 def learning_rate(cfg: OptimConfig, step: int, epoch: int, total_steps: int) -> float:
     """The rate for global ``step`` (0-based) in ``epoch`` (0-based)."""
     if cfg.schedule == "step":

@@ -19,7 +19,7 @@ from transferkit.models.zoo import MODELS, lenet, mlp, seed_cnn, seed_mlp, small
 
 
 def build_model(
-    name: str, input_shape: Sequence[int], num_classes: int, **options: Any
+    name: str, input_shape: Sequence[int], num_classes: int, /, **options: Any
 ) -> nn.Module:
     """Build the registered model ``name`` for inputs ``input_shape`` (no batch dimension)."""
     factory = MODELS.get(name)

@@ -97,6 +97,7 @@ def load_factory(
     path: str,
     input_shape: Sequence[int] | None = None,
     num_classes: int | None = None,
+    /,
     **options: Any,
 ) -> nn.Module:
     """Build a model from ``package.module:factory``.
