@@ -52,6 +52,17 @@ def section_distill(name: str, title: str, intro: str) -> list[str]:
 
 
 NOTES = {
+    "hinton_mnist": (
+        "The paper's protocol for the students: no jitter, no regularisation. The teacher is "
+        "the one that the `hinton_mnist_jitter` command below trains and keeps in "
+        "`runs/hinton/teacher` (run that command first); its seconds are its training time."
+    ),
+    "hinton_mnist_jitter": (
+        "The same teacher (this command trains it), and both students now see ±2 px shifts "
+        "as well: does distillation still help once the student gets the teacher's "
+        "augmentation? The kd student's teacher runs live on the very images the student sees "
+        "(consistent views; no cache). Compare the line of differences with the table above."
+    ),
     "hinton_mnist_long": (
         "This budget raises the learning rate to 0.1 for every model. The teacher and the "
         "student alone gain a little, but `kd` at T = 20 breaks down. The likely cause (not "
@@ -72,15 +83,46 @@ def budget_table(name: str) -> list[str]:
              v["epochs"], v["seconds"]] for k, v in result["rows"].items()]
     out += table(["model", "test accuracy %", "test errors", "parameters", "epochs", "seconds"],
                  rows)
-    opt = settings.get("optimizer", "sgd")
-    out += ["", f"Budget: batch {settings['batch_size']}, {opt} lr {settings['lr']}, "
-                f"{settings['schedule']} schedule, seed {settings['seed']}. {env_line(result)}"]
+    out += ["", f"{budget_line(settings)} {env_line(result)}"]
+    out += against_alone(result["rows"])
     if name in NOTES:
         out += ["", NOTES[name]]
     if "paper_test_errors" in result:
         paper = ", ".join(f"{k} {v}" for k, v in result["paper_test_errors"].items())
         out += ["", f"Paper (test errors): {paper}."]
     return [*out, ""]
+
+
+def against_alone(rows: dict) -> list[str]:
+    """Each distilled student's test errors minus the student alone's (negative = fewer)."""
+    alone = next((v for k, v in rows.items() if k.startswith("student") and " alone" in k), None)
+    if alone is None:
+        return []
+    deltas = [f"{k.split(' + ', 1)[1]} {v['test_errors'] - alone['test_errors']:+d}"
+              for k, v in rows.items() if k.startswith("student") and " + " in k]
+    return ["", f"Test errors against the student alone: {', '.join(deltas)}."] if deltas else []
+
+
+def budget_line(settings: dict) -> str:
+    """The training budget as a sentence; teacher and students apart when they differ."""
+    if "teacher" not in settings:  # one budget for every model
+        opt = settings.get("optimizer", "sgd")
+        return (f"Budget: batch {settings['batch_size']}, {opt} lr {settings['lr']}, "
+                f"{settings['schedule']} schedule, seed {settings['seed']}.")
+    teacher, student = settings["teacher"], settings["student"]
+    if "reused" in teacher:  # the teacher of an earlier run: its recorded settings
+        train = teacher["train"]
+        teacher = {"epochs": train["epochs"], "jitter": train["jitter"], **train["optim"]}
+    teacher_opt = teacher.get("optimizer", teacher.get("name", "sgd"))
+    max_norm = teacher.get("max_norm")
+    shifts = (f"±{student['jitter']} px jitter (the kd student's live teacher sees the same "
+              "shifted images)" if student.get("jitter") else "no jitter")
+    return (f"Budget: batch {settings['batch_size']}, {settings['schedule']} schedule, seed "
+            f"{settings['seed']}. Teacher: {teacher_opt} lr {teacher['lr']}, "
+            f"{teacher['epochs']} epochs, ±{teacher['jitter']} px jitter"
+            f"{f', max-norm {max_norm}' if max_norm else ''}. Students: sgd lr "
+            f"{student['lr']} momentum {settings['momentum']}, {student['epochs']} epochs, "
+            f"{shifts}.")
 
 
 def section_dann() -> list[str]:
