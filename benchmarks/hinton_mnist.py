@@ -45,17 +45,17 @@ def main() -> None:
         rows[name] = test_row(result, seconds, epochs)
         print(name, rows[name], flush=True)
 
-    start = time.perf_counter()
     if args.teacher_run:
         teacher = tk.load_run(args.teacher_run)
         saved = yaml.safe_load((teacher.run_dir / "config.yaml").read_text())
         teacher_settings = {"reused": args.teacher_run, "train": saved["train"]}
+        seconds = teacher.summary["seconds_this_session"]  # its own training time
     else:
+        start = time.perf_counter()
         teacher = tk.train("mlp", mnist, model_options={"widths": [1200, 1200], "dropout": 0.5,
                                                          "input_dropout": 0.2},
                            out=run_dir(args.run_dir, "teacher"), **teacher_settings, **common)
-    seconds = (teacher.summary["seconds_this_session"] if args.teacher_run
-               else time.perf_counter() - start)
+        seconds = time.perf_counter() - start
     record("teacher 1200-1200 dropout+jitter", teacher, seconds, teacher.summary["epochs"])
     student = {"widths": [800, 800]}
     shifted = f", jitter {args.student_jitter}" if args.student_jitter else ""

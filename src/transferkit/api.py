@@ -40,7 +40,8 @@ from transferkit.methods import ADAPTATION, DISTILLATION, METHODS, Method, build
 from transferkit.models import MODELS, build_model, count_parameters, load_factory
 
 MODEL_FILE = "model.pt"
-RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoint.pt", MODEL_FILE, "summary.json")
+SUMMARY_FILE = "summary.json"
+RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoint.pt", MODEL_FILE, SUMMARY_FILE)
 MODEL_FORMAT = "transferkit.model/1"
 TRAIN_FIELDS = set(TrainConfig.model_fields)
 OPTIM_FIELDS = set(OptimConfig.model_fields) - {"name"}
@@ -71,10 +72,9 @@ def resolve_model(
 ) -> tuple[nn.Module, dict[str, Any] | None]:
     """The module and, when it was built from a name, the spec needed to rebuild it."""
     given = {"input_shape": input_shape, "num_classes": num_classes}
-    for key in given.keys() & options.keys():
-        raise ConfigError(
-            f"model option {key!r} is set from the data ({given[key]}); remove it"
-        )
+    if clash := sorted(given.keys() & options.keys()):
+        key = clash[0]
+        raise ConfigError(f"model option {key!r} is set from the data ({given[key]}); remove it")
     if isinstance(model, nn.Module):
         if options:
             raise ConfigError("model options apply only to a model given by name")
@@ -233,14 +233,14 @@ def load_model(path: str | Path, model: nn.Module | str | None = None, **options
 def load_run(run_dir: str | Path) -> RunResult:
     """A finished run directory as a :class:`RunResult` (model, summary, per-epoch metrics)."""
     run_dir = Path(run_dir)
-    missing = [n for n in (MODEL_FILE, "summary.json", METRICS) if not (run_dir / n).is_file()]
+    missing = [n for n in (MODEL_FILE, SUMMARY_FILE, METRICS) if not (run_dir / n).is_file()]
     if missing:
         raise CheckpointError(
             f"{run_dir} is not a finished run: {', '.join(missing)} missing "
             "(an interrupted run continues with --resume)"
         )
     try:
-        summary = json.loads((run_dir / "summary.json").read_text())
+        summary = json.loads((run_dir / SUMMARY_FILE).read_text())
         history = [json.loads(line) for line in (run_dir / METRICS).read_text().splitlines()]
     except (OSError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{run_dir}: cannot read the run record ({exc})") from None
@@ -286,7 +286,7 @@ def _run(
     }
     if run_dir is not None and is_main():
         save_model(trainer.model, run_dir / MODEL_FILE, spec, data)
-        save_json(summary, run_dir / "summary.json")
+        save_json(summary, run_dir / SUMMARY_FILE)
     return RunResult(trainer.model, summary, history, run_dir)
 
 

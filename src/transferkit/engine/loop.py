@@ -134,15 +134,12 @@ class Trainer:
 
     def state(self, epoch: int, rank_rngs: list[Any] | None = None) -> dict[str, Any]:
         """Everything a resume needs; ``rank_rngs`` holds every rank's RNG states."""
-        rngs = rank_rngs or [_rng_state()]
         return {
             "epoch": epoch,
             "step": self.global_step,
             "objective": self.objective.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "rng": rngs[0]["cpu"],
-            "cuda_rng": rngs[0]["cuda"],
-            "rank_rngs": rngs,
+            "rank_rngs": rank_rngs or [_rng_state()],
             "config": self._resume_key(),
             "history": self.history,
         }
@@ -162,11 +159,11 @@ class Trainer:
             )
         load_weights(self.objective, state["objective"], str(path), "this model and its methods")
         self.optimizer.load_state_dict(state["optimizer"])
-        rank, rngs = distributed.rank(), state.get("rank_rngs") or []
+        rank, rngs = distributed.rank(), state["rank_rngs"]
         if len(rngs) == distributed.world_size():
             _set_rng_state(rngs[rank])
         else:  # saved with another number of ranks: rank 0's state, other ranks reseeded
-            _set_rng_state({"cpu": state["rng"], "cuda": state.get("cuda_rng")})
+            _set_rng_state(rngs[0])
             if rank:
                 torch.manual_seed(_rank_seed(self.config.seed, rank) + int(state["epoch"]))
         self.start_epoch = int(state["epoch"])
@@ -199,11 +196,12 @@ class Trainer:
                     }
                     bar.status = _status(row)
                 self.history.append(row)
-                rank_rngs = distributed.all_gather_object(_rng_state())
-                if main and self.run_dir is not None:
-                    with open(self.run_dir / METRICS, "a") as handle:
-                        handle.write(json.dumps(row) + "\n")
-                    save_torch(self.state(epoch + 1, rank_rngs), self.run_dir / CHECKPOINT)
+                if self.run_dir is not None:  # the same on every rank: the gather is collective
+                    rank_rngs = distributed.all_gather_object(_rng_state())
+                    if main:
+                        with open(self.run_dir / METRICS, "a") as handle:
+                            handle.write(json.dumps(row) + "\n")
+                        save_torch(self.state(epoch + 1, rank_rngs), self.run_dir / CHECKPOINT)
                 distributed.barrier()
         return self.history
 
