@@ -109,6 +109,32 @@ def broken(input_shape, num_classes):
 def five_classes(input_shape):
     """Ignores the data's class count: always 5 outputs."""
     return mlp(input_shape, 5, widths=[8])
+
+
+class Picky(nn.Module):
+    """Refuses inputs of another size with ValueError, as many models not written for torch do."""
+
+    def __init__(self, features, num_classes):
+        super().__init__()
+        self.features = features
+        self.linear = nn.Linear(features, num_classes)
+
+    def forward(self, x):
+        x = x.flatten(1)
+        if x.shape[1] != self.features:
+            raise ValueError(f"expected {self.features} features, got {x.shape[1]}")
+        return self.linear(x)
+
+
+def picky(input_shape, num_classes, features=100):
+    return Picky(features, num_classes)
+
+def stuck(input_shape, num_classes):
+    """An mlp whose class-0 bias dwarfs everything: it predicts class 0 for every input."""
+    model = mlp(input_shape, num_classes, widths=[16])
+    with torch.no_grad():
+        model.head.bias[0] = 1e4
+    return model
 '''
 
 

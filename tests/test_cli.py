@@ -19,7 +19,7 @@ from transferkit.losses import dann_warmup
 from transferkit.methods import METHODS
 from transferkit.models import MODELS, mlp
 
-RUN_FILES = ["checkpoint.pt", "config.yaml", "metrics.jsonl", "model.pt", "summary.json"]
+RUN_FILES = [".lock", "checkpoint.pt", "config.yaml", "metrics.jsonl", "model.pt", "summary.json"]
 
 
 def rows(run_dir: Path) -> list[dict]:
@@ -75,15 +75,21 @@ def test_train_writes_the_run_directory(cli: CliRunner, tmp_path: Path) -> None:
 
 
 def test_evaluate_prints_the_summary_accuracy(cli: CliRunner, cli_run: Path) -> None:
-    code, out, _ = cli("evaluate", cli_run, "--data", "digits", "--device", "cpu")
+    code, out, _ = cli("evaluate", cli_run, "--data", "digits", "--device", "cpu", "--json")
     assert code == 0
     scores = json.loads(out)
     assert scores["test"]["accuracy"] == summary(cli_run)["final"]["test"]
     assert scores["test"]["n"] == 450
     code, out, _ = cli("evaluate", cli_run / "model.pt", "--data", "digits->digits_shifted",
-                       "--device", "cpu")
+                       "--device", "cpu", "--json")
     assert code == 0
     assert set(json.loads(out)) == {"source_test", "target_test"}
+    # without --json: one line per split, the accuracy as a percentage
+    code, out, _ = cli("evaluate", cli_run, "--data", "digits", "--device", "cpu")
+    assert code == 0
+    test = scores["test"]
+    assert out == (f"test: accuracy {100 * test['accuracy']:.2f}% "
+                   f"(loss {test['loss']:.4f}, 450 samples)\n")
 
 
 def test_distill_from_a_teacher_run(cli: CliRunner, cli_run: Path, tmp_path: Path) -> None:
@@ -153,6 +159,9 @@ def test_distill_on_a_pair_uses_unlabelled_target_inputs(
     target = {row.numpy().tobytes() for row in digits_pair.target.train.x}
     source = {row.numpy().tobytes() for row in digits_pair.source.train.x}
     rows_seen = [row.numpy().tobytes() for batch in seen for row in batch]
+    tests = {row.numpy().tobytes() for d in (digits_pair.source, digits_pair.target)
+             for row in d.test.x}  # the teacher's accuracy, measured and shown before training
+    rows_seen = [r for r in rows_seen if r not in tests]
     assert len(rows_seen) == 2 + 3 * 32  # the class-count probe, then 3 steps of 32
     assert all(r in target for r in rows_seen)
     assert not any(r in source for r in rows_seen)

@@ -16,7 +16,7 @@ from transferkit import api
 from transferkit.engine import distributed
 from transferkit.engine.checkpoint import load_torch
 
-RUN_FILES = ["checkpoint.pt", "config.yaml", "metrics.jsonl", "model.pt", "summary.json"]
+RUN_FILES = [".lock", "checkpoint.pt", "config.yaml", "metrics.jsonl", "model.pt", "summary.json"]
 STEPS, BATCH = 4, 32
 
 
@@ -138,11 +138,13 @@ def test_only_rank_zero_writes_before_the_process_group_exists(
     monkeypatch.setenv("RANK", "1")
     assert not distributed.is_main()
     out = tmp_path / "run"
-    assert api._prepare_run_dir(out, {"command": "train"}, resume=False) == out
+    assert api._prepare_run_dir(out, {"command": "train"}, resume=False) == (out, None)
     api._write_config(out, {"command": "train"})
     assert not out.exists()
     monkeypatch.setenv("RANK", "0")
     assert distributed.is_main()
-    api._prepare_run_dir(out, {"command": "train"}, resume=False)
+    _, lock = api._prepare_run_dir(out, {"command": "train"}, resume=False)
     api._write_config(out, {"command": "train"})
-    assert [p.name for p in out.iterdir()] == ["config.yaml"]
+    assert lock is not None  # only rank 0 holds the run directory's lock
+    lock.release()
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "config.yaml"]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -32,3 +34,41 @@ def test_every_result_records_its_command(path: Path) -> None:
     assert result["command"].startswith("python benchmarks/")
     assert result["environment"]["torch"]
     assert result["rows"]
+
+
+# ---- docs/reliability.md: every fault it lists is tried by a test, every trust test is listed
+RELIABILITY = ROOT / "docs" / "reliability.md"
+CITED = re.compile(r"`(tests/test_\w+\.py)::(test_\w+)`")
+
+
+def functions_in(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    return {n.name for n in tree.body if isinstance(n, ast.FunctionDef)
+            and n.name.startswith("test_")}
+
+
+def reliability_rows() -> list[tuple[str, list[tuple[str, str]]]]:
+    """(fault, [(test file, test name), ...]) for each row of the faults table."""
+    rows = []
+    for line in RELIABILITY.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and len(cells) == 4 and CITED.search(cells[2]):
+            rows.append((cells[1], CITED.findall(cells[2])))
+    return rows
+
+
+def test_reliability_page_cites_tests_that_exist() -> None:
+    rows = reliability_rows()
+    assert len(rows) >= 30
+    for fault, cited in rows:
+        for file, name in cited:
+            assert (ROOT / file).is_file(), f"{fault}: {file} does not exist"
+            assert name in functions_in(ROOT / file), f"{fault}: {file}::{name} does not exist"
+
+
+def test_every_trust_test_is_on_the_reliability_page() -> None:
+    cited = {(file, name) for _, tests in reliability_rows() for file, name in tests}
+    for path in sorted((ROOT / "tests").glob("test_trust_*.py")):
+        file = f"tests/{path.name}"
+        missing = sorted(n for n in functions_in(path) if (file, n) not in cited)
+        assert not missing, f"add these tests of {file} to docs/reliability.md: {missing}"

@@ -11,13 +11,17 @@ from torch import nn
 
 from transferkit.errors import ConfigError
 from transferkit.losses import (
+    REDUCTIONS,
     SCHEMES,
     DomainDiscriminator,
     GradientReversal,
+    check_reduction,
+    check_scale,
     dann_warmup,
     domain_accuracy,
     domain_adversarial_loss,
     grad_reverse,
+    logit_rms,
     sample_weights,
     soft_target_loss,
     weighted_l2,
@@ -231,3 +235,47 @@ def test_grl_negates_domain_gradient_on_feature_extractor() -> None:
     assert any(g.abs().sum() > 0 for g in plain)
     for g_plain, g_rev in zip(plain, reversed_, strict=True):
         torch.testing.assert_close(g_rev, -coeff * g_plain)
+
+
+# ---------------------------------------------------------------- weighted L2: reduction, scale
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+@pytest.mark.parametrize("scale", [1, 2.5])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_weighted_l2_reduction_and_scale_match_numpy(
+    reduction: str, scale: float, weighted: bool
+) -> None:
+    s, t = RNG.normal(size=(5, 3)) * 4, RNG.normal(size=(5, 3)) * 30
+    w = np.array([0.1, 0.4, 0.2, 0.3, 0.0]) if weighted else np.full(5, 1 / 5)
+    squared = np.array([sum((t[i, c] - s[i, c]) ** 2 for c in range(3)) for i in range(5)])
+    d = squared if reduction == "sum" else squared / 3
+    expected = float(np.sum(w * d) / scale)
+    student = t64(s).requires_grad_(True)
+    got = weighted_l2(student, t64(t), t64(w) if weighted else None, reduction=reduction,
+                      scale=scale)
+    assert got.item() == pytest.approx(expected, rel=1e-12)
+    got.backward()
+    per_class = 1 if reduction == "sum" else 3
+    grad = 2 * w[:, None] * (s - t) / (per_class * scale)
+    np.testing.assert_allclose(student.grad.numpy(), grad, rtol=1e-12)
+    if not weighted and reduction == "mean" and scale == 1:  # F.mse_loss
+        assert got.item() == pytest.approx(np.mean((t - s) ** 2), rel=1e-12)
+
+
+def test_logit_rms_and_l2_option_errors() -> None:
+    z = RNG.normal(size=(7, 4)) * 12 + 3
+    assert logit_rms(t64(z)) == pytest.approx(np.sqrt(np.mean(z**2)), rel=1e-12)
+    assert logit_rms(torch.zeros(0, 4)) == 0.0
+    a, b = torch.zeros(2, 3), torch.ones(2, 3)
+    with pytest.raises(ConfigError, match="reduction must be one of sum, mean, got 'median'"):
+        weighted_l2(a, b, reduction="median")
+    for bad in (0, -1.0, math.nan, math.inf, "auto", "1", True, None):
+        with pytest.raises(ConfigError, match="scale must be a finite number > 0, got") as err:
+            weighted_l2(a, b, scale=bad)
+        assert "\n" not in str(err.value)
+    assert check_scale("auto", allow_auto=True) == "auto"
+    assert check_scale(3, allow_auto=True) == 3.0
+    with pytest.raises(ConfigError, match='> 0 or "auto", got \'big\''):
+        check_scale("big", allow_auto=True)
+    assert check_reduction("mean") == "mean" and REDUCTIONS == ("sum", "mean")

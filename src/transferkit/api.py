@@ -23,8 +23,16 @@ import torch
 import yaml
 from torch import nn
 
-from transferkit.config import OptimConfig, TrainConfig, validate
+from transferkit.config import OptimConfig, TrainConfig, read_yaml, validate
 from transferkit.data import Dataset, DomainPair, Split, load_dataset, load_pair
+from transferkit.data.inputs import (
+    INPUTS_ATTR,
+    InputConverted,
+    InputSpec,
+    fit_data,
+    fit_splits,
+    fit_teacher,
+)
 from transferkit.engine.checkpoint import (
     atomic_write,
     load_torch,
@@ -34,15 +42,26 @@ from transferkit.engine.checkpoint import (
 )
 from transferkit.engine.distributed import is_main, local_device
 from transferkit.engine.evaluate import evaluate_split
-from transferkit.engine.loop import METRICS, RESUME_FREE, TrainData, Trainer
-from transferkit.errors import CheckpointError, ConfigError, TransferkitError
+from transferkit.engine.loop import CHECKPOINT, METRICS, RESUME_FREE, TrainData, Trainer
+from transferkit.engine.progress import note
+from transferkit.errors import (
+    CheckpointError,
+    ConfigError,
+    DivergenceError,
+    RunDirError,
+    TransferkitError,
+)
+from transferkit.files import RunLock, describe_os_error
 from transferkit.methods import ADAPTATION, DISTILLATION, METHODS, Method, build_method
 from transferkit.models import MODELS, build_model, count_parameters, load_factory
+from transferkit.models.base import weights_sha256
 
 MODEL_FILE = "model.pt"
 SUMMARY_FILE = "summary.json"
 RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoint.pt", MODEL_FILE, SUMMARY_FILE)
 MODEL_FORMAT = "transferkit.model/1"
+# Recorded in config.yaml for the reader, but not part of what a resume must match.
+RECORD_ONLY = {"teacher_accuracy"}
 TRAIN_FIELDS = set(TrainConfig.model_fields)
 OPTIM_FIELDS = set(OptimConfig.model_fields) - {"name"}
 
@@ -63,7 +82,9 @@ def resolve_data(data: Dataset | DomainPair | str, data_dir: str | Path | None =
     if isinstance(data, Dataset | DomainPair):
         return data
     if not isinstance(data, str):
-        raise ConfigError(f"data must be a dataset name, Dataset or DomainPair, got {data!r}")
+        raise ConfigError(
+            f"data must be a dataset name, Dataset or DomainPair, got {type(data).__name__}"
+        )
     return load_pair(data, data_dir) if "->" in data else load_dataset(data, data_dir)
 
 
@@ -114,38 +135,66 @@ def _probe(model: nn.Module, x: torch.Tensor, who: str) -> int:
     try:
         with torch.no_grad():
             out = model(x[:2])
-    except RuntimeError as exc:
+    except TransferkitError:
+        raise
+    except Exception as exc:  # foreign models raise ValueError, TypeError, IndexError, ...
+        reason = (str(exc).splitlines() or [""])[0] or type(exc).__name__
         raise ConfigError(
-            f"{who} cannot take inputs of shape {tuple(x.shape[1:])}: "
-            f"{str(exc).splitlines()[0]}"
+            f"{who} cannot take inputs of shape {tuple(x.shape[1:])}: {reason}"
         ) from None
     finally:
         model.train(was_training)
+    if not isinstance(out, torch.Tensor):
+        raise ConfigError(f"{who} must return a tensor of N x classes logits, got "
+                          f"{type(out).__name__}")
     if out.dim() != 2:
         raise ConfigError(f"{who} must return N x classes logits, got shape {tuple(out.shape)}")
     return int(out.shape[1])
 
 
 # ---- run directory ---------------------------------------------------------------------------
-def _prepare_run_dir(out: str | Path | None, config: dict[str, Any], resume: bool) -> Path | None:
-    """Check that the run may (re)start in ``out`` and create it; writes no file yet."""
+def _prepare_run_dir(
+    out: str | Path | None, config: dict[str, Any], resume: bool
+) -> tuple[Path | None, RunLock | None]:
+    """Create and lock ``out``, and check that the run may (re)start there; writes no record.
+
+    The lock (``<out>/.lock``, see :class:`RunLock`) is held until the run ends, so a second
+    run into the same directory is refused instead of mixing its files with the first's.
+    """
     if out is None:
-        return None
+        return None, None
+    if not str(out).strip():
+        raise ConfigError("the run directory (--out / out=) is empty; give a folder name")
     run_dir = Path(out)
-    if (run_dir / "checkpoint.pt").exists():
-        if not resume:
-            raise ConfigError(
-                f"run directory {run_dir} already holds a run; pass resume=True (--resume) to "
-                "continue it or choose another directory"
+    lock = None
+    try:
+        if run_dir.exists() and not run_dir.is_dir():
+            raise RunDirError(
+                f"run directory {run_dir} is a file, not a folder; choose another --out"
             )
-        _check_resume_config(run_dir, yaml.safe_load(yaml.safe_dump(config, sort_keys=False)))
+        if is_main():
+            run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunDirError(describe_os_error(exc, run_dir, "create run directory")) from None
     if is_main():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if resume:  # atomic_write's temporary files from a write that a kill interrupted
+        lock = RunLock(run_dir).acquire()
+    try:
+        if (run_dir / CHECKPOINT).exists():
+            if not resume:
+                raise ConfigError(
+                    f"run directory {run_dir} already holds a run; pass resume=True (--resume) "
+                    "to continue it or choose another directory"
+                )
+            _check_resume_config(run_dir, yaml.safe_load(yaml.safe_dump(config, sort_keys=False)))
+        if is_main():  # atomic_write's temporary files from a write that a kill interrupted
             for name in RUN_FILES:
                 for stale in run_dir.glob(f".{name}.*.tmp"):
                     stale.unlink(missing_ok=True)
-    return run_dir
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    return run_dir, lock
 
 
 def _write_config(run_dir: Path | None, config: dict[str, Any]) -> None:
@@ -156,10 +205,9 @@ def _write_config(run_dir: Path | None, config: dict[str, Any]) -> None:
 
 def _check_resume_config(run_dir: Path, config: dict[str, Any]) -> None:
     """Refuse to resume a run with other data, model, method or settings (before writing)."""
-    try:
-        saved = yaml.safe_load((run_dir / "config.yaml").read_text())
-    except (OSError, yaml.YAMLError):
-        return  # no readable record: the checkpoint's own check still applies
+    if not (run_dir / "config.yaml").is_file():
+        return  # no record: the checkpoint's own check still applies
+    saved = read_yaml(run_dir / "config.yaml", "run record")  # bounded: it may be crafted
     if not isinstance(saved, dict):
         return
 
@@ -177,6 +225,15 @@ def _check_resume_config(run_dir: Path, config: dict[str, Any]) -> None:
 
     old, new = flat(saved), flat(config)
     diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    diff = [k for k in diff if k not in RECORD_ONLY]
+    if "teacher" in diff:
+        was, now = old.get("teacher") or {}, new.get("teacher") or {}
+        raise CheckpointError(
+            f"cannot resume the run in {run_dir}: it distils teacher {was.get('source')} "
+            f"(weights sha256 {str(was.get('sha256'))[:12]}) but the teacher given now is "
+            f"{now.get('source')} (sha256 {str(now.get('sha256'))[:12]}); resume with the "
+            "same teacher or start a new run directory"
+        )
     if diff:
         raise CheckpointError(
             f"cannot resume the run in {run_dir}: settings differ ({', '.join(diff)}); "
@@ -185,13 +242,18 @@ def _check_resume_config(run_dir: Path, config: dict[str, Any]) -> None:
 
 
 def save_model(model: nn.Module, path: Path, spec: dict[str, Any] | None, data) -> None:
-    """Weights plus what rebuilds the architecture (``load_model`` reads it back)."""
+    """Weights plus what rebuilds the architecture (``load_model`` reads it back).
+
+    ``inputs`` is the training data's input convention (None when unknown), so the model can
+    later be fed data on its own scale.
+    """
     save_torch(
         {
             "format": MODEL_FORMAT,
             "spec": spec,
             "input_shape": list(data.input_shape),
             "num_classes": data.num_classes,
+            "inputs": None if data.inputs is None else data.inputs.to_dict(),
             "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
         },
         path,
@@ -201,8 +263,18 @@ def save_model(model: nn.Module, path: Path, spec: dict[str, Any] | None, data) 
 def load_model(path: str | Path, model: nn.Module | str | None = None, **options: Any) -> nn.Module:
     """Rebuild a model saved as ``model.pt`` (or load its weights into ``model``).
 
-    ``path`` may be a run directory; a training ``checkpoint.pt`` also works.
+    ``path`` may be a run directory; a training ``checkpoint.pt`` also works. The module's
+    attribute ``transferkit_inputs`` is the input convention it was trained on (an InputSpec,
+    None when the file does not record one); ``evaluate``, ``distill`` and ``adapt`` use it to
+    feed the model data on its own scale.
     """
+    return _load_record(path, model, **options)[0]
+
+
+def _load_record(
+    path: str | Path, model: nn.Module | str | None = None, **options: Any
+) -> tuple[nn.Module, dict[str, Any]]:
+    """``load_model`` plus what the file records besides the weights (spec, input shape...)."""
     path = Path(path)
     if path.is_dir():
         path = path / MODEL_FILE
@@ -211,7 +283,8 @@ def load_model(path: str | Path, model: nn.Module | str | None = None, **options
         weights = {k[6:]: v for k, v in state["objective"].items() if k.startswith("model.")}
         saved = {"spec": None}
     elif state.get("format") == MODEL_FORMAT:
-        weights, saved = state["state_dict"], state
+        weights, saved = state.get("state_dict"), state
+        _check_model_record(path, saved)
     else:
         raise TransferkitError(f"{path} is not a transferkit model.pt or checkpoint.pt")
     if model is None:
@@ -227,7 +300,43 @@ def load_model(path: str | Path, model: nn.Module | str | None = None, **options
         shape, classes = tuple(saved["input_shape"]), saved["num_classes"]
         model, _ = resolve_model(model, shape, classes, **options)
     load_weights(model, weights, str(path), f"model {type(model).__name__}")
-    return model
+    try:
+        inputs = None if saved.get("inputs") is None else InputSpec.from_dict(saved["inputs"])
+    except TransferkitError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    if inputs is not None and inputs.shape is None and "input_shape" in saved:
+        inputs = InputSpec(inputs.mean, inputs.std, tuple(saved["input_shape"]))
+    setattr(model, INPUTS_ATTR, inputs)
+    return model, {k: v for k, v in saved.items() if k != "state_dict"}
+
+
+def _check_model_record(path: Path, saved: dict[str, Any]) -> None:
+    """A model.pt's fields have the types transferkit writes (a crafted file gets one line)."""
+    spec = saved.get("spec")
+    shape = saved.get("input_shape")
+    problems = []
+    if spec is not None and not (
+        isinstance(spec, dict) and isinstance(spec.get("name"), str)
+        and isinstance(spec.get("options", {}), dict)
+    ):
+        problems.append("spec must be {name: str, options: dict}")
+    if not (isinstance(shape, list | tuple) and shape and all(
+        isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape
+    )):
+        problems.append("input_shape must be a list of positive ints")
+    classes = saved.get("num_classes")
+    if not (isinstance(classes, int) and not isinstance(classes, bool) and classes > 0):
+        problems.append("num_classes must be a positive int")
+    if not isinstance(saved.get("state_dict"), dict):
+        problems.append("state_dict must be a dict of tensors")
+    if problems:
+        raise CheckpointError(
+            f"{path} is not a valid transferkit model.pt ({'; '.join(problems)}); "
+            "use a file that transferkit wrote"
+        )
+    saved.setdefault("spec", None)
+    if isinstance(spec, dict):
+        spec.setdefault("options", {})
 
 
 def load_run(run_dir: str | Path) -> RunResult:
@@ -263,31 +372,59 @@ def _run(
     feature_layer: str | None,
 ) -> RunResult:
     config = {"command": command, **record, "train": cfg.model_dump()}
-    run_dir = _prepare_run_dir(out, config, resume)
-    start = time.perf_counter()
-    trainer = Trainer(model, methods, train_data, cfg, evals, run_dir, feature_layer)
-    resumed = resume and trainer.resume()
-    _write_config(run_dir, config)  # only now: a refused resume leaves the old record
+    run_dir, lock = _prepare_run_dir(out, config, resume)
     try:
-        history = trainer.fit()
+        start = time.perf_counter()
+        trainer = Trainer(model, methods, train_data, cfg, evals, run_dir, feature_layer)
+        resumed = resume and trainer.resume()
+        if resumed and trainer.start_epoch >= cfg.epochs and run_dir is not None:
+            finished = _finished(run_dir)
+            if finished is not None:  # nothing left to train: the run as it was saved
+                trainer.close()
+                return RunResult(trainer.model, finished, trainer.history, run_dir)
+        _write_config(run_dir, config)  # only now: a refused resume leaves the old record
+        try:
+            history = trainer.fit()
+        finally:
+            trainer.close()
+        final = history[-1].get("eval", {}) if history else {}
+        summary = {
+            "command": command,
+            **record,
+            "parameters": count_parameters(trainer.model),
+            "epochs": cfg.epochs,
+            "steps": trainer.global_step,
+            "final": {name: values["accuracy"] for name, values in final.items()},
+            "selection": "last epoch (no early stopping; no target labels used to choose a model)",
+            "resumed": bool(resumed),
+            "seconds_this_session": round(time.perf_counter() - start, 2),
+        }
+        if trainer.warning:
+            summary["warning"] = trainer.warning
+        setattr(trainer.model, INPUTS_ATTR, getattr(data, "inputs", None))  # as load_model
+        if run_dir is not None and is_main():
+            save_model(trainer.model, run_dir / MODEL_FILE, spec, data)
+            save_json(summary, run_dir / SUMMARY_FILE)
+        if trainer.warning and cfg.check_divergence:
+            saved = f"the model is saved in {run_dir}, " if run_dir is not None else ""
+            raise DivergenceError(
+                f"{trainer.warning}; {saved}but do not use it (check_divergence=false accepts it)"
+            )
+        return RunResult(trainer.model, summary, history, run_dir)
     finally:
-        trainer.close()
-    final = history[-1].get("eval", {}) if history else {}
-    summary = {
-        "command": command,
-        **record,
-        "parameters": count_parameters(trainer.model),
-        "epochs": cfg.epochs,
-        "steps": trainer.global_step,
-        "final": {name: values["accuracy"] for name, values in final.items()},
-        "selection": "last epoch (no early stopping; no target labels used to choose a model)",
-        "resumed": bool(resumed),
-        "seconds_this_session": round(time.perf_counter() - start, 2),
-    }
-    if run_dir is not None and is_main():
-        save_model(trainer.model, run_dir / MODEL_FILE, spec, data)
-        save_json(summary, run_dir / SUMMARY_FILE)
-    return RunResult(trainer.model, summary, history, run_dir)
+        if lock is not None:
+            lock.release()
+
+
+def _finished(run_dir: Path) -> dict[str, Any] | None:
+    """The summary of a run whose model and summary were written, else None."""
+    try:
+        if (run_dir / MODEL_FILE).is_file():
+            summary = json.loads((run_dir / SUMMARY_FILE).read_text())
+            return summary if isinstance(summary, dict) else None
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 def _evals(data) -> dict[str, Split]:
@@ -308,7 +445,11 @@ def train(
     method_options: dict[str, Any] | None = None,
     **settings: Any,
 ) -> RunResult:
-    """Train ``model`` on labelled data (on a pair: the source domain, i.e. source-only)."""
+    """Train ``model`` on labelled data (on a pair: the source domain, i.e. source-only).
+
+    An ``nn.Module`` given as ``model`` is trained in place (and returned as the result's
+    ``model``); pass a copy to keep the original.
+    """
     data = resolve_data(data, data_dir)
     cfg, options = split_settings(dict(settings), method_options)
     torch.manual_seed(cfg.seed)
@@ -339,15 +480,23 @@ def distill(
 
     On a dataset the student sees its labelled training data; on a domain pair it learns from
     the teacher alone on the unlabelled target training inputs (adapt, then distil).
-    ``teacher`` may be a module, or a path to a ``model.pt`` / run directory.
+    ``teacher`` may be a module, or a path to a ``model.pt`` / run directory. A teacher module
+    is frozen (eval mode, no grad) only while the student trains: its mode, ``requires_grad``
+    flags and device are given back afterwards. A student module is trained in place.
     """
     if method not in DISTILLATION:
         raise ConfigError(f"distill takes one of {', '.join(DISTILLATION)}, got {method!r}")
     data = resolve_data(data, data_dir)
     cfg, options = split_settings(dict(settings), method_options)
     torch.manual_seed(cfg.seed)
+    teacher_source = f"module {type(teacher).__name__} (from Python)"
     if isinstance(teacher, str | Path):
+        teacher_source = str(teacher)
         teacher = load_model(teacher)
+    # A teacher that records another input convention sees each batch converted to it.
+    teacher, teacher_inputs = fit_teacher(teacher, data.inputs, data.input_shape, data.name)
+    if isinstance(teacher, InputConverted):
+        note(f"teacher inputs {teacher_inputs}", cfg.progress and is_main())
     module, spec = resolve_model(
         student, data.input_shape, data.num_classes, **(student_options or {})
     )
@@ -357,11 +506,35 @@ def distill(
         train_data = TrainData(data.train.x, data.train.y, data.num_classes)
     _check_classes(teacher, train_data.x, data.num_classes, "teacher")
     _check_classes(module, train_data.x, data.num_classes, "student")
+    evals = _evals(data)
+    teacher_record, teacher_accuracy = _describe_teacher(teacher, teacher_source, evals, cfg)
     methods = [build_method(method, teacher=teacher, **options)]
     record = {"data": data.name, "model": spec, "method": method, "method_options": options,
+              "teacher": teacher_record, "teacher_accuracy": teacher_accuracy,
               "teacher_parameters": count_parameters(teacher)}
-    return _run("distill", module, data, methods, train_data, _evals(data), cfg, spec, record,
+    record["teacher_inputs"] = teacher_inputs
+    return _run("distill", module, data, methods, train_data, evals, cfg, spec, record,
                 out, resume, None)
+
+
+def _describe_teacher(
+    teacher: nn.Module, source: str, evals: dict[str, Split], cfg: TrainConfig
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """What identifies the teacher (source, class, sha256 of its weights) and its accuracy.
+
+    The record goes into ``config.yaml`` so that a resume with another teacher is refused;
+    the accuracy is printed now, so a wrong or broken teacher shows before any training.
+    """
+    device = next((p.device for p in teacher.parameters()), torch.device("cpu"))
+    accuracy = {
+        name: evaluate_split(teacher, split, device, cfg.eval_batch_size)["accuracy"]
+        for name, split in evals.items()
+    }
+    inner = teacher.model if isinstance(teacher, InputConverted) else teacher
+    record = {"source": source, "class": type(inner).__name__, "sha256": weights_sha256(teacher)}
+    shown = ", ".join(f"{name} accuracy {value:.2%}" for name, value in accuracy.items())
+    note(f"teacher {source}: {shown}", cfg.progress and is_main())
+    return record, accuracy
 
 
 def adapt(
@@ -379,8 +552,13 @@ def adapt(
 ) -> RunResult:
     """Adapt ``model`` from a pair's labelled source to its unlabelled target.
 
+    An ``nn.Module`` given as ``model`` is trained in place; pass a copy to keep the original.
+
     The loss is ``supervised`` on source plus the adaptation method; target labels are used
     only to report target accuracy, never to choose the model (the last epoch is kept).
+    ``model`` may also be a saved ``model.pt`` / run directory to start from; when it records
+    another input convention than the pair's, the pair is converted to it (the adapted model
+    keeps its convention).
     """
     if method not in ADAPTATION:
         raise ConfigError(f"adapt takes one of {', '.join(ADAPTATION)}, got {method!r}")
@@ -389,15 +567,40 @@ def adapt(
         raise ConfigError(f"adapt needs a domain pair such as 'mnist->usps', got {data.name!r}")
     cfg, options = split_settings(dict(settings), method_options)
     torch.manual_seed(cfg.seed)
+    start = str(model) if _is_saved_model(model) else None
+    if start is not None:
+        if model_options:
+            raise ConfigError(f"model options apply only to a model given by name, not {start}")
+        model, saved = _load_record(start)
     module, spec = resolve_model(model, data.input_shape, data.num_classes, **(model_options or {}))
+    if start is not None:
+        spec = saved.get("spec")  # the adapted model is rebuilt like the one it started from
+    data, converted = fit_data(module, data, "model")
+    if converted:
+        note(converted, cfg.progress and is_main())
     _check_classes(module, data.source.train.x, data.num_classes, "model")
     methods = [build_method("supervised"), build_method(method, **options)]
     train_data = TrainData(
         data.source.train.x, data.source.train.y, data.num_classes, data.target.train.x
     )
     record = {"data": data.name, "model": spec, "method": method, "method_options": options}
+    if feature_layer is not None:  # it changes what is aligned: part of what a resume matches
+        record["feature_layer"] = feature_layer
+    if start is not None:  # recorded as given, so a resume names the same file
+        record["model"], record["architecture"] = {"name": start, "options": {}}, spec
+    if converted:
+        record["inputs"] = converted
     return _run("adapt", module, data, methods, train_data, _evals(data), cfg, spec, record,
                 out, resume, feature_layer)
+
+
+class Scores(dict):
+    """What ``evaluate`` returns: split name -> metrics, plus ``notes`` on what was done to
+    the data (e.g. inputs converted to the model's convention); a plain dict otherwise."""
+
+    def __init__(self, scores: dict[str, dict[str, float]], notes: list[str]) -> None:
+        super().__init__(scores)
+        self.notes = notes
 
 
 def evaluate(
@@ -407,18 +610,40 @@ def evaluate(
     data_dir: str | Path | None = None,
     device: str = "auto",
     batch_size: int = 1024,
-) -> dict[str, dict[str, float]]:
-    """Accuracy and loss on the test split(s); ``model`` may be a model.pt or run directory."""
+) -> Scores:
+    """Accuracy and loss on the test split(s); ``model`` may be a model.pt or run directory.
+
+    When the model records an input convention (see ``load_model``) and the data another one
+    of the same shape, the data is converted to the model's first (said in ``notes`` and on
+    stderr); a different input shape is refused.
+    """
     data = resolve_data(data, data_dir)
-    if isinstance(model, str | Path) and (Path(model).exists() or str(model).endswith(".pt")):
+    who = "model"
+    if _is_saved_model(model):
+        who = f"model {model}"
         model = load_model(model)
     elif isinstance(model, str):
         raise ConfigError(f"evaluate needs a trained model: {model!r} is not a file or run dir")
+    elif not isinstance(model, nn.Module):
+        kind = type(model).__name__
+        raise ConfigError(f"evaluate needs an nn.Module or a saved model, got {kind}")
+    evals, converted = fit_splits(model, data, _evals(data), who)
+    if converted:
+        note(converted, is_main())
     dev = local_device(device)
     model = model.to(dev)
-    evals = _evals(data)
     _check_classes(model, next(iter(evals.values())).x, data.num_classes, "model")
-    return {name: evaluate_split(model, split, dev, batch_size) for name, split in evals.items()}
+    scores = {name: evaluate_split(model, split, dev, batch_size) for name, split in evals.items()}
+    return Scores(scores, [converted] if converted else [])
+
+
+def _is_saved_model(model: Any) -> bool:
+    """A path to a model.pt, checkpoint or run directory (not a model or factory name)."""
+    if isinstance(model, Path):
+        return True
+    return isinstance(model, str) and model not in MODELS and (
+        Path(model).exists() or model.endswith(".pt")
+    )
 
 
 def _check_classes(model: nn.Module, x: torch.Tensor, num_classes: int, who: str) -> None:

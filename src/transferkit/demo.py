@@ -20,7 +20,7 @@ from torch import nn
 
 from transferkit import api
 from transferkit.data import load_dataset, load_pair
-from transferkit.engine.checkpoint import atomic_write, save_json
+from transferkit.files import atomic_write, save_json
 from transferkit.models import count_parameters
 
 TEACHER = ("small-cnn", {})

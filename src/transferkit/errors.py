@@ -32,3 +32,11 @@ class ConfigError(TransferkitError):
 
 class NonFiniteLossError(TransferkitError):
     """A loss became NaN or infinite during training."""
+
+
+class RunDirError(TransferkitError):
+    """A run directory or file that cannot be written, or that another run is using."""
+
+
+class DivergenceError(TransferkitError):
+    """Training whose loss exploded or whose predictions collapsed to one class."""

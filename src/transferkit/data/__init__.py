@@ -3,6 +3,7 @@
 from transferkit.data import shift as _shift  # noqa: F401  (registers digits_shifted)
 from transferkit.data.base import Dataset, DomainPair, Split
 from transferkit.data.datasets import DATASETS, load_dataset
+from transferkit.data.inputs import InputConverted, InputSpec
 from transferkit.data.pairs import PAIRS, load_pair
 from transferkit.data.paths import ENV_VAR, cache_dir, resolve_data_dirs
 
@@ -12,6 +13,8 @@ __all__ = [
     "PAIRS",
     "Dataset",
     "DomainPair",
+    "InputConverted",
+    "InputSpec",
     "Split",
     "cache_dir",
     "load_dataset",

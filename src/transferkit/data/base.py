@@ -2,33 +2,99 @@
 
 Format: images are float32 tensors ``N x C x H x W`` normalised as the loader documents,
 tabular features are ``N x D``; labels are int64 tensors ``N`` in ``0..num_classes-1``.
+
+Data built by hand is brought to that format where the meaning is clear: NumPy arrays become
+tensors, features of any real or integer dtype become float32, integer labels (and float labels
+that are all whole numbers) become int64, and an ``N x 1`` label column is flattened. Anything
+else raises a one-line DataError naming the fix: labels outside ``0..num_classes-1``,
+fractional labels, several label columns, NaN or infinite features, an empty split.
+
+``Dataset.inputs`` is the input convention (see ``inputs.py``): every registered dataset sets
+it; data built by hand leaves it None (unknown), so no conversion or refusal is possible.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import numbers
+from dataclasses import dataclass, replace
+from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from transferkit.data.inputs import InputSpec
 from transferkit.errors import DataError
+
+
+def _as_tensor(value: Any, what: str) -> Tensor:
+    """A tensor from a tensor, NumPy array or nested list (NumPy memory is shared if it can)."""
+    if isinstance(value, Tensor):
+        return value
+    if isinstance(value, np.ndarray) and (
+        not value.flags.writeable or any(s < 0 for s in value.strides)
+    ):
+        value = value.copy()  # torch cannot share read-only or reversed NumPy memory
+    try:
+        return torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise DataError(
+            f"{what} must be a tensor or NumPy array of numbers, got {type(value).__name__} "
+            f"({reason})"
+        ) from None
+
+
+def _features(value: Any) -> Tensor:
+    x = _as_tensor(value, "inputs")
+    if x.is_complex():
+        raise DataError(f"inputs are {x.dtype}; give real-valued features")
+    if x.dim() < 2:
+        raise DataError(
+            f"inputs have shape {tuple(x.shape)}; give one row per example (N x features or "
+            "N x C x H x W), e.g. x.reshape(-1, 1) for a single feature"
+        )
+    return x if x.dtype == torch.float32 else x.to(torch.float32)
+
+
+def _labels(value: Any) -> Tensor:
+    y = _as_tensor(value, "labels")
+    if y.dim() == 2 and y.shape[1] == 1:
+        y = y.reshape(-1)
+    if y.dim() != 1:
+        hint = "; one-hot or score columns become indices with y.argmax(1)" if y.dim() == 2 else ""
+        raise DataError(
+            f"labels have shape {tuple(y.shape)}; give one class index per row (shape N){hint}"
+        )
+    if y.is_complex():
+        raise DataError(f"labels are {y.dtype}; give integer class indices")
+    if y.is_floating_point():
+        bad = ~torch.isfinite(y)
+        bad |= y.nan_to_num(0.0) != y.nan_to_num(0.0).round()
+        if bool(bad.any()):
+            example = float(y[bad][0])
+            raise DataError(
+                f"{int(bad.sum())} labels are not whole numbers (e.g. {example:g}); give "
+                "integer class indices 0..num_classes-1 (soft labels are not supported)"
+            )
+    return y if y.dtype == torch.int64 else y.to(torch.int64)
 
 
 @dataclass(frozen=True)
 class Split:
-    """One split (train or test) held as tensors."""
+    """One split (train or test) held as tensors; see the module docstring for conversions."""
 
     x: Tensor
     y: Tensor
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "x", _features(self.x))
+        object.__setattr__(self, "y", _labels(self.y))
         if self.x.shape[0] != self.y.shape[0]:
             raise DataError(
                 f"inputs have {self.x.shape[0]} rows but labels have {self.y.shape[0]}; "
                 "give one label per input"
             )
-        if self.y.dtype != torch.int64:
-            raise DataError(f"labels must be int64, got {self.y.dtype}")
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -38,19 +104,117 @@ class Split:
         return self if n is None else Split(self.x[:n], self.y[:n])
 
 
+def _check_split(dataset: str, part: str, split: Split, num_classes: int) -> None:
+    """Checks that need the dataset's name and class count (cheap unless something is wrong)."""
+    where = f"dataset {dataset!r} ({part} split)"
+    if len(split) == 0:
+        raise DataError(f"{where} has no rows; give at least one example")
+    if not bool(torch.isfinite(split.x.sum())):  # a NaN or inf anywhere makes the sum so
+        finite = torch.isfinite(split.x).flatten(1)
+        count = int((~finite).sum())
+        if count:
+            rows = int((~finite.all(1)).sum())
+            raise DataError(
+                f"inputs of {where} hold {count} NaN or infinite values (in {rows} rows); "
+                "drop or fill those rows before building the Dataset"
+            )
+    lo, hi = int(split.y.min()), int(split.y.max())
+    if lo >= 0 and hi < num_classes:
+        return
+    if lo == 1 and hi == num_classes:
+        fix = "subtract 1"
+    elif lo == -1 and hi == 1 and num_classes == 2:
+        fix = "map -1/+1 labels to 0/1 with (y + 1) // 2"
+    elif lo >= 0:
+        fix = f"set num_classes to {hi + 1} or renumber the classes"
+    else:
+        fix = "renumber the classes from 0"
+    raise DataError(
+        f"labels of {where} lie in {lo}..{hi} but must lie in 0..{num_classes - 1}: {fix}"
+    )
+
+
 @dataclass(frozen=True)
 class Dataset:
-    """A named dataset with train and test splits in one input space."""
+    """A named dataset with train and test splits in one input space.
+
+    ``inputs`` is the input convention; None means unknown (data built by hand).
+    """
 
     name: str
     train: Split
     test: Split
     num_classes: int
     description: str = ""
+    inputs: InputSpec | None = None
+
+    def __post_init__(self) -> None:
+        k = self.num_classes
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+            raise DataError(
+                f"num_classes of dataset {self.name!r} must be a positive integer, got {k!r}"
+            )
+        object.__setattr__(self, "num_classes", int(k))
+        for part in ("train", "test"):
+            split = getattr(self, part)
+            if isinstance(split, tuple | list) and len(split) == 2:
+                split = Split(*split)
+                object.__setattr__(self, part, split)
+            elif not isinstance(split, Split):
+                raise DataError(
+                    f"{part} of dataset {self.name!r} must be a Split(x, y), "
+                    f"got {type(split).__name__}"
+                )
+            _check_split(self.name, part, split, self.num_classes)
+        train_shape, test_shape = self.input_shape, tuple(self.test.x.shape[1:])
+        if train_shape != test_shape:
+            raise DataError(
+                f"dataset {self.name!r}: train inputs are {train_shape} but test inputs "
+                f"{test_shape}; give both splits the same input shape"
+            )
+        if self.inputs is not None:
+            if not isinstance(self.inputs, InputSpec):
+                raise DataError(
+                    f"inputs of dataset {self.name!r} must be an InputSpec or None, "
+                    f"got {type(self.inputs).__name__}"
+                )
+            if self.inputs.shape is None:
+                object.__setattr__(self, "inputs", replace(self.inputs, shape=train_shape))
+            elif self.inputs.shape != train_shape:
+                raise DataError(
+                    f"dataset {self.name!r}: inputs gives shape {self.inputs.shape} but the "
+                    f"data has {train_shape}; fix the InputSpec's shape or leave it None"
+                )
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.train.x.shape[1:])
+
+    def with_inputs(self, spec: InputSpec) -> Dataset:
+        """The same data stored in convention ``spec`` (a converted copy; self when equal)."""
+        if self.inputs is None:
+            raise DataError(
+                f"dataset {self.name!r} does not record its input convention; set its inputs"
+            )
+        if spec.shape not in (None, self.input_shape):
+            raise DataError(
+                f"dataset {self.name!r} has inputs {self.input_shape}, not {spec.shape}"
+            )
+        if self.inputs.same_scale(spec):
+            return self
+        source, target = self.inputs, InputSpec(spec.mean, spec.std, self.input_shape)
+
+        def convert(split: Split) -> Split:
+            return Split(source.convert(split.x, target), split.y)
+
+        note = f"converted to {target.scale()}"
+        return replace(
+            self,
+            train=convert(self.train),
+            test=convert(self.test),
+            inputs=target,
+            description=f"{self.description}; {note}" if self.description else note,
+        )
 
 
 @dataclass(frozen=True)
@@ -72,6 +236,12 @@ class DomainPair:
                 f"pair {self.name}: source has {self.source.num_classes} classes, "
                 f"target {self.target.num_classes}"
             )
+        src, tgt = self.source.inputs, self.target.inputs
+        if src is not None and tgt is not None and not src.same_scale(tgt):
+            raise DataError(
+                f"pair {self.name}: source inputs are in {src.scale()} but target inputs in "
+                f"{tgt.scale()}; bring both to one scale (e.g. target.with_inputs(source.inputs))"
+            )
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -80,3 +250,13 @@ class DomainPair:
     @property
     def num_classes(self) -> int:
         return self.source.num_classes
+
+    @property
+    def inputs(self) -> InputSpec | None:
+        """The pair's convention: known only when both domains record the same one."""
+        src, tgt = self.source.inputs, self.target.inputs
+        return src if src is not None and tgt is not None else None
+
+    def with_inputs(self, spec: InputSpec) -> DomainPair:
+        """Both domains stored in convention ``spec`` (converted copies)."""
+        return DomainPair(self.name, self.source.with_inputs(spec), self.target.with_inputs(spec))

@@ -3,6 +3,7 @@
 Format of every standalone dataset: images are float32 ``N x C x H x W`` with values in
 [0, 1] (pixel / 255 for 8-bit files), labels int64 in ``0..9``. Domain pairs (``pairs.py``)
 resize and renormalise these to a shared input space.
+Each records that convention as ``inputs=InputSpec(mean=0, std=1)``.
 
 | name | shape | source |
 | --- | --- | --- |
@@ -22,11 +23,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.datasets import load_digits as _sk_load_digits
-from sklearn.model_selection import train_test_split
 
 from transferkit.data.base import Dataset, Split
 from transferkit.data.idx import read_images, read_labels
+from transferkit.data.inputs import InputSpec
 from transferkit.data.paths import Remote, locate
 from transferkit.errors import DataError
 from transferkit.registry import Registry
@@ -37,6 +37,7 @@ Loader = Callable[[PathLike, bool], Dataset]
 DATASETS: Registry[Loader] = Registry("dataset")
 
 NUM_CLASSES = 10
+UNIT = InputSpec(mean=0.0, std=1.0)  # every standalone dataset: inputs in [0, 1]
 DIGITS_TEST_FRACTION = 0.25
 DIGITS_SPLIT_SEED = 0
 
@@ -123,6 +124,9 @@ def digits_arrays(
     their original order before the split. The split is a fixed stratified 75/25 split (seed 0),
     so every run and every shifted copy puts the same images in the same split.
     """
+    from sklearn.datasets import load_digits as _sk_load_digits  # slow import: only here
+    from sklearn.model_selection import train_test_split
+
     bunch = _sk_load_digits()
     x = (bunch.images / 16.0).astype(np.float32)
     if transform is not None:
@@ -141,7 +145,7 @@ def digits_dataset(
     x_tr, y_tr, x_te, y_te = arrays
     train = _check(name, "train", torch.from_numpy(x_tr).unsqueeze(1), _labels(y_tr), (1, 8, 8))
     test = _check(name, "test", torch.from_numpy(x_te).unsqueeze(1), _labels(y_te), (1, 8, 8))
-    return Dataset(name, train, test, NUM_CLASSES, description)
+    return Dataset(name, train, test, NUM_CLASSES, description, UNIT)
 
 
 _DIGITS_DESC = "scikit-learn 8x8 digits (bundled, no download), 1347 train / 450 test"
@@ -186,7 +190,7 @@ def _idx_dataset(
         labels = read_labels(fetch(f"{prefix}-labels-idx1-ubyte.gz"))
         x = torch.from_numpy(images).unsqueeze(1).to(torch.float32).div_(255.0)
         splits.append(_check(name, split, x, _labels(labels), (1, 28, 28)))
-    return Dataset(name, splits[0], splits[1], NUM_CLASSES, description)
+    return Dataset(name, splits[0], splits[1], NUM_CLASSES, description, UNIT)
 
 
 _MNIST_DESC = "MNIST handwritten digits, 1x28x28, 60000 train / 10000 test"
@@ -263,7 +267,7 @@ def load_usps(data_dir: PathLike = None, download: bool = True) -> Dataset:
         splits.append(
             _check("usps", split, torch.from_numpy(x).unsqueeze(1), _labels(y), (1, 16, 16))
         )
-    return Dataset("usps", splits[0], splits[1], NUM_CLASSES, _USPS_DESC)
+    return Dataset("usps", splits[0], splits[1], NUM_CLASSES, _USPS_DESC, UNIT)
 
 
 # --- MNIST-M --------------------------------------------------------------------------------
@@ -303,4 +307,4 @@ def load_mnist_m(data_dir: PathLike = None, download: bool = True) -> Dataset:
         )
         x, y = read_mnist_m(path)
         splits.append(_check("mnist_m", split, x, y, (3, 32, 32)))
-    return Dataset("mnist_m", splits[0], splits[1], NUM_CLASSES, _MNIST_M_DESC)
+    return Dataset("mnist_m", splits[0], splits[1], NUM_CLASSES, _MNIST_M_DESC, UNIT)

@@ -3,7 +3,8 @@
 ``load_pair(name)`` returns a :class:`DomainPair` whose two datasets share one input shape and
 one normalisation. Format: float32 ``N x C x H x W`` with every pixel mapped from [0, 1] to
 [-1, 1] by ``x' = (x - 0.5) / 0.5`` (the convention of the DANN line of work), int64 labels in
-``0..9``. Undo it with ``x = 0.5 * x' + 0.5``.
+``0..9``. Undo it with ``x = 0.5 * x' + 0.5``. Both datasets record it as
+``inputs=InputSpec(mean=0.5, std=0.5)``.
 
 | pair | input | how the domains are brought together |
 | --- | --- | --- |
@@ -28,11 +29,13 @@ from torch import Tensor
 
 from transferkit.data.base import Dataset, DomainPair, Split
 from transferkit.data.datasets import load_dataset
+from transferkit.data.inputs import InputSpec
 from transferkit.registry import Registry
 
 Transform = Callable[[Tensor], Tensor]
 PAIR_MEAN = 0.5
 PAIR_STD = 0.5
+PAIR_INPUTS = InputSpec(mean=PAIR_MEAN, std=PAIR_STD)  # recorded by every pair
 
 
 def resize_bilinear(size: int) -> Transform:
@@ -61,7 +64,10 @@ def _to_pair_space(data: Dataset, transform: Transform | None, note: str) -> Dat
 
     steps = f"{note}, scaled to [-1, 1]" if note else "scaled to [-1, 1]"
     desc = f"{data.description}; {steps}" if data.description else steps
-    return replace(data, train=convert(data.train), test=convert(data.test), description=desc)
+    if data.inputs is not None:  # the transforms expect [0, 1]
+        data = data.with_inputs(InputSpec(0.0, 1.0))
+    train, test = convert(data.train), convert(data.test)
+    return replace(data, train=train, test=test, description=desc, inputs=PAIR_INPUTS)
 
 
 @dataclass(frozen=True)

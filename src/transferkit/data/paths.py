@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from transferkit.engine.checkpoint import give_default_mode
 from transferkit.errors import DataError
+from transferkit.files import give_default_mode
 
 ENV_VAR = "TRANSFERKIT_DATA_DIR"
 _CHUNK = 1 << 20
@@ -57,14 +57,25 @@ def cache_dir() -> Path:
     return Path(base) / "transferkit"
 
 
+def _data_root(value: str | Path, named: str) -> Path:
+    """``value`` as a data root; a file there is refused (it used to be skipped silently)."""
+    path = Path(value).expanduser()
+    if path.exists() and not path.is_dir():
+        raise DataError(
+            f"{named} is a file, not a folder; give the folder that holds one folder "
+            "per dataset (DIR, with the files in DIR/mnist/, DIR/usps/, ...)"
+        )
+    return path
+
+
 def resolve_data_dirs(data_dir: str | Path | None = None) -> list[Path]:
     """Data roots in search order: ``data_dir``, ``$TRANSFERKIT_DATA_DIR``, the user cache."""
     candidates: list[Path] = []
     if data_dir is not None and str(data_dir) != "":
-        candidates.append(Path(data_dir).expanduser())
+        candidates.append(_data_root(data_dir, f"data dir {data_dir}"))
     env = os.environ.get(ENV_VAR)
     if env:
-        candidates.append(Path(env).expanduser())
+        candidates.append(_data_root(env, f"{ENV_VAR}={env}"))
     candidates.append(cache_dir())
     unique: list[Path] = []
     for path in candidates:

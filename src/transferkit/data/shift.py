@@ -28,7 +28,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
 from transferkit.data.base import Dataset
 from transferkit.data.datasets import DATASETS, PathLike, digits_arrays, digits_dataset
@@ -52,6 +51,8 @@ def shift_images(
     x: np.ndarray, seed: int = SHIFT_SEED, params: ShiftParams | None = None
 ) -> np.ndarray:
     """Apply the scanner shift to images ``N x H x W`` in [0, 1]; returns float32 in [0, 1]."""
+    from scipy import ndimage  # slow import: only here
+
     p = params or ShiftParams()
     rng = np.random.default_rng(seed)
     n = x.shape[0]

@@ -1,68 +1,73 @@
-"""Atomic file writes and checkpoint loading with clear errors."""
+"""Saving and loading checkpoints: atomic writes, and loads that never run code from a file.
+
+``torch.load`` with ``weights_only=False`` unpickles arbitrary objects, so a crafted
+``model.pt`` or ``checkpoint.pt`` could run code when opened. Every transferkit file holds only
+tensors and plain values (numbers, strings, lists, dicts), so it is always read with
+``weights_only=True``; anything else is refused in one line.
+"""
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
-from collections.abc import Callable
+import io
+import pickle
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import torch
 from torch import nn
 
 from transferkit.errors import CheckpointError
+from transferkit.files import atomic_write, give_default_mode, save_json, write_text
 
-
-def give_default_mode(fd: int) -> None:
-    """mkstemp makes files 0600; give ``fd`` the mode ``open()`` would (0666 minus umask)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.fchmod(fd, 0o666 & ~umask)
-
-
-def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Write through a temporary file in the same folder, then rename over ``path``.
-
-    A reader (or a crash) never sees a half-written file: rename is atomic on POSIX.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            give_default_mode(handle.fileno())
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+__all__ = [
+    "atomic_write",
+    "give_default_mode",
+    "load_torch",
+    "load_weights",
+    "save_json",
+    "save_torch",
+    "write_text",
+]
 
 
 def save_torch(obj: Any, path: Path) -> None:
-    atomic_write(path, lambda f: torch.save(obj, f))
-
-
-def save_json(obj: Any, path: Path) -> None:
-    atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
+    """``torch.save`` to memory first: torch reports a full disk as an opaque RuntimeError,
+    while writing the finished bytes ourselves gives a clear OSError (see ``atomic_write``)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    data = buffer.getbuffer()
+    atomic_write(path, lambda f: f.write(data))
 
 
 def load_torch(path: Path) -> dict[str, Any]:
+    """A checkpoint or model file as a dict, read with ``weights_only=True`` (never runs code)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} not found")
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(
+            f"refused to load {path}: it holds Python objects other than tensors and plain "
+            "values, and loading them could run code from the file; transferkit files never "
+            "do: use a model.pt or checkpoint.pt that transferkit wrote"
+        ) from None
     except Exception as exc:
         raise CheckpointError(f"checkpoint {path} cannot be read ({exc.__class__.__name__}); "
                               "it may be truncated: rerun the training that wrote it") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(
+            f"{path} holds a {type(state).__name__}, not a transferkit model or checkpoint "
+            "(a dict with the weights and how to rebuild the model); save models with "
+            "transferkit (train, distill, adapt) or load the weights into your module yourself"
+        )
+    return state
 
 
 def load_weights(module: nn.Module, state: dict[str, torch.Tensor], source: str, what: str) -> None:
     """``load_state_dict`` that reports a mismatch as one line naming keys and shapes."""
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"checkpoint {source}: its weights are not a dict of tensors")
     own = module.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]

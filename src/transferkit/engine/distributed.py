@@ -7,6 +7,8 @@ import os
 import torch
 import torch.distributed as dist
 
+from transferkit.errors import ConfigError
+
 
 def init_from_env(device: torch.device) -> bool:
     """Join the process group that ``torchrun`` describes (gloo on CPU, nccl on CUDA)."""
@@ -77,11 +79,39 @@ def shutdown(synchronize: bool = False) -> None:
     dist.destroy_process_group()
 
 
+DEVICE_FORMS = "auto, cpu, cuda, cuda:N (GPU number N), mps"
+
+
 def local_device(requested: str) -> torch.device:
-    """``auto`` picks CUDA (this rank's GPU under torchrun) when available, else CPU."""
-    if requested == "auto":
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(requested)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    """``auto`` picks CUDA (this rank's GPU under torchrun) when available, else CPU.
+
+    A name torch cannot parse, or a device this machine lacks, is a :class:`ConfigError`.
+    """
+    text = requested.strip().lower() if isinstance(requested, str) else ""
+    if text == "auto":
+        text = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError, TypeError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"device {requested!r} is not a device name; use {DEVICE_FORMS}")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"device {requested!r} was asked for but this torch build/machine has no CUDA "
+                "GPU (torch.cuda.is_available() is False); use --device cpu or --device auto"
+            )
+        if device.index is None:
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        if device.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device {requested!r} means GPU {device.index}, but this machine has "
+                f"{torch.cuda.device_count()} (cuda:0 to cuda:{torch.cuda.device_count() - 1})"
+            )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(
+            f"device {requested!r} was asked for but this torch build/machine has no Apple "
+            "GPU (torch.backends.mps.is_available() is False); use --device cpu or --device auto"
+        )
     return device

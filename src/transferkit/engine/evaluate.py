@@ -14,15 +14,20 @@ from transferkit.engine import distributed
 def evaluate_split(
     model: nn.Module, split: Split, device: torch.device, batch_size: int = 1024
 ) -> dict[str, float]:
-    """``accuracy`` and mean cross-entropy ``loss``; each rank scores its share of rows."""
+    """``accuracy``, mean cross-entropy ``loss``, ``n``, and the most predicted class with its
+    share of the predictions (``top_class``, ``top_class_share``: a collapse shows as ~1);
+    each rank scores its share of rows."""
     was_training = model.training
     model.eval()
     rows = torch.arange(len(split)).tensor_split(distributed.world_size())[distributed.rank()]
     totals = torch.zeros(3, dtype=torch.float64)
+    predicted: Tensor | None = None
     for chunk in rows.split(batch_size):
         x = split.x[chunk].to(device, non_blocking=True)
         y = split.y[chunk].to(device, non_blocking=True)
         logits = model(x)
+        counts = torch.bincount(logits.argmax(1).cpu(), minlength=logits.shape[1]).double()
+        predicted = counts if predicted is None else predicted + counts
         totals += torch.tensor(
             [
                 (logits.argmax(1) == y).sum().item(),
@@ -31,9 +36,19 @@ def evaluate_split(
             ],
             dtype=torch.float64,
         )
+    if predicted is None:  # this rank had no rows; the sum over ranks needs the same size
+        classes = model(split.x[:1].to(device)).shape[1] if len(split) else 1
+        predicted = torch.zeros(classes, dtype=torch.float64)
     model.train(was_training)
     correct, loss, count = distributed.all_reduce_sum(totals).tolist()
-    return {"accuracy": correct / max(count, 1), "loss": loss / max(count, 1), "n": int(count)}
+    predicted = distributed.all_reduce_sum(predicted)
+    return {
+        "accuracy": correct / max(count, 1),
+        "loss": loss / max(count, 1),
+        "n": int(count),
+        "top_class": int(predicted.argmax()),
+        "top_class_share": float(predicted.max()) / max(count, 1),
+    }
 
 
 @torch.no_grad()

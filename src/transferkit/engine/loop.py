@@ -22,7 +22,7 @@ from transferkit.data.base import Split
 from transferkit.engine import distributed
 from transferkit.engine.augment import random_translate
 from transferkit.engine.batches import epoch_batches, rank_slice
-from transferkit.engine.checkpoint import atomic_write, load_torch, load_weights, save_torch
+from transferkit.engine.checkpoint import load_torch, load_weights, save_torch, write_text
 from transferkit.engine.evaluate import evaluate_split
 from transferkit.engine.objective import Objective
 from transferkit.engine.optim import (
@@ -33,13 +33,23 @@ from transferkit.engine.optim import (
     weight_matrices,
 )
 from transferkit.engine.progress import ProgressBar
-from transferkit.errors import CheckpointError, ConfigError, NonFiniteLossError
+from transferkit.errors import CheckpointError, ConfigError, DivergenceError, NonFiniteLossError
 from transferkit.methods.base import Batch, Method, TrainInfo
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
-# Settings that may differ between a run and its resumption without changing its numbers.
-RESUME_FREE = {"device", "progress", "eval_batch_size"}
+# Settings that may differ between a run and its resumption: they do not change its numbers,
+# or (``epochs``) a resumed run may be extended.
+RESUME_FREE = {"device", "progress", "eval_batch_size", "epochs", "check_divergence"}
+# A training loss this many times the untrained model's (at least EXPLODE_FLOOR) has diverged.
+EXPLODE_FACTOR = 1e3
+EXPLODE_FLOOR = 0.1
+# Predictions collapsed: one class takes this share of a test split whose largest class is at
+# most COLLAPSE_MAX_TRUE_SHARE of it.
+COLLAPSE_SHARE = 0.9
+COLLAPSE_MAX_TRUE_SHARE = 0.5
+# Fewer steps than this leave a model merely untrained (often one class), not collapsed.
+COLLAPSE_MIN_STEPS = 100
 
 
 @dataclass
@@ -105,6 +115,8 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.start_epoch = 0
         self.global_step = 0
+        self.initial_loss: float | None = None  # the untrained model's loss (first step)
+        self.warning: str | None = None  # set when the final predictions collapsed
 
     @property
     def model(self) -> nn.Module:
@@ -140,8 +152,10 @@ class Trainer:
             "objective": self.objective.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "rank_rngs": rank_rngs or [_rng_state()],
+            "world_size": distributed.world_size(),
             "config": self._resume_key(),
             "history": self.history,
+            "initial_loss": self.initial_loss,
         }
 
     def resume(self, path: str | Path | None = None) -> bool:
@@ -157,16 +171,29 @@ class Trainer:
                 f"cannot resume from {path}: settings differ ({', '.join(diff)}); "
                 "resume with the settings of the interrupted run or start a new run directory"
             )
+        rank, rngs = distributed.rank(), state.get("rank_rngs") or []
+        saved_world = int(state.get("world_size", len(rngs)))
+        if saved_world != distributed.world_size():
+            # Each rank's data shard and random stream depend on the number of ranks: another
+            # count would silently continue a different run.
+            how = (f"torchrun --nproc_per_node={saved_world} ..." if saved_world > 1
+                   else "one process (without torchrun)")
+            raise CheckpointError(
+                f"cannot resume {path}: it was trained by {saved_world} process(es) and this "
+                f"run has {distributed.world_size()}; resume it with {how}, or start a new "
+                "run directory"
+            )
+        epoch = int(state["epoch"])
+        if epoch > self.config.epochs:
+            raise CheckpointError(
+                f"cannot resume {path} with epochs={self.config.epochs}: it has already trained "
+                f"{epoch} epochs; give --epochs {epoch} or more"
+            )
         load_weights(self.objective, state["objective"], str(path), "this model and its methods")
         self.optimizer.load_state_dict(state["optimizer"])
-        rank, rngs = distributed.rank(), state["rank_rngs"]
-        if len(rngs) == distributed.world_size():
-            _set_rng_state(rngs[rank])
-        else:  # saved with another number of ranks: rank 0's state, other ranks reseeded
-            _set_rng_state(rngs[0])
-            if rank:
-                torch.manual_seed(_rank_seed(self.config.seed, rank) + int(state["epoch"]))
-        self.start_epoch = int(state["epoch"])
+        _set_rng_state(rngs[rank])
+        self.initial_loss = state.get("initial_loss")
+        self.start_epoch = epoch
         self.global_step = int(state["step"])
         self.history = list(state["history"])
         if self.run_dir is not None and distributed.is_main():
@@ -174,41 +201,84 @@ class Trainer:
         return True
 
     def _rewrite_metrics(self) -> None:
-        """Make ``metrics.jsonl`` match the checkpoint (drop lines of a lost epoch)."""
+        """Make ``metrics.jsonl`` exactly the checkpoint's history (atomically).
+
+        Written after each checkpoint and at a resume, so after a kill at any moment the
+        metrics never hold an epoch the checkpoint lacks, nor one twice.
+        """
         assert self.run_dir is not None
-        text = "".join(json.dumps(row) + "\n" for row in self.history)
-        atomic_write(self.run_dir / METRICS, lambda f: f.write(text.encode()))
+        write_text(self.run_dir / METRICS, "".join(json.dumps(r) + "\n" for r in self.history))
 
     # ---- training ----------------------------------------------------------------------
     def fit(self) -> list[dict[str, Any]]:
         """Train the remaining epochs; returns one metrics row per epoch."""
         cfg = self.config
+        main = distributed.is_main()
         if self.start_epoch == 0:  # ranks draw different dropout masks and shifts
             torch.manual_seed(_rank_seed(cfg.seed, distributed.rank()))
-        main = distributed.is_main()
+            if self.run_dir is not None and main:  # left by a run killed before its 1st epoch
+                (self.run_dir / METRICS).unlink(missing_ok=True)
         with ProgressBar(cfg.progress and main, cfg.epochs) as bar:
             for epoch in range(self.start_epoch, cfg.epochs):
                 row = self._train_epoch(epoch, bar)
+                if cfg.check_divergence:  # before the checkpoint: the last good one is kept
+                    self._check_explosion(epoch, row["train"]["loss"])
                 if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
                     row["eval"] = {
                         name: evaluate_split(self.model, split, self.device, cfg.eval_batch_size)
                         for name, split in self.evals.items()
                     }
-                    bar.status = _status(row)
+                bar.end_epoch(row)
                 self.history.append(row)
                 if self.run_dir is not None:  # the same on every rank: the gather is collective
                     rank_rngs = distributed.all_gather_object(_rng_state())
                     if main:
-                        with open(self.run_dir / METRICS, "a") as handle:
-                            handle.write(json.dumps(row) + "\n")
                         save_torch(self.state(epoch + 1, rank_rngs), self.run_dir / CHECKPOINT)
+                        self._rewrite_metrics()
                 distributed.barrier()
+        trained = self.start_epoch < cfg.epochs and self.total_steps >= COLLAPSE_MIN_STEPS
+        if self.history and trained:
+            self.warning = self._collapse(self.history[-1].get("eval", {}))
         return self.history
 
+    def _check_explosion(self, epoch: int, loss: float) -> None:
+        """Stop when the epoch's mean loss is far above the untrained model's loss."""
+        reference = max(self.initial_loss or 0.0, EXPLODE_FLOOR)
+        if loss <= EXPLODE_FACTOR * reference:
+            return
+        kept = (
+            f"the last good checkpoint (epoch {epoch}) is kept in {self.run_dir}"
+            if self.run_dir is not None and epoch > 0
+            else "no checkpoint was written"
+        )
+        raise DivergenceError(
+            f"training diverged: the mean loss of epoch {epoch + 1} is {loss:.3g}, "
+            f"{loss / reference:.3g} times the untrained model's ({self.initial_loss:.3g}); "
+            f"{kept}; lower the learning rate (--lr, now {self.config.optim.lr:g}) or add "
+            "--max-norm (to train on regardless: check_divergence=false)"
+        )
+
+    def _collapse(self, evals: dict[str, dict[str, Any]]) -> str | None:
+        """A message when the final predictions on a test split are (almost) all one class."""
+        for name, values in evals.items():
+            split = self.evals[name]
+            true_share = float(torch.bincount(split.y).max()) / max(len(split), 1)
+            share = values.get("top_class_share", 0.0)
+            if share >= COLLAPSE_SHARE and true_share <= COLLAPSE_MAX_TRUE_SHARE:
+                return (
+                    f"predictions collapsed: the model predicts class {values['top_class']} "
+                    f"for {share:.0%} of {name} (accuracy {values['accuracy']:.2%}); lower the "
+                    f"learning rate (--lr, now {self.config.optim.lr:g}), train longer, or "
+                    "check the method's options (l2: scale=auto)"
+                )
+        return None
+
     def close(self) -> None:
-        """Remove the feature hook so the trained model is returned as it came."""
+        """Remove the feature hook and let methods restore what they changed (the teacher)."""
         if self.objective.tap is not None:
             self.objective.tap.remove()
+        for method in reversed(self.objective.methods):  # the first to freeze, last to restore
+            method.close()
 
     def _train_epoch(self, epoch: int, bar: ProgressBar) -> dict[str, Any]:
         cfg, data, device = self.config, self.data, self.device
@@ -255,6 +325,9 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             total.backward()
             value = total.item()
+            if self.initial_loss is None:  # the same on every rank: they decide together
+                first = torch.tensor([value], dtype=torch.float64, device=device)
+                self.initial_loss = float(distributed.all_reduce_sum(first).item()) / world
             # Every rank stops at the same step, also when only one rank's batch gave NaN
             # (DDP has already averaged its gradients into everyone's).
             if distributed.any_rank(not math.isfinite(value), device):
@@ -266,8 +339,9 @@ class Trainer:
             for key, term in losses.items():
                 detached = term.detach()
                 sums[key] = sums[key] + detached if key in sums else detached
-            if bar.due():
-                bar.update(step + 1, _loss_status(losses, bar.status))
+            if bar.due():  # the epoch's mean loss so far
+                mean = sum(float(v) for v in sums.values()) / (step + 1)
+                bar.update(step + 1, f"loss={mean:.4f}")
         bar.update(steps)
         names = sorted(sums)
         means = torch.stack([sums[k].float() for k in names]).cpu().double() / steps
@@ -313,14 +387,3 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["cpu"])
     if state.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _loss_status(losses: dict[str, Tensor], previous: str) -> str:
-    live = " ".join(f"{k}={v.item():.3f}" for k, v in losses.items())
-    evals = previous.split(" | ", 1)[-1] if " | " in previous else ""
-    return f"{live} | {evals}" if evals else live
-
-
-def _status(row: dict[str, Any]) -> str:
-    evals = " ".join(f"{k}={v['accuracy']:.3f}" for k, v in row.get("eval", {}).items())
-    return f"loss={row['train']['loss']:.3f} | {evals}" if evals else ""

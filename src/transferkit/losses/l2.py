@@ -1,11 +1,15 @@
 """The seed article's distillation objective: weighted squared L2 between logits.
 
-``L = sum_i w_i * ||t_i - s_i||^2`` over the batch, with the weights from
-:func:`sample_weights` (``1/N`` each by default).
+``L = sum_i w_i * ||t_i - s_i||^2 / scale`` over the batch (``reduction="sum"``; with
+``"mean"`` the squared norm is divided by the number of classes ``C``), with the weights from
+:func:`sample_weights` (``1/N`` each by default). ``reduction="sum", scale=1`` is the article's
+formula exactly; :func:`logit_rms` measures a teacher's logit size, for the ``l2`` method's
+``scale="auto"``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -15,18 +19,50 @@ from transferkit.errors import ConfigError
 from transferkit.losses._checks import check_same_shape
 
 SCHEMES = ("uniform", "confidence", "class_balance")
+REDUCTIONS = ("sum", "mean")
+
+
+def check_reduction(reduction: object) -> str:
+    """``reduction`` must be one of :data:`REDUCTIONS`."""
+    if not isinstance(reduction, str) or reduction not in REDUCTIONS:
+        raise ConfigError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
+    return reduction
+
+
+def check_scale(scale: object, allow_auto: bool = False) -> float | str:
+    """``scale`` must be a finite number > 0 (or ``"auto"`` where ``allow_auto``)."""
+    if allow_auto and scale == "auto":
+        return "auto"
+    what = "a finite number > 0" + (' or "auto"' if allow_auto else "")
+    if isinstance(scale, bool) or not isinstance(scale, int | float):
+        raise ConfigError(f"scale must be {what}, got {scale!r}")
+    if not (math.isfinite(scale) and scale > 0):
+        raise ConfigError(f"scale must be {what}, got {scale!r}")
+    return float(scale)
 
 
 def weighted_l2(
-    student_logits: Tensor, teacher_logits: Tensor, weights: Tensor | None = None
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    weights: Tensor | None = None,
+    *,
+    reduction: str = "sum",
+    scale: float = 1.0,
 ) -> Tensor:
-    """``sum_i w_i * ||t_i - s_i||^2``; ``w_i = 1/N`` when ``weights`` is None.
+    """``sum_i w_i * d_i / scale``; ``w_i = 1/N`` when ``weights`` is None.
 
-    The default is thus the batch mean of per-sample squared L2 norms (``C`` times
-    ``F.mse_loss``). Pass the teacher's logits detached (or computed under ``no_grad``).
+    ``d_i = ||t_i - s_i||^2`` (``reduction="sum"``, the default: the article's formula) or
+    ``||t_i - s_i||^2 / C`` (``"mean"``). Unweighted, ``"mean"`` with ``scale=1`` is
+    ``F.mse_loss`` and ``"sum"`` is ``C`` times it. Pass the teacher's logits detached (or
+    computed under ``no_grad``).
     """
     check_same_shape(student_logits, teacher_logits)
-    per_sample = (teacher_logits - student_logits).pow(2).flatten(1).sum(dim=1)
+    check_reduction(reduction)
+    factor = float(check_scale(scale))
+    squares = (teacher_logits - student_logits).pow(2).flatten(1)
+    per_sample = squares.sum(dim=1) if reduction == "sum" else squares.mean(dim=1)
+    if factor != 1.0:
+        per_sample = per_sample / factor
     if weights is None:
         return per_sample.mean() if per_sample.numel() else per_sample.sum()
     if weights.shape != per_sample.shape:
@@ -35,6 +71,18 @@ def weighted_l2(
             f"({per_sample.shape[0]},)"
         )
     return (weights.to(per_sample.dtype) * per_sample).sum()
+
+
+@torch.no_grad()
+def logit_rms(logits: Tensor) -> float:
+    """Root mean square of ``logits`` over all entries (rows and classes), in float64.
+
+    The ``l2`` method's ``scale="auto"`` is ``max(1, logit_rms(teacher logits))``. Empty
+    logits give 0.
+    """
+    if logits.numel() == 0:
+        return 0.0
+    return float(logits.detach().double().pow(2).mean().sqrt().item())
 
 
 @torch.no_grad()

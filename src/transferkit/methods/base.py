@@ -73,6 +73,9 @@ class Method(nn.Module):
         """Extra values to log for the last step (for example the current GRL coefficient)."""
         return {}
 
+    def close(self) -> None:
+        """Undo what the method changed on modules it was given (called after training)."""
+
 
 def _number(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):

@@ -31,6 +31,12 @@ class TeacherMethod(Method):
             raise ConfigError(f"teacher must be a torch.nn.Module, got {type(teacher).__name__}")
         if inputs not in INPUTS:
             raise ConfigError(f"inputs must be one of {', '.join(INPUTS)}, got {inputs!r}")
+        # What close() gives back: the caller's module leaves training as it came in.
+        self._teacher_was = (
+            teacher.training,
+            [(p, p.requires_grad, p.device) for p in teacher.parameters()],
+            [(b, b.device) for b in teacher.buffers()],
+        )
         object.__setattr__(self, "teacher", teacher.eval().requires_grad_(False))
         self.inputs = inputs
         self.cache_teacher = bool(cache_teacher)
@@ -53,6 +59,17 @@ class TeacherMethod(Method):
         super().train(mode)
         self.teacher.eval()
         return self
+
+    def close(self) -> None:
+        """Give the teacher back as it came: train/eval mode, ``requires_grad`` and device."""
+        training, params, buffers = self._teacher_was
+        devices = {d for _, _, d in params} | {d for _, d in buffers}
+        if len(devices) == 1:  # moved with the method: move it back
+            self.teacher.to(devices.pop())
+        for param, requires_grad, _ in params:
+            param.requires_grad_(requires_grad)
+        self.teacher.train(training)
+        self.cached_logits = self.cached_target_logits = None
 
     def setup(self, info: TrainInfo) -> None:
         if not self.cache_teacher:

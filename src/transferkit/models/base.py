@@ -50,6 +50,21 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
+def weights_sha256(model: nn.Module) -> str:
+    """SHA-256 of a module's state (names, dtypes, shapes and values, in name order).
+
+    Identifies a teacher exactly: the same weights give the same digest on any device.
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        value = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{value.dtype}|{tuple(value.shape)}|".encode())
+        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def shape_str(shape: Sequence[int]) -> str:
     """``(1, 28, 28)`` -> ``'1x28x28'``."""
     return "x".join(str(s) for s in shape)

@@ -1,0 +1,129 @@
+"""Writing files so that a crash, a kill or a full disk never leaves a half-written one.
+
+Below ``data/`` and ``engine/``: downloads, checkpoints and run records all write through
+:func:`atomic_write`. A failed write raises :class:`RunDirError` in one line that names the
+file, the reason and what to do; the file that was there before is left untouched.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import socket
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from transferkit.errors import RunDirError
+
+# What to do about the usual reasons a write fails.
+_FIXES = {
+    errno.ENOSPC: "free some disk space, then continue with --resume",
+    errno.EDQUOT: "free some of your disk quota, then continue with --resume",
+    errno.EACCES: "choose a directory you may write to (--out)",
+    errno.EPERM: "choose a directory you may write to (--out)",
+    errno.EROFS: "the file system is read-only: choose another directory (--out)",
+    errno.ENAMETOOLONG: "choose a shorter path (--out)",
+    errno.ENOTDIR: "a part of the path is a file, not a folder: choose another path (--out)",
+    errno.EEXIST: "a file of that name is in the way: choose another path (--out)",
+}
+
+
+def describe_os_error(exc: OSError, path: Path | str, doing: str = "write") -> str:
+    """``cannot write PATH: No space left on device; free some disk space, ...`` in one line."""
+    reason = exc.strerror or str(exc) or exc.__class__.__name__
+    fix = _FIXES.get(exc.errno or 0, "check the path and the disk, then retry")
+    return f"cannot {doing} {path}: {reason}; {fix}"
+
+
+def give_default_mode(fd: int) -> None:
+    """mkstemp makes files 0600; give ``fd`` the mode ``open()`` would (0666 minus umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Write through a temporary file in the same folder, then rename over ``path``.
+
+    A reader (or a crash) never sees a half-written file: rename is atomic on POSIX. When the
+    write fails (disk full, permissions) the temporary file is removed, the previous ``path``
+    is kept, and :class:`RunDirError` says so in one line.
+    """
+    path = Path(path)
+    tmp: str | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "wb") as handle:
+            give_default_mode(handle.fileno())
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as exc:
+        kept = " (the previous version is kept)" if path.exists() else ""
+        raise RunDirError(describe_os_error(exc, path) + kept) from None
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+
+
+def write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def save_json(obj: Any, path: Path) -> None:
+    write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+class RunLock:
+    """An exclusive lock on a run directory, held while one process trains into it.
+
+    ``<run>/.lock`` holds the owner's pid and host. The lock itself is an ``flock`` on that
+    file, which the kernel drops when the owner exits in any way (kill -9 included): a lock
+    file left by a dead run is stale and is simply taken over.
+    """
+
+    NAME = ".lock"
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / self.NAME
+        self._fd: int | None = None
+
+    def acquire(self) -> RunLock:
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no locking (documented)
+            return self
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise RunDirError(describe_os_error(exc, self.path.parent, "use")) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            owner = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise RunDirError(
+                f"run directory {self.path.parent} is in use by another transferkit run "
+                f"(pid {owner}); wait for it to finish or choose another --out"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the flock; the file stays (harmless)
+            self._fd = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
