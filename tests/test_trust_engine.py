@@ -108,6 +108,24 @@ def test_a_bare_tensor_model_file_is_one_line(cli: CliRunner, tmp_path: Path) ->
     assert "holds a Tensor, not a transferkit model" in line
 
 
+@pytest.mark.parametrize("field, value", [
+    ("rank_rngs", "not states"), ("epoch", "two"), ("history", [1, 2]), ("step", None),
+    ("optimizer", {"state": 3}), ("initial_loss", "low"), ("objective", {"x": 1}),
+])
+def test_a_crafted_checkpoint_is_one_line(cli: CliRunner, trained_run: Path, tmp_path: Path,
+                                          field: str, value: object) -> None:
+    """Loadable with weights_only, the right settings, but fields of the wrong kind."""
+    run = Path(shutil.copytree(trained_run, tmp_path / "crafted"))
+    state = load_torch(run / "checkpoint.pt")
+    state[field] = value
+    save_torch(state, run / "checkpoint.pt")
+    before = snapshot(run)
+    line = fails(cli, "train", *SAME[:-len(CLI_FAST)], "--epochs", "3", *CLI_FAST, "--out", run,
+                 "--resume")
+    assert f"checkpoint {run / 'checkpoint.pt'}" in line
+    assert snapshot(run) == before
+
+
 # ---------------------------------------------------------------- 3. the right teacher
 
 

@@ -171,6 +171,20 @@ class Trainer:
                 f"cannot resume from {path}: settings differ ({', '.join(diff)}); "
                 "resume with the settings of the interrupted run or start a new run directory"
             )
+        try:
+            self._apply_state(state, path)
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError, AttributeError) as exc:
+            raise CheckpointError(
+                f"checkpoint {path} is damaged or was not written by transferkit "
+                f"({type(exc).__name__}: {' '.join(str(exc).split())[:120]}); resume from an "
+                "intact run or start a new run directory"
+            ) from None
+        if self.run_dir is not None and distributed.is_main():
+            self._rewrite_metrics()
+        return True
+
+    def _apply_state(self, state: dict[str, Any], path: Path) -> None:
+        """Check the checkpoint against this run, then load weights, optimizer and RNGs."""
         rank, rngs = distributed.rank(), state.get("rank_rngs") or []
         saved_world = int(state.get("world_size", len(rngs)))
         if saved_world != distributed.world_size():
@@ -192,13 +206,13 @@ class Trainer:
         load_weights(self.objective, state["objective"], str(path), "this model and its methods")
         self.optimizer.load_state_dict(state["optimizer"])
         _set_rng_state(rngs[rank])
-        self.initial_loss = state.get("initial_loss")
+        initial = state.get("initial_loss")
+        self.initial_loss = None if initial is None else float(initial)
         self.start_epoch = epoch
         self.global_step = int(state["step"])
         self.history = list(state["history"])
-        if self.run_dir is not None and distributed.is_main():
-            self._rewrite_metrics()
-        return True
+        if not all(isinstance(row, dict) for row in self.history):
+            raise TypeError("history rows must be mappings")
 
     def _rewrite_metrics(self) -> None:
         """Make ``metrics.jsonl`` exactly the checkpoint's history (atomically).
