@@ -42,7 +42,14 @@ from transferkit.engine.checkpoint import (
 )
 from transferkit.engine.distributed import is_main, local_device
 from transferkit.engine.evaluate import evaluate_split
-from transferkit.engine.loop import CHECKPOINT, METRICS, RESUME_FREE, TrainData, Trainer
+from transferkit.engine.loop import (
+    ACCEPT_DIVERGENCE,
+    CHECKPOINT,
+    METRICS,
+    RESUME_FREE,
+    TrainData,
+    Trainer,
+)
 from transferkit.engine.progress import note
 from transferkit.errors import (
     CheckpointError,
@@ -408,7 +415,7 @@ def _run(
         if trainer.warning and cfg.check_divergence:
             saved = f"the model is saved in {run_dir}, " if run_dir is not None else ""
             raise DivergenceError(
-                f"{trainer.warning}; {saved}but do not use it (check_divergence=false accepts it)"
+                f"{trainer.warning}; {saved}but do not use it ({ACCEPT_DIVERGENCE} accepts it)"
             )
         return RunResult(trainer.model, summary, history, run_dir)
     finally:
@@ -511,8 +518,7 @@ def distill(
     methods = [build_method(method, teacher=teacher, **options)]
     record = {"data": data.name, "model": spec, "method": method, "method_options": options,
               "teacher": teacher_record, "teacher_accuracy": teacher_accuracy,
-              "teacher_parameters": count_parameters(teacher)}
-    record["teacher_inputs"] = teacher_inputs
+              "teacher_parameters": count_parameters(teacher), "teacher_inputs": teacher_inputs}
     return _run("distill", module, data, methods, train_data, evals, cfg, spec, record,
                 out, resume, None)
 

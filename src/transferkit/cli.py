@@ -345,12 +345,12 @@ def execute(cfg: RunConfig, resume: bool) -> api.RunResult:
         return api.adapt(cfg.model.name, cfg.data, method=cfg.method,
                          model_options=cfg.model.options, feature_layer=cfg.feature_layer,
                          **common, **settings)
-    teacher = cfg.teacher_checkpoint or _train_teacher(cfg, resume)
+    teacher = cfg.teacher_checkpoint or _train_teacher(cfg)
     return api.distill(teacher, cfg.model.name, cfg.data, method=cfg.method,
                        student_options=cfg.model.options, **common, **settings)
 
 
-def _train_teacher(cfg: RunConfig, resume: bool) -> str:
+def _train_teacher(cfg: RunConfig) -> str:
     """Train the named teacher into ``<out>/teacher``, or reuse the one there.
 
     A teacher already there is reused only when its record matches this request (model,

@@ -26,11 +26,12 @@ def evaluate_split(
         x = split.x[chunk].to(device, non_blocking=True)
         y = split.y[chunk].to(device, non_blocking=True)
         logits = model(x)
-        counts = torch.bincount(logits.argmax(1).cpu(), minlength=logits.shape[1]).double()
+        guess = logits.argmax(1)
+        counts = torch.bincount(guess.cpu(), minlength=logits.shape[1]).double()
         predicted = counts if predicted is None else predicted + counts
         totals += torch.tensor(
             [
-                (logits.argmax(1) == y).sum().item(),
+                (guess == y).sum().item(),
                 F.cross_entropy(logits, y, reduction="sum").item(),
                 len(chunk),
             ],

@@ -50,6 +50,7 @@ COLLAPSE_SHARE = 0.9
 COLLAPSE_MAX_TRUE_SHARE = 0.5
 # Fewer steps than this leave a model merely untrained (often one class), not collapsed.
 COLLAPSE_MIN_STEPS = 100
+ACCEPT_DIVERGENCE = "--no-divergence-check, or check_divergence=False in Python,"
 
 
 @dataclass
@@ -269,7 +270,7 @@ class Trainer:
             f"training diverged: the mean loss of epoch {epoch + 1} is {loss:.3g}, "
             f"{loss / reference:.3g} times the untrained model's ({self.initial_loss:.3g}); "
             f"{kept}; lower the learning rate (--lr, now {self.config.optim.lr:g}) or add "
-            "--max-norm (to train on regardless: check_divergence=false)"
+            f"--max-norm ({ACCEPT_DIVERGENCE} trains on regardless)"
         )
 
     def _collapse(self, evals: dict[str, dict[str, Any]]) -> str | None:
