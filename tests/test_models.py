@@ -290,3 +290,16 @@ def test_load_torchscript(tmp_path: Path) -> None:
         load_torchscript(junk)
     with pytest.raises(ConfigError, match="TorchScript"):
         FeatureTap(loaded)
+
+
+def test_eval_mode_gives_each_submodule_its_own_mode_back() -> None:
+    from transferkit.models.base import eval_mode
+
+    model = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2), nn.Dropout(0.5))
+    model[1].eval()  # a frozen BatchNorm inside a model in train mode
+    with eval_mode(model):
+        assert not any(m.training for m in model.modules())
+    assert [m.training for m in model.modules()] == [True, True, False, True]
+    with pytest.raises(RuntimeError), eval_mode(model):
+        raise RuntimeError("the block fails")
+    assert [m.training for m in model.modules()] == [True, True, False, True]

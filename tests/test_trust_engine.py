@@ -305,6 +305,20 @@ def test_distill_gives_the_teacher_back_as_it_came(digits: Dataset) -> None:
     assert not torch.equal(before["features.1.weight"], teacher.state_dict()["features.1.weight"])
 
 
+def test_distill_gives_back_every_submodule_mode(digits: Dataset, trained_run: Path) -> None:
+    """A wrapped teacher (fed another input scale) and a frozen layer keep their own modes."""
+    teacher = tk.load_model(trained_run)  # records [0, 1]; the pair below is in [-1, 1]
+    teacher.train()
+    teacher.features.eval()  # e.g. a frozen backbone
+    tk.distill(teacher, "mlp", "digits->digits_shifted", student_options={"widths": [8]},
+               **FAST)
+    assert teacher.training and teacher.head.training and not teacher.features.training
+    teacher.eval()
+    tk.distill(teacher, "mlp", "digits->digits_shifted", student_options={"widths": [8]},
+               **FAST)
+    assert not any(m.training for m in teacher.modules())
+
+
 # ---------------------------------------------------------------- 8. world size
 
 

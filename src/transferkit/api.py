@@ -61,7 +61,7 @@ from transferkit.errors import (
 from transferkit.files import RunLock, describe_os_error
 from transferkit.methods import ADAPTATION, DISTILLATION, METHODS, Method, build_method
 from transferkit.models import MODELS, build_model, count_parameters, load_factory
-from transferkit.models.base import weights_sha256
+from transferkit.models.base import eval_mode, weights_sha256
 
 MODEL_FILE = "model.pt"
 SUMMARY_FILE = "summary.json"
@@ -137,10 +137,8 @@ def split_settings(
 
 def _probe(model: nn.Module, x: torch.Tensor, who: str) -> int:
     """Number of classes the model outputs, with a clear error when the input does not fit."""
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             out = model(x[:2])
     except TransferkitError:
         raise
@@ -149,8 +147,6 @@ def _probe(model: nn.Module, x: torch.Tensor, who: str) -> int:
         raise ConfigError(
             f"{who} cannot take inputs of shape {tuple(x.shape[1:])}: {reason}"
         ) from None
-    finally:
-        model.train(was_training)
     if not isinstance(out, torch.Tensor):
         raise ConfigError(f"{who} must return a tensor of N x classes logits, got "
                           f"{type(out).__name__}")

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from transferkit.data.base import Split
 from transferkit.engine import distributed
+from transferkit.models.base import eval_mode
 
 
 @torch.no_grad()
@@ -17,30 +18,28 @@ def evaluate_split(
     """``accuracy``, mean cross-entropy ``loss``, ``n``, and the most predicted class with its
     share of the predictions (``top_class``, ``top_class_share``: a collapse shows as ~1);
     each rank scores its share of rows."""
-    was_training = model.training
-    model.eval()
-    rows = torch.arange(len(split)).tensor_split(distributed.world_size())[distributed.rank()]
-    totals = torch.zeros(3, dtype=torch.float64)
-    predicted: Tensor | None = None
-    for chunk in rows.split(batch_size):
-        x = split.x[chunk].to(device, non_blocking=True)
-        y = split.y[chunk].to(device, non_blocking=True)
-        logits = model(x)
-        guess = logits.argmax(1)
-        counts = torch.bincount(guess.cpu(), minlength=logits.shape[1]).double()
-        predicted = counts if predicted is None else predicted + counts
-        totals += torch.tensor(
-            [
-                (guess == y).sum().item(),
-                F.cross_entropy(logits, y, reduction="sum").item(),
-                len(chunk),
-            ],
-            dtype=torch.float64,
-        )
-    if predicted is None:  # this rank had no rows; the sum over ranks needs the same size
-        classes = model(split.x[:1].to(device)).shape[1] if len(split) else 1
-        predicted = torch.zeros(classes, dtype=torch.float64)
-    model.train(was_training)
+    with eval_mode(model):
+        rows = torch.arange(len(split)).tensor_split(distributed.world_size())[distributed.rank()]
+        totals = torch.zeros(3, dtype=torch.float64)
+        predicted: Tensor | None = None
+        for chunk in rows.split(batch_size):
+            x = split.x[chunk].to(device, non_blocking=True)
+            y = split.y[chunk].to(device, non_blocking=True)
+            logits = model(x)
+            guess = logits.argmax(1)
+            counts = torch.bincount(guess.cpu(), minlength=logits.shape[1]).double()
+            predicted = counts if predicted is None else predicted + counts
+            totals += torch.tensor(
+                [
+                    (guess == y).sum().item(),
+                    F.cross_entropy(logits, y, reduction="sum").item(),
+                    len(chunk),
+                ],
+                dtype=torch.float64,
+            )
+        if predicted is None:  # this rank had no rows; the sum over ranks needs the same size
+            classes = model(split.x[:1].to(device)).shape[1] if len(split) else 1
+            predicted = torch.zeros(classes, dtype=torch.float64)
     correct, loss, count = distributed.all_reduce_sum(totals).tolist()
     predicted = distributed.all_reduce_sum(predicted)
     return {
@@ -55,8 +54,5 @@ def evaluate_split(
 @torch.no_grad()
 def predict(model: nn.Module, x: Tensor, device: torch.device, batch_size: int = 1024) -> Tensor:
     """Logits for ``x`` in eval mode, on the CPU."""
-    was_training = model.training
-    model.eval()
-    out = torch.cat([model(chunk.to(device)).cpu() for chunk in x.split(batch_size)])
-    model.train(was_training)
-    return out
+    with eval_mode(model):
+        return torch.cat([model(chunk.to(device)).cpu() for chunk in x.split(batch_size)])

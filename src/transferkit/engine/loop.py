@@ -35,6 +35,7 @@ from transferkit.engine.optim import (
 from transferkit.engine.progress import ProgressBar
 from transferkit.errors import CheckpointError, ConfigError, DivergenceError, NonFiniteLossError
 from transferkit.methods.base import Batch, Method, TrainInfo
+from transferkit.models.base import eval_mode
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
@@ -134,10 +135,8 @@ class Trainer:
 
     @torch.no_grad()
     def _feature_dim(self, model: nn.Module) -> int:
-        was_training = model.training
-        model.eval()
-        model(self.data.x[:2])
-        model.train(was_training)
+        with eval_mode(model):
+            model(self.data.x[:2])
         assert self.objective.tap is not None
         return int(self.objective.tap.value.shape[1])
 

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from transferkit.errors import ConfigError
 from transferkit.methods.base import Batch, Method, Outputs, TrainInfo
+from transferkit.models.base import module_modes, restore_modes
 
 INPUTS = ("source", "target", "both")
 
@@ -32,8 +33,10 @@ class TeacherMethod(Method):
         if inputs not in INPUTS:
             raise ConfigError(f"inputs must be one of {', '.join(INPUTS)}, got {inputs!r}")
         # What close() gives back: the caller's module leaves training as it came in.
+        # Every submodule's own mode: a wrapper (InputConverted) or a frozen BatchNorm inside a
+        # teacher in train mode keeps the mode it had.
         self._teacher_was = (
-            teacher.training,
+            module_modes(teacher),
             [(p, p.requires_grad, p.device) for p in teacher.parameters()],
             [(b, b.device) for b in teacher.buffers()],
         )
@@ -62,13 +65,13 @@ class TeacherMethod(Method):
 
     def close(self) -> None:
         """Give the teacher back as it came: train/eval mode, ``requires_grad`` and device."""
-        training, params, buffers = self._teacher_was
+        modes, params, buffers = self._teacher_was
         devices = {d for _, _, d in params} | {d for _, d in buffers}
         if len(devices) == 1:  # moved with the method: move it back
             self.teacher.to(devices.pop())
         for param, requires_grad, _ in params:
             param.requires_grad_(requires_grad)
-        self.teacher.train(training)
+        restore_modes(modes)
         self.cached_logits = self.cached_target_logits = None
 
     def setup(self, info: TrainInfo) -> None:

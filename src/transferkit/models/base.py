@@ -8,7 +8,8 @@ A model is ``logits = head(features(x))`` with ``features`` mapping a batch to `
 from __future__ import annotations
 
 import operator
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -140,17 +141,38 @@ def image_shape(model: str, input_shape: Sequence[int]) -> tuple[int, int, int]:
     return shape[0], shape[1], shape[2]
 
 
+Modes = list[tuple[nn.Module, bool]]
+
+
+def module_modes(model: nn.Module) -> Modes:
+    """Every submodule with its own train/eval mode (they may differ: a frozen BatchNorm)."""
+    return [(module, module.training) for module in model.modules()]
+
+
+def restore_modes(modes: Modes) -> None:
+    """Give each module back the mode :func:`module_modes` saw (``model.train(was)`` would
+    set them all alike)."""
+    for module, training in modes:
+        module.training = training
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in eval mode inside the block; every submodule's own mode afterwards."""
+    modes = module_modes(model)
+    model.eval()
+    try:
+        yield model
+    finally:
+        restore_modes(modes)
+
+
 def flat_size(body: nn.Module, shape: Sequence[int]) -> int:
     """Width of ``body``'s flattened output for one sample, from a dummy forward in eval mode.
 
     Eval mode keeps dropout from drawing random numbers, so building a model consumes the
     same RNG stream whatever its input size.
     """
-    was_training = body.training
-    body.eval()
-    try:
-        with torch.no_grad():
-            out = body(torch.zeros(1, *shape))
-    finally:
-        body.train(was_training)
+    with eval_mode(body), torch.no_grad():
+        out = body(torch.zeros(1, *shape))
     return int(out.reshape(1, -1).shape[1])
