@@ -69,7 +69,7 @@ def main() -> None:
             results[name].append(run.summary["final"]["test"])
             print(f"  {name:38s} test {run.summary['final']['test']:.3f}  "
                   f"l2 {run.history[0]['train']['l2']:.4g} -> {last['train']['l2']:.4g}  "
-                  f"l2_scale {last.get('l2_scale', float('nan')):.4g}", flush=True)
+                  f"l2_scale {last.get('l2.scale', float('nan')):.4g}", flush=True)
     print(f"mean over seeds {args.seeds}, {args.epochs} student epochs:")
     for name, values in results.items():
         print(f"  {name:38s} {statistics.mean(values):.3f} (min {min(values):.3f})")

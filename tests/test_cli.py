@@ -101,7 +101,7 @@ def test_distill_from_a_teacher_run(cli: CliRunner, cli_run: Path, tmp_path: Pat
     cfg = config(out)
     assert cfg["command"] == "distill" and cfg["method_options"] == {"temperature": 2}
     assert cfg["teacher_parameters"] == sum(p.numel() for p in tk.load_model(cli_run).parameters())
-    assert set(rows(out)[0]["train"]) == {"kd", "ce", "loss"}
+    assert set(rows(out)[0]["train"]) == {"kd", "kd.ce", "loss"}
     assert summary(out)["parameters"] == 64 * 8 + 8 + 8 * 10 + 10
     assert not (out / "teacher").exists()
 
@@ -162,7 +162,8 @@ def test_distill_on_a_pair_uses_unlabelled_target_inputs(
     tests = {row.numpy().tobytes() for d in (digits_pair.source, digits_pair.target)
              for row in d.test.x}  # the teacher's accuracy, measured and shown before training
     rows_seen = [r for r in rows_seen if r not in tests]
-    assert len(rows_seen) == 2 + 3 * 32  # the class-count probe, then 3 steps of 32
+    # the class-count probe and the layer-shape probe (2 rows each), then 3 steps of 32
+    assert len(rows_seen) == 2 + 2 + 3 * 32
     assert all(r in target for r in rows_seen)
     assert not any(r in source for r in rows_seen)
 
@@ -179,13 +180,13 @@ def test_adapt_dann(cli: CliRunner, tmp_path: Path) -> None:
     assert cfg["method_options"] == {"hidden": 16, "gamma": 5}
     assert cfg["train"]["optim"]["gamma"] == 0.1  # the step schedule's gamma is untouched
     metrics = rows(out)
-    assert set(metrics[-1]["train"]) == {"ce", "domain", "loss"}
+    assert set(metrics[-1]["train"]) == {"supervised.ce", "dann.domain", "loss"}
     assert all(math.isfinite(v) for r in metrics for v in r["train"].values())
     # the last step of 6 has progress 5/6; DANN's own gamma=5 shapes the warm-up
-    assert metrics[-1]["grl_coeff"] == pytest.approx(dann_warmup(5 / 6, 5.0))
+    assert metrics[-1]["dann.grl_coeff"] == pytest.approx(dann_warmup(5 / 6, 5.0))
     assert set(summary(out)["final"]) == {"source_test", "target_test"}
     weights = load_torch(out / "checkpoint.pt")["objective"]
-    assert weights["methods.1.discriminator.net.0.weight"].shape == (16, 16)
+    assert weights["methods.dann.discriminator.net.0.weight"].shape == (16, 16)
 
 
 def test_config_file_with_flags_overriding_it(cli: CliRunner, tmp_path: Path) -> None:

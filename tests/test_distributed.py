@@ -58,7 +58,8 @@ def test_two_rank_train_matches_one_process(tmp_path: Path, sub_env: dict) -> No
     alone = tk.train("mlp", "digits", model_options=TINY,
                      **{**FAST, "epochs": 2, "steps_per_epoch": STEPS, "batch_size": BATCH})
     for ddp_row, row in zip(metrics, alone.history, strict=True):
-        assert ddp_row["train"]["ce"] == pytest.approx(row["train"]["ce"], rel=1e-4)
+        assert ddp_row["train"]["supervised.ce"] == pytest.approx(
+            row["train"]["supervised.ce"], rel=1e-4)
         assert ddp_row["eval"]["test"]["loss"] == pytest.approx(
             row["eval"]["test"]["loss"], rel=1e-4
         )
@@ -74,9 +75,9 @@ def test_two_rank_adapt_dann(tmp_path: Path, sub_env: dict) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     (row,) = check_run_dir(out, epochs=1)
-    assert set(row["train"]) == {"ce", "domain", "loss"}
+    assert set(row["train"]) == {"supervised.ce", "dann.domain", "loss"}
     assert set(row["eval"]) == {"source_test", "target_test"}
-    assert 0.0 < row["grl_coeff"] < 1.0
+    assert 0.0 < row["dann.grl_coeff"] < 1.0
     assert yaml.safe_load((out / "config.yaml").read_text())["method"] == "dann"
 
 
@@ -123,7 +124,7 @@ def test_nan_on_one_rank_stops_every_rank_cleanly(tmp_path: Path, sub_env: dict)
     err = proc.stderr
     assert "[rank0]: Traceback" not in err and "[rank1]: Traceback" not in err, err[-3000:]
     assert err.count("transferkit: error: loss became non-finite at epoch 2, step 2") == 2
-    assert "(ce=nan)" in err and "(on another rank; here ce=" in err
+    assert "(supervised.ce=nan)" in err and "(on another rank; here supervised.ce=" in err
     assert err.count("exitcode  : 2") == 2
     state = load_torch(out / "checkpoint.pt")
     assert state["epoch"] == 1

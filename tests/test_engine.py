@@ -231,7 +231,7 @@ def test_nan_loss_names_epoch_and_step_and_keeps_checkpoint(
     helpers = __import__(HELPERS)
     model = helpers.nan_after(digits.input_shape, 10, calls=8)  # step 8 = epoch 3, step 2
     run_dir = tmp_path / "run"
-    with pytest.raises(NonFiniteLossError, match=r"epoch 3, step 2 \(ce=nan\)") as info:
+    with pytest.raises(NonFiniteLossError, match=r"epoch 3, step 2 \(supervised.ce=nan\)") as info:
         tk.train(model, digits, out=run_dir, **{**FAST, "epochs": 5})
     assert f"checkpoint (epoch 2) is kept in {run_dir}" in str(info.value)
     state = load_torch(run_dir / "checkpoint.pt")

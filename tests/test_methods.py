@@ -199,7 +199,7 @@ def test_distillation_run_leaves_teacher_weights_alone(digits) -> None:
     for key, value in teacher.state_dict().items():
         assert torch.equal(value, before[key]), key
     assert teacher.training  # frozen while the student trained, then given back as it came
-    assert set(result.history[0]["train"]) == {"kd", "ce", "loss"}
+    assert set(result.history[0]["train"]) == {"kd", "kd.ce", "loss"}
 
 
 @pytest.mark.parametrize("method", ["kd", "l2"])
@@ -255,16 +255,17 @@ def test_dann_gradient_reaches_features_reversed() -> None:
     disc_w = dann.discriminator.net[0].weight
 
     losses = objective(batch, progress)
-    assert set(losses) == {"ce", "domain"}
+    assert set(losses) == {"supervised.ce", "dann.domain"}
     assert dann.grl.coeff == pytest.approx(coeff)
-    g_rev, g_disc = torch.autograd.grad(losses["domain"], [feat_w, disc_w], retain_graph=True)
-    g_ce = torch.autograd.grad(losses["ce"], feat_w, retain_graph=True)[0]
+    g_rev, g_disc = torch.autograd.grad(losses["dann.domain"], [feat_w, disc_w],
+                                        retain_graph=True)
+    g_ce = torch.autograd.grad(losses["supervised.ce"], feat_w, retain_graph=True)[0]
 
     # The same forward without the gradient reversal layer.
     dann.grl = nn.Identity()
     plain = objective(batch, progress)
-    assert plain["domain"].item() == pytest.approx(losses["domain"].item(), rel=1e-12)
-    g_plain, g_disc_plain = torch.autograd.grad(plain["domain"], [feat_w, disc_w])
+    assert plain["dann.domain"].item() == pytest.approx(losses["dann.domain"].item(), rel=1e-12)
+    g_plain, g_disc_plain = torch.autograd.grad(plain["dann.domain"], [feat_w, disc_w])
 
     assert g_plain.abs().max() > 1e-6
     torch.testing.assert_close(g_rev, -coeff * g_plain, rtol=1e-10, atol=1e-14)
@@ -330,24 +331,24 @@ def test_objective_kd_plus_dann_on_a_pair(digits_pair: DomainPair) -> None:
     trainer = Trainer(model, methods, data, config)
     batch = Batch(data.x[:8], data.y[:8], data.x_target[:8])
     losses = trainer.objective(batch, 0.5)
-    assert set(losses) == {"kd", "ce", "domain"}
+    assert set(losses) == {"kd", "kd.ce", "dann.domain"}
     assert all(v.dim() == 0 and torch.isfinite(v) for v in losses.values())
 
     history = trainer.fit()
     assert [row["epoch"] for row in history] == [1, 2]
     train = history[-1]["train"]
-    assert set(train) == {"kd", "ce", "domain", "loss"}
-    assert train["loss"] == pytest.approx(train["kd"] + train["ce"] + train["domain"])
-    assert history[-1]["grl_coeff"] == pytest.approx(methods[1].coefficient(5 / 6))
+    assert set(train) == {"kd", "kd.ce", "dann.domain", "loss"}
+    assert train["loss"] == pytest.approx(train["kd"] + train["kd.ce"] + train["dann.domain"])
+    assert history[-1]["dann.grl_coeff"] == pytest.approx(methods[1].coefficient(5 / 6))
 
 
-def test_same_loss_name_from_two_methods_is_prefixed() -> None:
+def test_loss_names_are_prefixed_by_their_method() -> None:
     teacher, _, _ = linear_teacher()
     student = nn.Linear(D, C).double()
     objective = Objective(student, [Supervised(), SoftTargetDistillation(teacher, alpha=0.5)])
     x, _, y = fixed_batch()
     losses = objective(Batch(t(x), t(y)), 0.0)
-    assert set(losses) == {"ce", "kd", "kd.ce"}
+    assert set(losses) == {"supervised.ce", "kd", "kd.ce"}
 
 
 def test_build_method_errors() -> None:
@@ -380,7 +381,7 @@ def test_l2_auto_scale_matches_numpy(inputs: str, cache: bool) -> None:
     expected = max(1.0, float(np.sqrt(np.mean(logits**2))))
     assert expected > 2  # the floor is not what is tested here
     assert method.scale_value == pytest.approx(expected, rel=1e-12)
-    assert method.metrics() == {"l2_scale": method.scale_value}
+    assert method.metrics() == {"scale": method.scale_value}
 
     st = RNG.normal(size=(N, C))
     out = Outputs(t(s), target_logits=t(st))
@@ -418,7 +419,7 @@ def test_l2_auto_scale_probe_rows_and_floor(monkeypatch: pytest.MonkeyPatch) -> 
     assert tiny.scale_value == 1.0
     # a number is used as given, without measuring
     fixed = L2Distillation(teacher, scale=7.5)
-    assert fixed.scale_value == 7.5 and fixed.metrics() == {"l2_scale": 7.5}
+    assert fixed.scale_value == 7.5 and fixed.metrics() == {"scale": 7.5}
     fixed.setup(TrainInfo(num_classes=C))
     assert fixed.scale_value == 7.5
 
@@ -469,11 +470,11 @@ def test_l2_default_survives_a_teacher_with_large_logits(digits) -> None:
 
     default = student()
     assert default.summary["final"]["test"] >= teacher_acc - 0.04
-    assert default.history[-1]["l2_scale"] == pytest.approx(rms, rel=1e-4)
+    assert default.history[-1]["l2.scale"] == pytest.approx(rms, rel=1e-4)
     try:  # the engine may refuse the collapsed run outright (a divergence check)
         article = student(reduction="sum", scale=1)
     except TransferkitError as err:
         assert re.search("collapsed|exploded|diverg", str(err)), err
     else:
         assert article.summary["final"]["test"] < 0.5
-        assert article.history[-1]["l2_scale"] == 1.0
+        assert article.history[-1]["l2.scale"] == 1.0

@@ -266,8 +266,9 @@ def test_non_finite_flags(cli: CliRunner, tmp_path: Path, flag: str, value: str)
 
 
 def test_numbers_that_are_accepted(tmp_path: Path) -> None:
-    cfg = settings("train", "--config", write(tmp_path, "lr: 1\nweight_decay: 1e-3\nmax_norm: 2E1"),
-                   "--opt", "temperature=1e-1", "--out", tmp_path / "r")
+    numbers = write(tmp_path, "lr: 1\nweight_decay: 1e-3\nmax_norm: 2E1")
+    cfg = settings("distill", "--config", numbers, "--teacher", "mlp", "--opt",
+                   "temperature=1e-1", "--out", tmp_path / "r")
     assert cfg.train.optim.lr == 1.0 and isinstance(cfg.train.optim.lr, float)
     assert cfg.train.optim.weight_decay == 0.001 and cfg.train.optim.max_norm == 20.0
     assert cfg.method_options == {"temperature": 0.1}
@@ -294,15 +295,16 @@ def test_method_of_another_command_is_refused_before_training(
 ) -> None:
     out = tmp_path / "run"
     line = fails(cli, "distill", "--teacher", "mlp", "--method", "dann", "--out", out)
-    assert line.endswith("distill takes one of l2, kd, got 'dann' (dann runs with "
-                         "`transferkit adapt`)")
+    assert line.endswith("distill: method 'dann' needs target, which this run does not have "
+                         "(use `transferkit adapt`); train on a domain pair such as "
+                         "digits->digits_shifted")
     assert not out.exists()  # the teacher did not train
     assert "adapt needs a domain pair such as 'mnist->usps', got 'digits'" in fails(
         cli, "adapt", "--data", "digits", "--out", out)
-    assert "train takes one of supervised, got 'kd' (kd runs with `transferkit distill`)" in fails(
-        cli, "train", "--method", "kd", "--out", out)
-    assert "adapt takes one of dann, got 'supervised' (supervised runs with `transferkit train`)" \
-        in fails(cli, "adapt", "--data", "digits->digits_shifted", "--method", "supervised")
+    assert "train: method 'kd' needs teacher, which this run does not have (use `transferkit " \
+        "distill (or adapt --teacher)`)" in fails(cli, "train", "--method", "kd", "--out", out)
+    assert "distill: method 'kd' needs teacher" not in fails(
+        cli, "distill", "--teacher", "mlp", "--method", "kd+nope", "--out", out)
     assert "unknown model 'nope'" in fails(cli, "distill", "--teacher", "mlp", "--model", "nope",
                                            "--out", out)
     assert "unknown dataset 'nope'" in fails(cli, "distill", "--teacher", "mlp", "--data", "nope",

@@ -59,7 +59,13 @@ from transferkit.errors import (
     TransferkitError,
 )
 from transferkit.files import RunLock, describe_os_error
-from transferkit.methods import ADAPTATION, DISTILLATION, METHODS, Method, build_method
+from transferkit.methods import (
+    METHODS,
+    Method,
+    build_methods,
+    check_needs,
+    method_names,
+)
 from transferkit.models import MODELS, build_model, count_parameters, load_factory
 from transferkit.models.base import eval_mode, weights_sha256
 
@@ -229,7 +235,8 @@ def _check_resume_config(run_dir: Path, config: dict[str, Any]) -> None:
     old, new = flat(saved), flat(config)
     diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     diff = [k for k in diff if k not in RECORD_ONLY]
-    if "teacher" in diff:
+    if "teacher" in diff and isinstance(old.get("teacher"), dict) and isinstance(
+            new.get("teacher"), dict):
         was, now = old.get("teacher") or {}, new.get("teacher") or {}
         raise CheckpointError(
             f"cannot resume the run in {run_dir}: it distils teacher {was.get('source')} "
@@ -402,11 +409,21 @@ def _run(
             "resumed": bool(resumed),
             "seconds_this_session": round(time.perf_counter() - start, 2),
         }
+        peers = {name: net for name, net in trainer.networks.items() if net is not trainer.model}
+        if peers:  # DML's peers: each evaluated and saved beside the student
+            last = history[-1].get("peers", {}) if history else {}
+            summary["networks"] = {
+                name: {"final": {split: v["accuracy"] for split, v in last.get(name, {}).items()},
+                       "parameters": count_parameters(net), "file": f"{name}.pt"}
+                for name, net in peers.items()
+            }
         if trainer.warning:
             summary["warning"] = trainer.warning
         setattr(trainer.model, INPUTS_ATTR, getattr(data, "inputs", None))  # as load_model
         if run_dir is not None and is_main():
             save_model(trainer.model, run_dir / MODEL_FILE, spec, data)
+            for name, net in peers.items():
+                save_model(net, run_dir / f"{name}.pt", spec, data)
             save_json(summary, run_dir / SUMMARY_FILE)
         if trainer.warning and cfg.check_divergence:
             saved = f"the model is saved in {run_dir}, " if run_dir is not None else ""
@@ -459,64 +476,182 @@ def train(
     module, spec = resolve_model(model, data.input_shape, data.num_classes, **(model_options or {}))
     labelled = data.source if isinstance(data, DomainPair) else data
     _check_classes(module, labelled.train.x, data.num_classes, "model")
-    methods = [build_method(method, **options)]
+    methods = build_methods(method, None, options)
+    check_needs(methods, {"labels"}, "train", " (train fits labels; distil or adapt for more)")
     train_data = TrainData(labelled.train.x, labelled.train.y, data.num_classes)
-    record = {"data": data.name, "model": spec, "method": method, "method_options": options}
+    record = {"data": data.name, "model": spec, "method": _method_spec(method),
+              "method_options": options}
     return _run("train", module, data, methods, train_data, _evals(data), cfg, spec, record,
                 out, resume, None)
 
 
 def distill(
-    teacher: nn.Module | str,
+    teacher: nn.Module | str | Path | list[nn.Module | str | Path],
     student: nn.Module | str,
     data: Dataset | DomainPair | str,
     *,
-    method: str = "kd",
+    method: str | list[str] = "kd",
     out: str | Path | None = None,
     resume: bool = False,
     data_dir: str | Path | None = None,
     student_options: dict[str, Any] | None = None,
     method_options: dict[str, Any] | None = None,
+    generations: int = 1,
     **settings: Any,
 ) -> RunResult:
-    """Distil ``teacher`` into ``student``.
+    """Distil ``teacher`` into ``student`` with a method or a list (``"kd+fitnet"``).
 
-    On a dataset the student sees its labelled training data; on a domain pair it learns from
-    the teacher alone on the unlabelled target training inputs (adapt, then distil).
-    ``teacher`` may be a module, or a path to a ``model.pt`` / run directory. A teacher module
+    On a dataset the student sees its labelled training data (methods without their own
+    hard-label term get ``supervised`` beside them); on a domain pair it learns from the
+    teacher alone on the unlabelled target training inputs (adapt, then distil); ``data-free``
+    trains on inputs synthesised from the teacher instead. ``teacher`` may be a module, a
+    path to a ``model.pt`` / run directory, or a list of them (``ensemble``). A teacher module
     is frozen (eval mode, no grad) only while the student trains: its mode, ``requires_grad``
     flags and device are given back afterwards. A student module is trained in place.
+    ``generations=N`` (born-again networks, Furlanello et al. 2018): each generation's student
+    teaches the next, fresh one; run directories ``<out>/gen1`` ... and the last is returned.
     """
-    if method not in DISTILLATION:
-        raise ConfigError(f"distill takes one of {', '.join(DISTILLATION)}, got {method!r}")
+    if isinstance(generations, bool) or not isinstance(generations, int) or generations < 1:
+        raise ConfigError(f"generations must be an integer >= 1, got {generations!r}")
+    if generations > 1:
+        return _born_again(teacher, student, data, generations, method=method, out=out,
+                           resume=resume, data_dir=data_dir, student_options=student_options,
+                           method_options=method_options, **settings)
+    names = method_names(method)
     data = resolve_data(data, data_dir)
     cfg, options = split_settings(dict(settings), method_options)
     torch.manual_seed(cfg.seed)
-    teacher_source = f"module {type(teacher).__name__} (from Python)"
-    if isinstance(teacher, str | Path):
-        teacher_source = str(teacher)
-        teacher = load_model(teacher)
-    # A teacher that records another input convention sees each batch converted to it.
-    teacher, teacher_inputs = fit_teacher(teacher, data.inputs, data.input_shape, data.name)
-    if isinstance(teacher, InputConverted):
-        note(f"teacher inputs {teacher_inputs}", cfg.progress and is_main())
+    given = list(teacher) if isinstance(teacher, list | tuple) else [teacher]
+    if not given:
+        raise ConfigError("distill needs a teacher; the list of teachers is empty")
+    teachers, sources, conventions = [], [], []
+    for one in given:
+        source = f"module {type(one).__name__} (from Python)"
+        if isinstance(one, str | Path):
+            source, one = str(one), load_model(one)
+        # A teacher that records another input convention sees each batch converted to it.
+        one, convention = fit_teacher(one, data.inputs, data.input_shape, data.name)
+        if isinstance(one, InputConverted):
+            note(f"teacher inputs {convention}", cfg.progress and is_main())
+        teachers.append(one)
+        sources.append(source)
+        conventions.append(convention)
     module, spec = resolve_model(
         student, data.input_shape, data.num_classes, **(student_options or {})
     )
-    if isinstance(data, DomainPair):
+    methods = build_methods(names, teachers if len(teachers) > 1 else teachers[0], options)
+    synthetic = [m for m in methods if getattr(m, "replaces_training_data", False)]
+    if synthetic:  # no real training image: the teacher's own transfer set
+        x, _ = _transfer_set(synthetic[0], data, out, resume, cfg)
+        train_data, provides = TrainData(x, None, data.num_classes), {"teacher"}
+    elif isinstance(data, DomainPair) and any("target" in m.needs for m in methods):
+        # e.g. dann+kd: labelled source, unlabelled target (kd reads inputs=target or both)
+        train_data = TrainData(data.source.train.x, data.source.train.y, data.num_classes,
+                               data.target.train.x)
+        provides = {"teacher", "labels", "target"}
+    elif isinstance(data, DomainPair):  # the teacher alone on unlabelled target inputs
         train_data = TrainData(data.target.train.x, None, data.num_classes)
+        provides = {"teacher"}
     else:
         train_data = TrainData(data.train.x, data.train.y, data.num_classes)
-    _check_classes(teacher, train_data.x, data.num_classes, "teacher")
+        provides = {"teacher", "labels"}
+    why = " (on a pair, distill learns from unlabelled target inputs)" if isinstance(
+        data, DomainPair) else " (data-free trains on synthesised inputs)" if synthetic else ""
+    check_needs(methods, provides, "distill", why)
+    if "labels" in provides and not any(m.own_label_term for m in methods):
+        methods.insert(0, build_methods("supervised")[0])  # the hard labels, as the papers do
+    for one in teachers:
+        _check_classes(one, train_data.x, data.num_classes, "teacher")
     _check_classes(module, train_data.x, data.num_classes, "student")
     evals = _evals(data)
-    teacher_record, teacher_accuracy = _describe_teacher(teacher, teacher_source, evals, cfg)
-    methods = [build_method(method, teacher=teacher, **options)]
-    record = {"data": data.name, "model": spec, "method": method, "method_options": options,
-              "teacher": teacher_record, "teacher_accuracy": teacher_accuracy,
-              "teacher_parameters": count_parameters(teacher), "teacher_inputs": teacher_inputs}
+    described = [_describe_teacher(t, s, evals, cfg) for t, s in zip(teachers, sources,
+                                                                    strict=True)]
+    one_teacher = len(teachers) == 1
+    record = {"data": data.name, "model": spec, "method": _method_spec(method),
+              "methods": [m.name for m in methods], "method_options": options,
+              "teacher": described[0][0] if one_teacher else [d[0] for d in described],
+              "teacher_accuracy": described[0][1] if one_teacher else [d[1] for d in described],
+              "teacher_parameters": sum(count_parameters(t) for t in teachers),
+              "teacher_inputs": conventions[0] if one_teacher else conventions}
+    if synthetic:
+        record["training_data"] = f"{len(train_data.x)} inputs synthesised from the teacher " \
+            "(no real training image)"
     return _run("distill", module, data, methods, train_data, evals, cfg, spec, record,
                 out, resume, None)
+
+
+TRANSFER_SET = "transfer_set.pt"
+
+
+def _transfer_set(
+    method: Method, data, out: str | Path | None, resume: bool, cfg: TrainConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The data-free method's synthesised inputs: read back from ``<out>/transfer_set.pt`` on
+    a resume, else synthesised (seeded by the run's seed) and saved there."""
+    path = None if out is None else Path(out) / TRANSFER_SET
+    if path is not None and resume and path.is_file():
+        saved = load_torch(path)
+        x, y = saved.get("x"), saved.get("y")
+        if isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) and (
+            tuple(x.shape[1:]) == tuple(data.input_shape)
+        ):
+            return x, y
+        raise CheckpointError(f"{path} is not a transfer set for {data.name}; remove it")
+    inputs = data.inputs
+    bounds = None if inputs is None else ((0.0 - inputs.mean) / inputs.std,
+                                          (1.0 - inputs.mean) / inputs.std)
+    note(f"synthesising {method.n_synthetic} inputs from the teacher (data-free)",
+         cfg.progress and is_main())
+    x, y = method.transfer_set(tuple(data.input_shape), data.num_classes, cfg.seed, bounds)
+    if path is not None and is_main():
+        if (path.parent / CHECKPOINT).exists() and not resume:
+            raise ConfigError(
+                f"run directory {path.parent} already holds a run; pass resume=True (--resume) "
+                "to continue it or choose another directory"
+            )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_torch({"x": x, "y": y}, path)
+    return x, y
+
+
+def _born_again(teacher, student, data, generations: int, *, out, resume, **kwargs: Any):
+    """Born-again networks: generation k's student (a fresh ``student``) learns from
+    generation k-1's; each generation is its own run directory ``<out>/gen<k>``."""
+    if not isinstance(student, str):
+        raise ConfigError("generations > 1 need the student by name (each generation is a new "
+                          "network of that architecture), not a module")
+    results: list[RunResult] = []
+    for generation in range(1, generations + 1):
+        run_out = None if out is None else Path(out) / f"gen{generation}"
+        result = distill(teacher, student, data, out=run_out, resume=resume, **kwargs)
+        results.append(result)
+        teacher = result.model if run_out is None else run_out
+    last = results[-1]
+    last.summary = {**last.summary, "generations": [
+        {"generation": k, "final": r.summary["final"], "run_dir": str(r.run_dir or "")}
+        for k, r in enumerate(results, start=1)]}
+    if out is not None and is_main():
+        save_json(last.summary, Path(out) / SUMMARY_FILE)
+    return last
+
+
+def _method_spec(method: str | list[str]) -> str:
+    """The method list as recorded in config.yaml: ``kd+fitnet``."""
+    return "+".join(method_names(method))
+
+
+def _adapt_teacher(
+    teacher: nn.Module | str | Path, data: DomainPair, module: nn.Module, cfg: TrainConfig
+) -> tuple[nn.Module, dict[str, Any]]:
+    """A teacher for adaptation methods composed with distillation (``dann+kd``)."""
+    source = f"module {type(teacher).__name__} (from Python)"
+    if isinstance(teacher, str | Path):
+        source, teacher = str(teacher), load_model(teacher)
+    teacher, _ = fit_teacher(teacher, getattr(module, INPUTS_ATTR, None) or data.inputs,
+                             data.input_shape, data.name)
+    _check_classes(teacher, data.source.train.x, data.num_classes, "teacher")
+    record, _ = _describe_teacher(teacher, source, _evals(data), cfg)
+    return teacher, record
 
 
 def _describe_teacher(
@@ -550,9 +685,13 @@ def adapt(
     model_options: dict[str, Any] | None = None,
     feature_layer: str | None = None,
     method_options: dict[str, Any] | None = None,
+    teacher: nn.Module | str | Path | None = None,
     **settings: Any,
 ) -> RunResult:
     """Adapt ``model`` from a pair's labelled source to its unlabelled target.
+
+    ``method`` may be a list (``"dann+kd"``); methods that compare with a teacher (``kd``)
+    need ``teacher`` (a module, or a saved model.pt / run directory).
 
     An ``nn.Module`` given as ``model`` is trained in place; pass a copy to keep the original.
 
@@ -562,8 +701,7 @@ def adapt(
     another input convention than the pair's, the pair is converted to it (the adapted model
     keeps its convention).
     """
-    if method not in ADAPTATION:
-        raise ConfigError(f"adapt takes one of {', '.join(ADAPTATION)}, got {method!r}")
+    names = method_names(method)
     data = resolve_data(data, data_dir)
     if not isinstance(data, DomainPair):
         raise ConfigError(f"adapt needs a domain pair such as 'mnist->usps', got {data.name!r}")
@@ -581,11 +719,21 @@ def adapt(
     if converted:
         note(converted, cfg.progress and is_main())
     _check_classes(module, data.source.train.x, data.num_classes, "model")
-    methods = [build_method("supervised"), build_method(method, **options)]
+    teacher_module, teacher_record = None, None
+    if teacher is not None:
+        teacher_module, teacher_record = _adapt_teacher(teacher, data, module, cfg)
+    methods = build_methods(names, teacher_module, options)
+    provides = {"labels", "target"} | ({"teacher"} if teacher is not None else set())
+    check_needs(methods, provides, "adapt")
+    if "supervised" not in names:
+        methods.insert(0, build_methods("supervised")[0])  # the labelled source
     train_data = TrainData(
         data.source.train.x, data.source.train.y, data.num_classes, data.target.train.x
     )
-    record = {"data": data.name, "model": spec, "method": method, "method_options": options}
+    record = {"data": data.name, "model": spec, "method": _method_spec(method),
+              "methods": [m.name for m in methods], "method_options": options}
+    if teacher_record is not None:
+        record["teacher"] = teacher_record
     if feature_layer is not None:  # it changes what is aligned: part of what a resume matches
         record["feature_layer"] = feature_layer
     if start is not None:  # recorded as given, so a resume names the same file

@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any, NoReturn
 
+from torch import nn
+
 from transferkit import api
 from transferkit.config import (
     RUN_FIELDS,
@@ -30,7 +32,7 @@ from transferkit.config import (
 from transferkit.data import DATASETS, ENV_VAR, PAIRS
 from transferkit.engine.distributed import is_main, local_device, shutdown
 from transferkit.errors import CheckpointError, ConfigError, TransferkitError
-from transferkit.methods import ADAPTATION, DISTILLATION, METHODS
+from transferkit.methods import build_methods, check_needs
 from transferkit.models import MODELS
 
 TRAIN_FLAGS = {
@@ -102,23 +104,31 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="supervised training (teachers, source-only)")
     train.add_argument("--model", help="model name or package.module:factory")
     train.add_argument("--model-opt", action="append", metavar="KEY=VALUE")
-    train.add_argument("--method", help="method (default supervised)")
+    train.add_argument("--method", help="method needing labels only (default supervised)")
     _add_training_flags(train)
 
     distill = sub.add_parser("distill", help="distil a teacher into a student")
-    distill.add_argument("--teacher", help="teacher model.pt / run dir, or a model name to train")
+    distill.add_argument("--teacher", action="append",
+                         help="teacher model.pt / run dir, or a model name to train; repeat "
+                         "it for several teachers (ensemble)")
+    distill.add_argument("--generations", type=int,
+                         help="born-again generations: each student teaches the next")
     distill.add_argument("--teacher-opt", action="append", metavar="KEY=VALUE")
     distill.add_argument("--teacher-epochs", type=int, help="epochs when training the teacher")
     distill.add_argument("--student", "--model", dest="model", help="student model name")
     distill.add_argument("--model-opt", action="append", metavar="KEY=VALUE")
-    distill.add_argument("--method", help="l2 or kd (default kd)")
+    distill.add_argument("--method", help="method or list such as kd+fitnet (default kd)")
     _add_training_flags(distill)
 
     adapt = sub.add_parser("adapt", help="adapt a model from a source to a target domain")
     adapt.add_argument("--model", help="model name or package.module:factory")
     adapt.add_argument("--model-opt", action="append", metavar="KEY=VALUE")
-    adapt.add_argument("--method", help="adaptation method (default dann)")
+    adapt.add_argument("--method", help="adaptation method or list such as dann+kd "
+                       "(default dann)")
     adapt.add_argument("--feature-layer", help="module whose input is the feature vector")
+    adapt.add_argument("--teacher", help="teacher model.pt / run dir, or a model name to train "
+                       "on the source, for lists such as dann+kd")
+    adapt.add_argument("--teacher-opt", action="append", metavar="KEY=VALUE")
     _add_training_flags(adapt)
 
     evaluate = sub.add_parser("evaluate", help="accuracy of a saved model on a dataset or pair")
@@ -143,7 +153,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         raw = _overlay(_saved_settings(Path(out), args), raw)
     raw["command"] = args.command
     where = f"{args.command} settings"
-    for key in ("data", "data_dir", "out", "method", "feature_layer"):
+    for key in ("data", "data_dir", "out", "method", "feature_layer", "generations"):
         if getattr(args, key, None) is not None:
             raw[key] = getattr(args, key)
     if getattr(args, "model", None) or getattr(args, "model_opt", None):
@@ -154,7 +164,16 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         spec["name"] = args.model or spec.get("name", "mlp")
         spec["options"] = {**options, **parse_options(args.model_opt, "--model-opt")}
         raw["model"] = spec
-    if getattr(args, "teacher", None):
+    given = getattr(args, "teacher", None)
+    given = [given] if isinstance(given, str) else given
+    if given and len(given) > 1:  # several teachers (ensemble): saved models only
+        raw.pop("teacher", None)
+        if missing := [t for t in given if not Path(t).exists()]:
+            raise ConfigError(f"--teacher {missing[0]}: several teachers must each be a saved "
+                              "model.pt or run directory (train them first)")
+        raw["teacher_checkpoint"] = list(given)
+    elif given:
+        args.teacher = given[0]
         raw.pop("teacher", None)
         raw.pop("teacher_checkpoint", None)
         if Path(args.teacher).exists() or args.teacher.endswith(".pt"):
@@ -256,6 +275,14 @@ def _saved_settings(out: Path, args: argparse.Namespace) -> dict[str, Any]:
                 "now; pass --teacher with the teacher's model.pt or run directory"
             )
         keep["teacher_checkpoint"] = source
+    elif isinstance(teacher, list) and not getattr(args, "teacher", None):  # an ensemble
+        sources = [str(t.get("source")) for t in teacher if isinstance(t, dict)]
+        if missing := [s for s in sources if not Path(s).exists()]:
+            raise ConfigError(
+                f"the run in {out} distils the teacher {short_repr(missing[0])}, which is not "
+                "there now; pass every --teacher again"
+            )
+        keep["teacher_checkpoint"] = sources
     return normalize_settings(keep, f"run record {record}")
 
 
@@ -281,19 +308,8 @@ def check_run_config(cfg: RunConfig) -> None:
     if cfg.out is not None and not cfg.out.strip():
         raise ConfigError("--out is empty; give the run directory, e.g. --out runs/exp1")
     check_data_dir(cfg.data_dir)
-    METHODS.get(cfg.method)  # an unknown name lists the valid ones
-    others = (*DISTILLATION, *ADAPTATION)
-    allowed = {"distill": DISTILLATION, "adapt": ADAPTATION}.get(
-        cfg.command, tuple(m for m in METHODS if m not in others)
-    )
-    if cfg.method not in allowed:
-        home = ("distill" if cfg.method in DISTILLATION else
-                "adapt" if cfg.method in ADAPTATION else "train")
-        where = f" ({cfg.method} runs with `transferkit {home}`)" if home != cfg.command else ""
-        raise ConfigError(
-            f"{cfg.command} takes one of {', '.join(allowed)}, got {cfg.method!r}{where}"
-        )
     (PAIRS if "->" in cfg.data else DATASETS).get(cfg.data)
+    check_method_list(cfg)
     if cfg.command == "adapt" and "->" not in cfg.data:
         raise ConfigError(f"adapt needs a domain pair such as 'mnist->usps', got {cfg.data!r}")
     for spec in (cfg.model, cfg.teacher):
@@ -303,6 +319,25 @@ def check_run_config(cfg: RunConfig) -> None:
     local_device(cfg.train.device)
     if cfg.teacher_train is not None:
         local_device(cfg.teacher_train.device)
+
+
+def check_method_list(cfg: RunConfig) -> None:
+    """Build the method list with a stand-in teacher and refuse, before any data is loaded or
+    teacher trained, options no method takes and needs the command cannot meet."""
+    has_teacher = cfg.command == "distill" or cfg.teacher is not None or bool(
+        cfg.teacher_checkpoint)
+    methods = build_methods(cfg.method, nn.Identity(), cfg.method_options)
+    pair = "->" in cfg.data
+    provides = {"labels"} | ({"teacher"} if has_teacher else set())
+    if cfg.command == "adapt" or (cfg.command == "distill" and pair and any(
+            "target" in m.needs for m in methods)):
+        provides.add("target")
+    elif cfg.command == "distill" and pair:
+        provides.discard("labels")  # distils on the unlabelled target inputs
+    home = {"teacher": "distill (or adapt --teacher)", "target": "adapt"}
+    missing = sorted({need for m in methods for need in m.needs} - provides)
+    where = f" (use `transferkit {home[missing[0]]}`)" if missing and missing[0] in home else ""
+    check_needs(methods, provides, cfg.command, where)
 
 
 def check_data_dir(data_dir: str | None) -> None:
@@ -342,12 +377,14 @@ def execute(cfg: RunConfig, resume: bool) -> api.RunResult:
         return api.train(cfg.model.name, cfg.data, method=cfg.method,
                          model_options=cfg.model.options, **common, **settings)
     if cfg.command == "adapt":
+        teacher = cfg.teacher_checkpoint or (_train_teacher(cfg) if cfg.teacher else None)
         return api.adapt(cfg.model.name, cfg.data, method=cfg.method,
                          model_options=cfg.model.options, feature_layer=cfg.feature_layer,
-                         **common, **settings)
+                         teacher=teacher, **common, **settings)
     teacher = cfg.teacher_checkpoint or _train_teacher(cfg)
     return api.distill(teacher, cfg.model.name, cfg.data, method=cfg.method,
-                       student_options=cfg.model.options, **common, **settings)
+                       student_options=cfg.model.options, generations=cfg.generations,
+                       **common, **settings)
 
 
 def _train_teacher(cfg: RunConfig) -> str:
@@ -386,6 +423,12 @@ def print_summary(result: api.RunResult) -> None:
     if summary.get("teacher_parameters"):
         size += f" (teacher {summary['teacher_parameters']:,})"
     print(f"{summary['command']}: {final}; {size}")
+    for name, peer in (summary.get("networks") or {}).items():
+        scores = ", ".join(f"{k} accuracy {v:.2%}" for k, v in peer["final"].items())
+        print(f"  {name}: {scores}; {peer['parameters']:,} parameters ({peer['file']})")
+    for row in summary.get("generations") or []:
+        scores = ", ".join(f"{k} accuracy {v:.2%}" for k, v in row["final"].items())
+        print(f"  generation {row['generation']}: {scores}")
     if result.run_dir is not None:
         print(f"run directory: {result.run_dir}")
 

@@ -63,6 +63,10 @@ class OptimConfig(_Strict):
     inv_alpha: Float = Field(0.001, ge=0)
     inv_beta: Float = Field(0.75, ge=0)
     max_norm: Float | None = Field(None, gt=0)
+    lr_factors: dict[str, Annotated[Float, Field(ge=0)]] = Field(
+        default_factory=dict,
+        description="learning-rate factor per student layer, e.g. {features: 0.1}",
+    )
 
 
 class TrainConfig(_Strict):
@@ -153,6 +157,13 @@ class ModelSpec(_Strict):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+def _method_list(value: Any) -> Any:
+    """``[kd, fitnet]`` (YAML) -> ``"kd+fitnet"``; the methods are checked by name later."""
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return "+".join(value)
+    return value
+
+
 class RunConfig(_Strict):
     """Everything one CLI run (or YAML file) asks for; saved as ``config.yaml`` in the run."""
 
@@ -160,14 +171,15 @@ class RunConfig(_Strict):
     data: str = "digits"
     data_dir: str | None = None
     model: ModelSpec = Field(default_factory=lambda: ModelSpec(name="mlp"))
-    method: str = "supervised"
+    method: Annotated[str, BeforeValidator(_method_list)] = "supervised"
     method_options: dict[str, Any] = Field(default_factory=dict)
     teacher: ModelSpec | None = None
-    teacher_checkpoint: str | None = None
+    teacher_checkpoint: str | list[str] | None = None
     teacher_train: TrainConfig | None = None
     train: TrainConfig = Field(default_factory=TrainConfig)
     out: str | None = None
     feature_layer: str | None = None
+    generations: Int = Field(1, ge=1, description="born-again generations (distill)")
 
 
 # ---- reading YAML safely ----------------------------------------------------------------------

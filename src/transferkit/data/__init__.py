@@ -1,5 +1,6 @@
 """Datasets and domain pairs as in-memory tensors; see ``datasets.py`` and ``pairs.py``."""
 
+from transferkit.data import cifar as _cifar  # noqa: F401  (registers cifar10, cifar100)
 from transferkit.data import shift as _shift  # noqa: F401  (registers digits_shifted)
 from transferkit.data.base import Dataset, DomainPair, Split
 from transferkit.data.datasets import DATASETS, load_dataset

@@ -29,13 +29,20 @@ from transferkit.engine.optim import (
     apply_max_norm,
     build_optimizer,
     learning_rate,
+    lr_factor,
+    resolve_lr_factors,
     set_learning_rate,
     weight_matrices,
 )
 from transferkit.engine.progress import ProgressBar
-from transferkit.errors import CheckpointError, ConfigError, DivergenceError, NonFiniteLossError
-from transferkit.methods.base import Batch, Method, TrainInfo
-from transferkit.models.base import eval_mode
+from transferkit.errors import (
+    CheckpointError,
+    ConfigError,
+    DivergenceError,
+    NonFiniteLossError,
+    TransferkitError,
+)
+from transferkit.methods.base import Batch, Method, Phase, Tap, TrainInfo
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
@@ -89,31 +96,41 @@ class Trainer:
         self.device = distributed.local_device(config.device)
         distributed.init_from_env(self.device)
         self._check_data(methods)
+        torch.manual_seed(config.seed)  # before networks that methods create (DML's peers)
         self.objective = Objective(model, methods, feature_layer)
         self.steps_per_epoch = config.steps_per_epoch or max(1, len(data.x) // config.batch_size)
         self.total_steps = self.steps_per_epoch * config.epochs
-        torch.manual_seed(config.seed)
+        self.objective.to(self.device)  # methods may compute on the device in setup
+        tap_shapes = self._probe_taps()
+        feature_tap = self.objective.feature_tap
         info = TrainInfo(
             num_classes=data.num_classes,
-            feature_dim=self._feature_dim(model) if self.objective.needs_features else None,
+            feature_dim=None if feature_tap is None else math.prod(tap_shapes[feature_tap]),
             class_counts=data.class_counts(),
             total_steps=self.total_steps,
             x=data.x,
             x_target=data.x_target,
             jitter=config.jitter,
+            y=data.y,
+            student=model,
+            teachers=dict(self.objective.teachers),
+            tap_shapes=tap_shapes,
+            steps_per_epoch=self.steps_per_epoch,
+            epochs=config.epochs,
+            device=self.device,
         )
-        self.objective.to(self.device)  # methods may compute on the device in setup
         for method in methods:
             method.setup(info)
         self.objective.to(self.device)  # and move the modules setup created
-        params = [p for p in self.objective.parameters() if p.requires_grad]
-        if not params:
-            raise ConfigError("the model has no trainable parameters")
-        self.optimizer = build_optimizer(params, config.optim)
+        self.phases = self.objective.phases()
+        self.optimizers = [self._phase_optimizer(phase) for phase in self.phases]
+        self.optimizer = self.optimizers[0]
         self.max_norm_weights = weight_matrices(model) if config.optim.max_norm else []
         self.step_fn: nn.Module = self.objective
         if distributed.world_size() > 1:
-            self.step_fn = nn.parallel.DistributedDataParallel(self.objective)
+            self.step_fn = nn.parallel.DistributedDataParallel(
+                self.objective, find_unused_parameters=len(self.phases) > 1
+            )
         self.history: list[dict[str, Any]] = []
         self.start_epoch = 0
         self.global_step = 0
@@ -133,12 +150,42 @@ class Trainer:
         if any(m.needs_target for m in methods) and self.data.x_target is None:
             raise ConfigError(f"methods [{names}] need target inputs: train on a domain pair")
 
-    @torch.no_grad()
-    def _feature_dim(self, model: nn.Module) -> int:
-        with eval_mode(model):
-            model(self.data.x[:2])
-        assert self.objective.tap is not None
-        return int(self.objective.tap.value.shape[1])
+    def _probe_taps(self) -> dict[Tap, tuple[int, ...]]:
+        """Per-sample shapes of every tap, from two training rows (eval mode, no grad)."""
+        x_target = None if self.data.x_target is None else self.data.x_target[:2]
+        try:
+            return self.objective.probe(
+                self.data.x[:2].to(self.device),
+                None if x_target is None else x_target.to(self.device),
+            )
+        except TransferkitError:
+            raise
+        except Exception as exc:  # a layer that cannot take the inputs: say which network
+            reason = (str(exc).splitlines() or [""])[0] or type(exc).__name__
+            raise ConfigError(f"the networks of this run cannot take the training inputs "
+                              f"{tuple(self.data.x.shape[1:])}: {reason}") from None
+
+    def _phase_optimizer(self, phase: Phase) -> torch.optim.Optimizer:
+        """An optimizer over ``phase``'s parameters, in groups by their lr factor."""
+        factors = resolve_lr_factors(self.model, self.config.optim.lr_factors)
+        groups: dict[float, list[nn.Parameter]] = {}
+        for name, param in self.objective.phase_parameters(phase):
+            groups.setdefault(lr_factor(name, factors), []).append(param)
+        if not groups:
+            raise ConfigError(
+                "the model has no trainable parameters" if phase.trains is None
+                else f"phase {phase.name!r} trains nothing: no trainable parameter under "
+                f"{', '.join(phase.trains)}"
+            )
+        return build_optimizer(
+            [{"params": params, "lr_factor": factor} for factor, params in groups.items()],
+            self.config.optim,
+        )
+
+    @property
+    def networks(self) -> dict[str, nn.Module]:
+        """The student and every peer: the networks that are trained, evaluated and saved."""
+        return self.objective.trained_networks()
 
     # ---- checkpoints -------------------------------------------------------------------
     def _resume_key(self) -> dict[str, Any]:
@@ -150,7 +197,7 @@ class Trainer:
             "epoch": epoch,
             "step": self.global_step,
             "objective": self.objective.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": [opt.state_dict() for opt in self.optimizers],
             "rank_rngs": rank_rngs or [_rng_state()],
             "world_size": distributed.world_size(),
             "config": self._resume_key(),
@@ -204,7 +251,12 @@ class Trainer:
                 f"{epoch} epochs; give --epochs {epoch} or more"
             )
         load_weights(self.objective, state["objective"], str(path), "this model and its methods")
-        self.optimizer.load_state_dict(state["optimizer"])
+        saved = state["optimizer"]
+        saved = saved if isinstance(saved, list) else [saved]
+        if len(saved) != len(self.optimizers):
+            raise ValueError(f"{len(saved)} optimizer states for {len(self.optimizers)} phases")
+        for optimizer, optimizer_state in zip(self.optimizers, saved, strict=True):
+            optimizer.load_state_dict(optimizer_state)
         _set_rng_state(rngs[rank])
         initial = state.get("initial_loss")
         self.initial_loss = None if initial is None else float(initial)
@@ -238,10 +290,11 @@ class Trainer:
                 if cfg.check_divergence:  # before the checkpoint: the last good one is kept
                     self._check_explosion(epoch, row["train"]["loss"])
                 if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-                    row["eval"] = {
-                        name: evaluate_split(self.model, split, self.device, cfg.eval_batch_size)
-                        for name, split in self.evals.items()
-                    }
+                    row["eval"] = self._evaluate(self.model)
+                    peers = {name: self._evaluate(net) for name, net in self.networks.items()
+                             if net is not self.model}
+                    if peers:
+                        row["peers"] = peers
                 bar.end_epoch(row)
                 self.history.append(row)
                 if self.run_dir is not None:  # the same on every rank: the gather is collective
@@ -254,6 +307,12 @@ class Trainer:
         if self.history and trained:
             self.warning = self._collapse(self.history[-1].get("eval", {}))
         return self.history
+
+    def _evaluate(self, network: nn.Module) -> dict[str, dict[str, Any]]:
+        return {
+            name: evaluate_split(network, split, self.device, self.config.eval_batch_size)
+            for name, split in self.evals.items()
+        }
 
     def _check_explosion(self, epoch: int, loss: float) -> None:
         """Stop when the epoch's mean loss is far above the untrained model's loss."""
@@ -289,9 +348,9 @@ class Trainer:
 
     def close(self) -> None:
         """Remove the feature hook and let methods restore what they changed (the teacher)."""
-        if self.objective.tap is not None:
-            self.objective.tap.remove()
-        for method in reversed(self.objective.methods):  # the first to freeze, last to restore
+        self.objective.remove_hooks()
+        # The first to freeze a module is the last to restore it.
+        for method in reversed(list(self.objective.methods.values())):
             method.close()
 
     def _train_epoch(self, epoch: int, bar: ProgressBar) -> dict[str, Any]:
@@ -312,17 +371,22 @@ class Trainer:
         x, y, xt = data.x, data.y, data.x_target
         sums: dict[str, Tensor] = {}
         self.objective.train()
+        for method in self.objective.methods.values():
+            method.start_epoch(epoch)
         bar.start_epoch(epoch + 1, steps)
         constant_lr = cfg.optim.schedule == "constant"
         if constant_lr:
-            set_learning_rate(self.optimizer, cfg.optim.lr)
+            for optimizer in self.optimizers:
+                set_learning_rate(optimizer, cfg.optim.lr)
         lr = cfg.optim.lr
         start = time.perf_counter()
         autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp)
+        single = len(self.phases) == 1
         for step in range(steps):
             if not constant_lr:
                 lr = learning_rate(cfg.optim, self.global_step, epoch, self.total_steps)
-                set_learning_rate(self.optimizer, lr)
+                for optimizer in self.optimizers:
+                    set_learning_rate(optimizer, lr)
             idx = order[step]
             batch = Batch(
                 x[idx].to(device, non_blocking=True),
@@ -333,29 +397,23 @@ class Trainer:
             )
             if cfg.jitter:
                 batch.x = random_translate(batch.x, cfg.jitter)
-            with autocast:
-                losses = self.step_fn(batch, self.global_step / self.total_steps)
-            total = sum(losses.values())
-            self.optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            value = total.item()
-            if self.initial_loss is None:  # the same on every rank: they decide together
-                first = torch.tensor([value], dtype=torch.float64, device=device)
-                self.initial_loss = float(distributed.all_reduce_sum(first).item()) / world
-            # Every rank stops at the same step, also when only one rank's batch gave NaN
-            # (DDP has already averaged its gradients into everyone's).
-            if distributed.any_rank(not math.isfinite(value), device):
-                self._non_finite(epoch, step, losses)
-            self.optimizer.step()
+            progress = self.global_step / self.total_steps
+            for phase, optimizer in zip(self.phases, self.optimizers, strict=True):
+                for _ in range(phase.repeat):
+                    with autocast:
+                        losses = self.step_fn(batch, progress, None if single else phase.name)
+                    self._backward_step(losses, optimizer, epoch, step)
+                    for key, term in losses.items():
+                        detached = term.detach() / phase.repeat
+                        sums[key] = sums[key] + detached if key in sums else detached
             if self.max_norm_weights:
                 apply_max_norm(self.max_norm_weights, cfg.optim.max_norm)
             self.global_step += 1
-            for key, term in losses.items():
-                detached = term.detach()
-                sums[key] = sums[key] + detached if key in sums else detached
             if bar.due():  # the epoch's mean loss so far
                 mean = sum(float(v) for v in sums.values()) / (step + 1)
                 bar.update(step + 1, f"loss={mean:.4f}")
+        for method in self.objective.methods.values():
+            method.end_epoch(epoch)
         bar.update(steps)
         names = sorted(sums)
         means = torch.stack([sums[k].float() for k in names]).cpu().double() / steps
@@ -370,6 +428,27 @@ class Trainer:
             **self.objective.method_metrics(),
             "seconds": round(time.perf_counter() - start, 3),
         }
+
+    def _backward_step(
+        self, losses: dict[str, Tensor], optimizer: torch.optim.Optimizer, epoch: int, step: int
+    ) -> None:
+        """Backward the sum of ``losses`` and step ``optimizer`` (one phase's parameters)."""
+        if not losses:
+            raise ConfigError("no method gave a loss for this step; check the method list")
+        total = sum(losses.values())
+        assert isinstance(total, Tensor)
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        value = total.item()
+        if self.initial_loss is None:  # the same on every rank: they decide together
+            first = torch.tensor([value], dtype=torch.float64, device=self.device)
+            world = distributed.world_size()
+            self.initial_loss = float(distributed.all_reduce_sum(first).item()) / world
+        # Every rank stops at the same step, also when only one rank's batch gave NaN
+        # (DDP has already averaged its gradients into everyone's).
+        if distributed.any_rank(not math.isfinite(value), self.device):
+            self._non_finite(epoch, step, losses)
+        optimizer.step()
 
     def _non_finite(self, epoch: int, step: int, losses: dict[str, Tensor]) -> None:
         terms = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())

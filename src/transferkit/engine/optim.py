@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
 
 from transferkit.config import OptimConfig
+from transferkit.models.layers import resolve_layer
 
 
-def build_optimizer(params: list[nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
+def build_optimizer(
+    params: list[nn.Parameter] | list[dict[str, Any]], cfg: OptimConfig
+) -> torch.optim.Optimizer:
+    """SGD or Adam over ``params`` (parameters, or groups that may carry an ``lr_factor``)."""
     if cfg.name == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(
@@ -49,5 +54,25 @@ def learning_rate(cfg: OptimConfig, step: int, epoch: int, total_steps: int) -> 
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Every group's rate: ``lr`` times the group's ``lr_factor`` (1 when it has none)."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_factor", 1.0)
+
+
+def resolve_lr_factors(model: nn.Module, factors: dict[str, float]) -> dict[str, float]:
+    """``{layer: factor}`` with each student layer resolved to its objective path
+    (``features`` -> ``model.features``); ``methods.<name>`` keys name a method's modules."""
+    resolved = {}
+    for key, factor in factors.items():
+        path = key if key.startswith("methods.") else "model." + resolve_layer(model, key)
+        resolved[path] = float(factor)
+    return resolved
+
+
+def lr_factor(name: str, factors: dict[str, float]) -> float:
+    """The factor of the longest prefix of parameter ``name`` in ``factors`` (else 1)."""
+    best, factor = -1, 1.0
+    for prefix, value in factors.items():
+        if (name == prefix or name.startswith(prefix + ".")) and len(prefix) > best:
+            best, factor = len(prefix), value
+    return factor

@@ -32,7 +32,7 @@ class L2Distillation(TeacherMethod):
     ``scale="auto"`` (the default) is ``max(1, rms)``, with ``rms`` the root mean square of
     the teacher's logits (over rows and classes) on the training rows the loss compares
     (``inputs``: source, target or both; at most :data:`PROBE_ROWS` evenly spaced rows of
-    each), measured once at setup and logged as ``l2_scale``. The gradient on each student
+    each), measured once at setup and logged as ``l2.scale``. The gradient on each student
     logit, ``2 (s - t) / scale`` per sample, then starts at unit size whatever the teacher's
     logit size, so a teacher with large logits (mean ``|t|`` ~ 50) trains at the learning
     rate of a normal one instead of driving the student to one class. The floor of 1 means
@@ -41,6 +41,7 @@ class L2Distillation(TeacherMethod):
     """
 
     name = "l2"
+    own_label_term = True
 
     def __init__(
         self,
@@ -123,5 +124,5 @@ class L2Distillation(TeacherMethod):
         return terms
 
     def metrics(self) -> dict[str, float]:
-        """``l2_scale``: the divisor of the squared norms (measured once for ``auto``)."""
-        return {} if self.scale_value is None else {"l2_scale": self.scale_value}
+        """``scale`` (logged as ``l2.scale``): the divisor of the squared norms."""
+        return {} if self.scale_value is None else {"scale": self.scale_value}

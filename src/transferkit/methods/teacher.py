@@ -15,10 +15,12 @@ import torch
 from torch import Tensor, nn
 
 from transferkit.errors import ConfigError
-from transferkit.methods.base import Batch, Method, Outputs, TrainInfo
+from transferkit.methods.base import Batch, Method, Outputs, Tap, TrainInfo
 from transferkit.models.base import module_modes, restore_modes
 
 INPUTS = ("source", "target", "both")
+ROWS = {"source": "source", "target": "target", "both": "all"}
+TEACHER = "teacher"
 
 
 class TeacherMethod(Method):
@@ -50,6 +52,25 @@ class TeacherMethod(Method):
     @property
     def needs_target(self) -> bool:  # type: ignore[override]
         return self.inputs != "source"
+
+    def teachers(self) -> dict[str, nn.Module]:
+        return {TEACHER: self.teacher}
+
+    def teacher_rows(self) -> str:
+        return ROWS[self.inputs]
+
+    def cached_teacher_logits(self, batch: Batch, part: str) -> Tensor | None:
+        """The cached logits of ``part``'s rows (None when not cached): the engine uses them
+        instead of running the teacher."""
+        lookups = {"source": [(batch.index, self.cached_logits)],
+                   "target": [(batch.target_index, self.cached_target_logits)]}
+        lookups["all"] = lookups["source"] + lookups["target"]
+        found = []
+        for index, cache in lookups[part]:
+            if index is None or cache is None:
+                return None
+            found.append(cache[index.to(cache.device)])
+        return torch.cat(found)
 
     def _apply(self, fn, recurse=True):  # mirrors nn.Module._apply: the teacher moves too
         self.teacher._apply(fn)
@@ -96,12 +117,24 @@ class TeacherMethod(Method):
         return self.teacher(x)
 
     def student_and_teacher(self, batch: Batch, out: Outputs) -> tuple[Tensor, Tensor]:
-        """Student and teacher logits on the inputs chosen by ``inputs``."""
+        """Student and teacher logits on the inputs chosen by ``inputs``.
+
+        The engine has run the teacher once for every method (``out``); a method called on
+        its own (tests, custom loops) runs the teacher itself.
+        """
+        part = ROWS[self.inputs]
+        if self.inputs != "source" and (batch.x_target is None or out.target_logits is None):
+            raise ConfigError(f"{self.name}: inputs={self.inputs!r} needs target data (a pair)")
+        tap = Tap(TEACHER, "logits")
+        if out.has(tap, part):
+            student = {"source": out.logits, "target": out.target_logits}.get(part)
+            if student is None:
+                assert out.target_logits is not None
+                student = torch.cat([out.logits, out.target_logits])
+            return student, out.get(tap, part)
         source = (out.logits, batch.x, batch.index, self.cached_logits)
         if self.inputs == "source":
             return source[0], self.teacher_logits(*source[1:])
-        if batch.x_target is None or out.target_logits is None:
-            raise ConfigError(f"{self.name}: inputs={self.inputs!r} needs target data (a pair)")
         target = (out.target_logits, batch.x_target, batch.target_index, self.cached_target_logits)
         if self.inputs == "target":
             return target[0], self.teacher_logits(*target[1:])

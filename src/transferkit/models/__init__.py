@@ -12,6 +12,7 @@ from typing import Any
 
 from torch import nn
 
+from transferkit.models import cifar  # noqa: F401  (registers the CIFAR architectures)
 from transferkit.models.base import Classifier, count_parameters
 from transferkit.models.external import load_factory, load_torchscript
 from transferkit.models.features import FeatureTap, default_layer
