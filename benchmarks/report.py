@@ -198,6 +198,80 @@ def section_l2_scale() -> list[str]:
     return [*out, ""]
 
 
+# CIFAR-100, resnet32x4 -> resnet8x4 top-1 (%), as published (CRD, DIST, DKD and the logit
+# standardisation papers' tables); our table names -> published figure.
+PUBLISHED_CIFAR100 = {"student alone": 72.50, "kd": 73.33, "fitnet": 73.50, "crd": 75.51,
+                      "dist": 76.31, "dkd": 76.32, "kd+ls": 76.62}
+
+
+def jsonl(name: str) -> list[dict]:
+    path = RESULTS / f"{name}.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
+    return mean, var**0.5
+
+
+def ranks(values: dict[str, float]) -> dict[str, int]:
+    """1 = best; ties share the better rank."""
+    ordered = sorted(values.values(), reverse=True)
+    return {name: ordered.index(v) + 1 for name, v in values.items()}
+
+
+def section_distill_table() -> list[str]:
+    rows = jsonl("distill_table")
+    out = ["## f. Every distillation method on Fashion-MNIST", "",
+           "One CNN teacher (`resnet32x4` at width 0.25) and a much smaller student "
+           "(`resnet8x4` at width 0.125), the student alone and every method under one budget "
+           "(SGD 0.05, momentum 0.9, weight decay 5e-4, cosine schedule, batch 128, the first "
+           "20,000 training images), each method at its paper's default weights; last epoch, "
+           "test accuracy on the 10,000 test images. Seconds per epoch are relative to `kd` "
+           "in the same grid (the teacher's forward pass is most of a step).", ""]
+    if not rows:
+        return [*out, "_Not run yet._", ""]
+    first = rows[0]
+    out += [f"`OMP_WAIT_POLICY=PASSIVE python benchmarks/distill_table.py --seeds "
+            f"{','.join(str(s) for s in sorted({r['seed'] for r in rows}))} --device cpu`", "",
+            f"Student {first['student']}, {first['parameters']:,} parameters; teacher "
+            f"{first['teacher']}; {first['epochs']} epochs on {first['train_limit']:,} images. "
+            f"{env_line(first)}", ""]
+    by_method: dict[str, list[dict]] = {}
+    for row in rows:
+        by_method.setdefault(row["method"], []).append(row)
+    kd_speed = mean_std([r["seconds_per_epoch"] for r in by_method.get("kd", rows)])[0]
+    teacher = first.get("teacher_accuracy", {}).get("test")
+    ours = {name: mean_std([100 * r["accuracy"] for r in runs])[0]
+            for name, runs in by_method.items()}
+    rank = ranks(ours)
+    table_rows = []
+    for name, runs in by_method.items():
+        mean, std = mean_std([100 * r["accuracy"] for r in runs])
+        speed = mean_std([r["seconds_per_epoch"] for r in runs])[0] / kd_speed
+        published = PUBLISHED_CIFAR100.get(name)
+        table_rows.append([f"`{name}`", f"{mean:.2f} ± {std:.2f}", len(runs), rank[name],
+                           f"{speed:.2f}", "" if published is None else f"{published:.2f}"])
+    out += table(["method", "test accuracy % (mean ± std)", "seeds", "rank",
+                  "s/epoch vs kd", "published CIFAR-100"], table_rows)
+    if teacher is not None:
+        out += ["", f"Teacher: {100 * teacher:.2f}% test accuracy."]
+    shared = [n for n in PUBLISHED_CIFAR100 if n in ours]
+    if len(shared) >= 3:
+        ours_rank = ranks({n: ours[n] for n in shared})
+        paper_rank = ranks({n: PUBLISHED_CIFAR100[n] for n in shared})
+        agree = [n for n in shared if ours_rank[n] == paper_rank[n]]
+        differ = [f"`{n}` (ours {ours_rank[n]}, published {paper_rank[n]})" for n in shared
+                  if ours_rank[n] != paper_rank[n]]
+        out += ["", f"Ranking of the {len(shared)} methods in both tables (1 = best): the same "
+                f"place for {', '.join(f'`{n}`' for n in agree) or 'none'}; different for "
+                f"{', '.join(differ) or 'none'}."]
+    return [*out, ""]
+
+
 def render() -> str:
     """The whole page as text."""
     lines = ["# Benchmarks", "",
@@ -218,6 +292,7 @@ def render() -> str:
     lines += section_dann()
     lines += section_speed()
     lines += section_l2_scale()
+    lines += section_distill_table()
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -72,3 +72,11 @@ def test_every_trust_test_is_on_the_reliability_page() -> None:
         file = f"tests/{path.name}"
         missing = sorted(n for n in functions_in(path) if (file, n) not in cited)
         assert not missing, f"add these tests of {file} to docs/reliability.md: {missing}"
+
+
+def test_methods_page_has_a_row_for_every_registered_method() -> None:
+    from transferkit.methods import METHODS
+
+    page = (ROOT / "docs" / "methods.md").read_text()
+    listed = set(re.findall(r"^\| `([\w-]+)` \|", page, flags=re.M))
+    assert listed == set(METHODS), f"docs/methods.md rows differ: {listed ^ set(METHODS)}"

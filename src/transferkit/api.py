@@ -74,7 +74,7 @@ SUMMARY_FILE = "summary.json"
 RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoint.pt", MODEL_FILE, SUMMARY_FILE)
 MODEL_FORMAT = "transferkit.model/1"
 # Recorded in config.yaml for the reader, but not part of what a resume must match.
-RECORD_ONLY = {"teacher_accuracy"}
+RECORD_ONLY = {"teacher_accuracy", "methods"}  # "methods" follows from "method" and the data
 TRAIN_FIELDS = set(TrainConfig.model_fields)
 OPTIM_FIELDS = set(OptimConfig.model_fields) - {"name"}
 
@@ -233,7 +233,9 @@ def _check_resume_config(run_dir: Path, config: dict[str, Any]) -> None:
         return items
 
     old, new = flat(saved), flat(config)
-    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    defaults = flat({"train": TrainConfig().model_dump()})
+    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k)
+                  and not (k not in old and k in defaults and new.get(k) == defaults[k]))
     diff = [k for k in diff if k not in RECORD_ONLY]
     if "teacher" in diff and isinstance(old.get("teacher"), dict) and isinstance(
             new.get("teacher"), dict):

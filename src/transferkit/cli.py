@@ -43,6 +43,7 @@ TRAIN_FLAGS = {
     "seed": int,
     "device": str,
     "jitter": int,
+    "augment": str,
 }
 OPTIM_FLAGS = {
     "optimizer": str,

@@ -16,7 +16,17 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    Strict,
+    ValidationError,
+    field_validator,
+    model_serializer,
+)
 from pydantic_core import PydanticCustomError
 
 from transferkit.errors import ConfigError
@@ -46,8 +56,13 @@ class _Strict(BaseModel):
 class OptimConfig(_Strict):
     """Optimizer and learning-rate schedule.
 
-    Schedules: ``constant``; ``step``: ``lr * gamma^floor(epoch / step_size)``; ``inverse``
-    (DANN's): ``lr * (1 + inv_alpha * t)^(-inv_beta)`` at step t; ``cosine`` over all steps.
+    Schedules: ``constant``; ``step``: ``lr * gamma^floor(epoch / step_size)``; ``multistep``:
+    ``lr * gamma^k`` with ``k`` the number of ``milestones`` <= the 0-based epoch, so with
+    ``[150, 180, 210]`` epochs 0-149 run at ``lr`` and the first decay applies from epoch index
+    150 (the 151st epoch), as RepDistiller's and mdistiller's ``epoch > milestone`` on 1-based
+    epochs; ``inverse`` (DANN's): ``lr * (1 + inv_alpha * t)^(-inv_beta)`` at step t;
+    ``cosine`` over all steps. ``milestones`` are recorded (config.yaml, checkpoints) only with
+    the ``multistep`` schedule, so runs recorded before the field existed still resume.
     ``max_norm`` (Srivastava et al. 2014, with dropout): after every step each unit's incoming
     weight vector ``w`` becomes ``min(1, c / ||w||_2) * w``.
     """
@@ -57,8 +72,12 @@ class OptimConfig(_Strict):
     momentum: Float = Field(0.9, ge=0, lt=1)
     nesterov: Bool = False
     weight_decay: Float = Field(0.0, ge=0)
-    schedule: Literal["constant", "step", "inverse", "cosine"] = "constant"
+    schedule: Literal["constant", "step", "multistep", "inverse", "cosine"] = "constant"
     step_size: Int = Field(10, ge=1)
+    milestones: list[Int] = Field(
+        default_factory=lambda: [150, 180, 210],
+        description="multistep: epochs (0-based index) from which lr is multiplied by gamma",
+    )
     gamma: Float = Field(0.1, gt=0, le=1)
     inv_alpha: Float = Field(0.001, ge=0)
     inv_beta: Float = Field(0.75, ge=0)
@@ -67,6 +86,23 @@ class OptimConfig(_Strict):
         default_factory=dict,
         description="learning-rate factor per student layer, e.g. {features: 0.1}",
     )
+
+    @field_validator("milestones")
+    @classmethod
+    def _check_milestones(cls, value: list[int]) -> list[int]:
+        if any(m < 1 for m in value) or value != sorted(set(value)):  # strictly increasing
+            raise PydanticCustomError(
+                "milestones",
+                "milestones must be strictly increasing epochs >= 1, e.g. [150, 180, 210]",
+            )
+        return value
+
+    @model_serializer(mode="wrap")
+    def _record(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        if self.schedule != "multistep":
+            data.pop("milestones", None)
+        return data
 
 
 class TrainConfig(_Strict):
@@ -86,6 +122,9 @@ class TrainConfig(_Strict):
     )
     amp: Bool = False
     jitter: Int = Field(0, ge=0, description="random translation of up to N pixels (images)")
+    augment: Literal["none", "flip", "cifar"] = Field(
+        "none", description="cifar: random crop with 4-pixel padding + horizontal flip"
+    )
     optim: OptimConfig = Field(default_factory=OptimConfig)
 
 
@@ -479,3 +518,28 @@ def _model(out: _Layout, field: str, value: Any, spelled: str) -> None:
                 )
             spec["options"][option] = option_value
     out.put((field,), spec, spelled)
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"optim": {"lr": 1}}`` -> ``{"optim.lr": 1}`` (mappings only; lists stay values)."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def settings_diff(old: dict[str, Any], new: dict[str, Any], defaults: dict[str, Any]) -> list[str]:
+    """Dotted names of the settings that differ between a saved record and this run.
+
+    A setting the record lacks because it was added to transferkit later matches when this run
+    leaves it at its default (``defaults``, flattened the same way): older runs still resume.
+    """
+    old_flat, new_flat, base = flatten(old), flatten(new), flatten(defaults)
+    return sorted(
+        k for k in set(old_flat) | set(new_flat)
+        if old_flat.get(k) != new_flat.get(k)
+        and not (k not in old_flat and k in base and new_flat.get(k) == base[k])
+    )

@@ -17,10 +17,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from transferkit.config import TrainConfig
+from transferkit.config import TrainConfig, settings_diff
 from transferkit.data.base import Split
 from transferkit.engine import distributed
-from transferkit.engine.augment import random_translate
+from transferkit.engine.augment import random_crop_flip, random_flip, random_translate
 from transferkit.engine.batches import epoch_batches, rank_slice
 from transferkit.engine.checkpoint import load_torch, load_weights, save_torch, write_text
 from transferkit.engine.evaluate import evaluate_split
@@ -110,7 +110,7 @@ class Trainer:
             total_steps=self.total_steps,
             x=data.x,
             x_target=data.x_target,
-            jitter=config.jitter,
+            jitter=config.jitter or int(config.augment != "none"),
             y=data.y,
             student=model,
             teachers=dict(self.objective.teachers),
@@ -211,9 +211,10 @@ class Trainer:
         if path is None or not path.exists():
             return False
         state = load_torch(path)
-        if state.get("config") != self._resume_key():
-            old, new = state.get("config") or {}, self._resume_key()
-            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        old = state.get("config") if isinstance(state.get("config"), dict) else {}
+        defaults = {k: v for k, v in TrainConfig().model_dump().items() if k not in RESUME_FREE}
+        diff = settings_diff(old, self._resume_key(), defaults)
+        if diff:
             raise CheckpointError(
                 f"cannot resume from {path}: settings differ ({', '.join(diff)}); "
                 "resume with the settings of the interrupted run or start a new run directory"
@@ -397,6 +398,10 @@ class Trainer:
             )
             if cfg.jitter:
                 batch.x = random_translate(batch.x, cfg.jitter)
+            if cfg.augment == "cifar":
+                batch.x = random_crop_flip(batch.x, padding=4)
+            elif cfg.augment == "flip":
+                batch.x = random_flip(batch.x)
             progress = self.global_step / self.total_steps
             for phase, optimizer in zip(self.phases, self.optimizers, strict=True):
                 for _ in range(phase.repeat):

@@ -151,9 +151,14 @@ class Objective(nn.Module):
             for role, net in self.trained_networks().items():
                 taps[Tap(role, LOGITS)] = net(inputs)
                 rows[role] = student_rows
+            ran: dict[tuple[int, str], str] = {}  # (network, rows) -> the role that ran it
             for role, net in self.teachers.items():
                 part = self._teacher_part(role, batch)
                 rows[role] = part
+                first = ran.setdefault((id(net), part), role)
+                if first != role:  # one network under two roles (kd+ensemble): run it once
+                    taps[Tap(role, LOGITS)] = taps[Tap(first, LOGITS)]
+                    continue
                 taps[Tap(role, LOGITS)] = self._teacher_forward(role, net, batch, part)
             for recorder in self.recorders.values():
                 taps.update(recorder.values)

@@ -43,9 +43,16 @@ def apply_max_norm(weights: list[nn.Parameter], max_norm: float) -> None:
 
 
 def learning_rate(cfg: OptimConfig, step: int, epoch: int, total_steps: int) -> float:
-    """The rate for global ``step`` (0-based) in ``epoch`` (0-based)."""
+    """The rate for global ``step`` (0-based) in ``epoch`` (0-based).
+
+    ``multistep`` decays once for every milestone ``m <= epoch``: with ``[150, 180, 210]`` the
+    epoch with index 150 (the 151st) is the first at ``lr * gamma``, as RepDistiller's
+    ``epoch > m`` on its 1-based epochs.
+    """
     if cfg.schedule == "step":
         return cfg.lr * cfg.gamma ** (epoch // cfg.step_size)
+    if cfg.schedule == "multistep":
+        return cfg.lr * cfg.gamma ** sum(m <= epoch for m in cfg.milestones)
     if cfg.schedule == "inverse":
         return cfg.lr * (1.0 + cfg.inv_alpha * step) ** (-cfg.inv_beta)
     if cfg.schedule == "cosine":

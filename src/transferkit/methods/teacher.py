@@ -99,7 +99,8 @@ class TeacherMethod(Method):
         if not self.cache_teacher:
             return
         if info.jitter:
-            raise ConfigError("cache_teacher needs fixed inputs: it cannot be used with jitter")
+            raise ConfigError("cache_teacher needs fixed inputs: it cannot be used with jitter "
+                              "or augment")
         if self.inputs != "target" and info.x is not None:
             self.cached_logits = self._all_logits(info.x)
         if self.inputs != "source" and info.x_target is not None:
