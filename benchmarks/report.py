@@ -272,6 +272,95 @@ def section_distill_table() -> list[str]:
     return [*out, ""]
 
 
+def section_demo_recipe() -> list[str]:
+    result = load("demo_recipe")
+    out = ["## h. The demo's distillation recipe, chosen on a validation split", "",
+           "`transferkit demo`'s first recipe printed the distilled students below the student "
+           "alone. The recipe is now chosen on a validation split (20% of digits' training "
+           "rows, stratified), never on test: the teacher by its own validation accuracy, one "
+           "student budget shared by all (the best mean over alone / kd / l2 at their best), "
+           "then `kd`'s and `l2`'s best options at that budget. Validation accuracy is the mean "
+           "over 3 seeds; then the chosen recipe runs on the test split with 3 seeds.", ""]
+    if result is None:
+        return [*out, "_Not run yet._", ""]
+    out += [f"`OMP_WAIT_POLICY=PASSIVE {result['command']}`", "", env_line(result), ""]
+    budgets = [str(b) for b in result["settings"]["budgets"]]
+    grid = result["validation"]["grid"]
+    out += table(["validation (mean of 3 seeds)", *(f"{b} epochs" for b in budgets)],
+                 [[row["label"], *(f"{row['validation'][b]['mean']:.4f}" for b in budgets)]
+                  for row in grid])
+    teachers = result["validation"]["teachers"]
+    out += ["", "Teachers on validation: " + ", ".join(
+        f"{name} {v['mean']:.4f} ± {v['std']:.4f}" for name, v in teachers.items()) + "."]
+    choice = result["choice"]
+    out += ["", f"Chosen: teacher {choice['teacher']} ({choice['teacher_epochs']} epochs), "
+            f"students {choice['epochs']} epochs, kd {choice['kd']}, l2 {choice['l2']}. "
+            f"Rule: {choice['rule']}.", ""]
+    out += table(["test (3 seeds)", "mean ± std", "per seed"],
+                 [[name, f"{row['mean']:.4f} ± {row['std']:.4f}",
+                   ", ".join(f"{v:.4f}" for v in row["per_seed"])]
+                  for name, row in result["rows"].items()])
+    return [*out, ""]
+
+
+def section_speed_methods() -> list[str]:
+    result = load("speed_methods")
+    out = ["## i. A training step of every method, relative to `kd`", "",
+           "One interleaved run: every method's step (student `resnet8x4` at width 0.125, "
+           "teacher `resnet32x4` at width 0.25, batch 128 of 1x28x28) timed in rounds in a "
+           "random order, medians over rounds; setup (shape probe, connectors, memory banks) "
+           "excluded. `bare` is a hand-written PyTorch loop doing `kd`'s arithmetic.", ""]
+    if result is None:
+        return [*out, "_Not run yet._", ""]
+    out += [f"`OMP_WAIT_POLICY=PASSIVE {result['command']}`", "", env_line(result), ""]
+    if note := result.get("machine", {}).get("note"):
+        out += [f"Machine: {note}.", ""]
+    rows = sorted(result["rows"].items(), key=lambda item: item[1]["ratio_to_kd"])
+    out += table(["method", "ms / step (median)", "× kd", "teacher calls / step"],
+                 [[f"`{name}`", f"{row['ms_per_step']:.0f}", f"{row['ratio_to_kd']:.2f}",
+                   ", ".join(f"{k} {v:g}" for k, v in row.get("teacher_calls_per_step",
+                                                              {}).items()) or "none"]
+                  for name, row in rows])
+    bare = result["kd_vs_bare"]
+    calls = result["teacher_calls_check"]
+    synth = result.get("data_free_synthesis", {})
+    out += ["", f"`kd` / bare loop: {bare['ratio_median']:.3f} (median of each), "
+            f"{bare['ratio_paired_median']:.3f} (median of same-round ratios). Teacher forward "
+            f"passes per step for `{calls['methods']}`: "
+            f"{', '.join(f'{k} {v:g}' for k, v in calls['calls_per_step'].items())}."]
+    if synth:
+        out += ["", f"`data-free`'s synthesis is a one-off cost before training: "
+                f"{synth['ms_per_image_per_synth_step']:.1f} ms per image per synthesis step "
+                f"(batch {synth['synth_batch']})."]
+    return [*out, ""]
+
+
+def section_cifar100() -> list[str]:
+    out = ["## g. CIFAR-100, resnet32x4 -> resnet8x4 at the published recipe", "",
+           "240 epochs, SGD 0.05 (momentum 0.9, weight decay 5e-4), batch 64, learning rate "
+           "times 0.1 at epochs 150, 180 and 210, random crop + flip on the device, bf16 "
+           "autocast on CUDA; `kd`, `dkd`, `crd`, `fitnet` and the student alone against the "
+           "published figures. Needs the CIFAR-100 python archive in `DATA/cifar100/` (it "
+           "cannot be fetched on these machines; the script says so in one line) and a GPU "
+           "(several hours).", "",
+           "`OMP_WAIT_POLICY=PASSIVE python benchmarks/cifar100_recipe.py --data-dir DATA "
+           "--device cuda --seeds 0`", "",
+           "`OMP_WAIT_POLICY=PASSIVE python benchmarks/cifar100_recipe.py --throughput "
+           "--device cuda --steps 100 --repeats 10` (images/s of a `kd` step against a bare "
+           "loop, same run)", ""]
+    rows = jsonl("cifar100_recipe")
+    throughput = load("cifar100_throughput")
+    if not rows and throughput is None:
+        return [*out, "_Not run yet: no GPU was lent to this project's sessions so far._", ""]
+    if rows:
+        out += table(["method", "seed", "test accuracy %", "published %"],
+                     [[f"`{r['method']}`", r["seed"], f"{100 * r['accuracy']:.2f}",
+                       r.get("published_percent", "")] for r in rows])
+    if throughput is not None:
+        out += ["", f"Throughput: {json.dumps(throughput.get('rows'))[:400]}"]
+    return [*out, ""]
+
+
 def render() -> str:
     """The whole page as text."""
     lines = ["# Benchmarks", "",
@@ -293,6 +382,9 @@ def render() -> str:
     lines += section_speed()
     lines += section_l2_scale()
     lines += section_distill_table()
+    lines += section_cifar100()
+    lines += section_demo_recipe()
+    lines += section_speed_methods()
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -5,12 +5,14 @@ One process, one fixed pair with named stages (teacher ``resnet32x4`` width 0.25
 batch 128, SGD lr 0.01 momentum 0.9). Every row (a method list, as ``distill`` builds it:
 methods without their own hard-label term get ``supervised`` beside them) gets its own
 ``Trainer``, built before any timing (probe and connectors are setup, not timed), plus the
-same arithmetic as ``kd`` written by hand (``bare``). After one warm-up epoch per row, the
-rows are timed in interleaved rounds (each round runs every row for ``--steps`` steps, the
-order reversed every other round), so a load that changes during the run (a shared machine)
-hits every row alike; the median seconds per step and its ratio to ``kd``'s median are
-reported, plus the median of the per-round ratios. The warm-up epoch also counts the
-teacher's forward calls per step (a forward hook added after the Trainer's probe).
+same arithmetic as ``kd`` written by hand (``bare``). After a few warm-up steps per row, the
+rows are timed in interleaved rounds (each round runs every row for ``--steps`` steps, or one
+step for a row over ``--slow-factor`` times slower than ``kd``, such as ``crd`` with its 16384
+negatives on a CPU; a new random order every round), so a load that changes during the
+run (a shared machine) hits every row alike; the median seconds per step and its ratio
+to ``kd``'s median are reported, plus the median of the per-round ratios and the ratio of
+the fastest rounds. The warm-up steps
+also count the teacher's forward calls per step (a hook added after the Trainer's probe).
 ``data-free`` is timed for its training step only; its synthesis (DeepInversion) is timed
 once, separately, for a few images.
 
@@ -24,6 +26,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: no spinning OpenMP threads
 
 import copy
+import random
 import statistics
 import time
 from collections.abc import Callable
@@ -55,13 +58,15 @@ NO_TEACHER = ("supervised", "dml")
 
 @dataclass
 class Row:
-    """One timed configuration: a function running ``steps`` steps of epoch ``epoch``."""
+    """One timed configuration: ``run(epoch, steps)`` trains ``steps`` steps of ``epoch``."""
 
     name: str
     methods: list[str]
-    run: Callable[[int], None]
+    run: Callable[[int, int], None]
     teachers: dict[str, nn.Module]
     note: str = ""
+    steps: int = 0  # per timed round
+    warmup_seconds_per_step: float = 0.0
     times: list[float] = field(default_factory=list)
     teacher_calls: dict[str, float] = field(default_factory=dict)
 
@@ -133,7 +138,8 @@ def trainer_row(name: str, spec: str, how: dict, teacher: nn.Module, student: nn
     trainer = Trainer(copy.deepcopy(student), methods, data, cfg)
     bar = _NoBar()
 
-    def run(epoch: int) -> None:
+    def run(epoch: int, steps: int) -> None:
+        trainer.steps_per_epoch = steps  # at most the configured steps: progress stays <= 1
         trainer._train_epoch(epoch, bar)
 
     teachers = {}
@@ -143,7 +149,7 @@ def trainer_row(name: str, spec: str, how: dict, teacher: nn.Module, student: nn
     return Row(name, [m.name for m in methods], run, teachers)
 
 
-def bare_row(teacher: nn.Module, student: nn.Module, data: TrainData, steps: int, seed: int,
+def bare_row(teacher: nn.Module, student: nn.Module, data: TrainData, seed: int,
              device: torch.device) -> Row:
     """``kd``'s arithmetic by hand: teacher under no_grad in eval mode, student, T^2 KL."""
     teacher = copy.deepcopy(teacher).to(device).eval().requires_grad_(False)
@@ -153,7 +159,7 @@ def bare_row(teacher: nn.Module, student: nn.Module, data: TrainData, steps: int
     assert y is not None
     t2 = TEMPERATURE * TEMPERATURE
 
-    def run(epoch: int) -> None:
+    def run(epoch: int, steps: int) -> None:
         gen = torch.Generator().manual_seed(seed + epoch)
         order = torch.randperm(len(x), generator=gen)[: steps * BATCH].view(steps, BATCH)
         for idx in order:
@@ -173,8 +179,9 @@ def bare_row(teacher: nn.Module, student: nn.Module, data: TrainData, steps: int
                note="plain PyTorch: the same arithmetic as kd, no transferkit")
 
 
-def count_teacher_calls(row: Row, epoch: int, steps: int) -> None:
-    """Run one epoch with a forward hook on each teacher; calls per step, by role."""
+def warm_up(row: Row, steps: int, device: torch.device) -> None:
+    """Epoch 0 (allocator, OpenMP pool, lazy init) with a forward hook on each teacher:
+    teacher calls per step, by role, and the seconds per step (to size the rounds)."""
     counts = dict.fromkeys(row.teachers, 0)
     handles = []
     for role, net in row.teachers.items():
@@ -182,7 +189,11 @@ def count_teacher_calls(row: Row, epoch: int, steps: int) -> None:
             counts[role] += 1
         handles.append(net.register_forward_hook(hook))
     try:
-        row.run(epoch)
+        synchronize(device)
+        start = time.perf_counter()
+        row.run(0, steps)
+        synchronize(device)
+        row.warmup_seconds_per_step = (time.perf_counter() - start) / steps
     finally:
         for handle in handles:
             handle.remove()
@@ -216,8 +227,12 @@ def synthesis_cost(teacher: nn.Module, n: int, synth_steps: int, seed: int,
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, help="torch threads (default: torch's own)")
-    p.add_argument("--steps", type=int, default=3, help="steps per row per round")
-    p.add_argument("--rounds", type=int, default=6, help="interleaved timing rounds")
+    p.add_argument("--steps", type=int, default=2, help="steps per row per round")
+    p.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds")
+    p.add_argument("--warmup-steps", type=int, default=2,
+                   help="untimed steps per row first (teacher calls are counted there)")
+    p.add_argument("--slow-factor", type=float, default=4.0,
+                   help="rows whose warm-up step is this many times kd's time 1 step a round")
     p.add_argument("--rows", type=int, default=60_000,
                    help="training rows (random tensors; sizes crd's memory bank)")
     p.add_argument("--only", nargs="+", help="time only these rows or methods (kd always)")
@@ -243,38 +258,44 @@ def main() -> None:
     teacher = build_model(TEACHER, SHAPE, CLASSES, width=args.teacher_width)
     student = build_model(STUDENT, SHAPE, CLASSES, width=args.student_width)
     epochs = args.rounds + 1  # warm-up epoch 0, then one epoch per round
+    most = max(args.steps, args.warmup_steps)
 
     setup_start = time.perf_counter()
-    rows: list[Row] = [bare_row(teacher, student, data, args.steps, args.seed, device)]
+    rows: list[Row] = [bare_row(teacher, student, data, args.seed, device)]
     errors: dict[str, str] = {}
     for name, spec, how in row_specs(args.only):
         try:
-            rows.append(trainer_row(name, spec, how, teacher, student, data, args.steps,
-                                    epochs, args.seed, str(device)))
+            rows.append(trainer_row(name, spec, how, teacher, student, data, most, epochs,
+                                    args.seed, str(device)))
         except Exception as exc:  # record it, time the others
             errors[name] = f"{type(exc).__name__}: {exc}"
             print(f"{name}: setup failed: {errors[name]}", flush=True)
     setup_seconds = time.perf_counter() - setup_start
 
-    for row in rows:  # warm-up epoch: allocator, OpenMP pool, lazy init; teacher calls
-        count_teacher_calls(row, 0, args.steps)
-        synchronize(device)
-        print(f"warm-up {row.name}: teacher calls/step {row.teacher_calls}", flush=True)
+    for row in rows:
+        warm_up(row, args.warmup_steps, device)
+        print(f"warm-up {row.name}: {1000 * row.warmup_seconds_per_step:.0f} ms/step, teacher "
+              f"calls/step {row.teacher_calls}", flush=True)
+    kd = next(row for row in rows if row.name == "kd")
+    for row in rows:  # a row far slower than kd (crd on a CPU) runs 1 step a round
+        slow = row.warmup_seconds_per_step > args.slow_factor * kd.warmup_seconds_per_step
+        row.steps = 1 if slow else args.steps
 
     timing_start = time.perf_counter()
+    shuffle = random.Random(args.seed)
     for r in range(1, args.rounds + 1):
-        order = rows if r % 2 else rows[::-1]
+        order = list(rows)
+        shuffle.shuffle(order)  # no row always sits next to kd, or first after a slow one
         for row in order:
             synchronize(device)
             start = time.perf_counter()
-            row.run(r)
+            row.run(r, row.steps)
             synchronize(device)
-            row.times.append((time.perf_counter() - start) / args.steps)
-        print(f"round {r}/{args.rounds}: " + ", ".join(
-            f"{row.name} {1000 * row.times[-1]:.0f}" for row in rows), flush=True)
+            row.times.append((time.perf_counter() - start) / row.steps)
+        print(f"round {r}/{args.rounds} (ms/step): " + ", ".join(
+            f"{row.name} {1000 * row.times[-1]:.0f}" for row in order), flush=True)
     timing_seconds = time.perf_counter() - timing_start
 
-    kd = next(row for row in rows if row.name == "kd")
     kd_median = statistics.median(kd.times)
     results = {}
     for row in rows:
@@ -286,6 +307,9 @@ def main() -> None:
             "ms_per_step_min": round(1000 * min(row.times), 2),
             "ratio_to_kd": round(median / kd_median, 3),
             "ratio_to_kd_paired_median": round(statistics.median(paired), 3),
+            "ratio_to_kd_min": round(min(row.times) / min(kd.times), 3),
+            "steps_per_round": row.steps,
+            "warmup_ms_per_step": round(1000 * row.warmup_seconds_per_step, 2),
             "teacher_calls_per_step": row.teacher_calls,
             **({"note": row.note} if row.note else {}),
         }
@@ -294,6 +318,7 @@ def main() -> None:
         "ratio_median": round(kd_median / statistics.median(rows[0].times), 4),
         "ratio_paired_median": round(statistics.median(
             k / b for k, b in zip(kd.times, rows[0].times, strict=True)), 4),
+        "ratio_min": round(min(kd.times) / min(rows[0].times), 4),
         "ms_per_step": {"kd": results["kd"]["ms_per_step"], "bare": bare["ms_per_step"]},
     }
     print(f"kd / bare: {kd_vs_bare}", flush=True)
@@ -303,7 +328,7 @@ def main() -> None:
         calls = shared["teacher_calls_per_step"]
         teacher_check = {"methods": SHARED_TEACHER_LIST, "calls_per_step": calls,
                          "one_per_step": calls == {"teacher": 1.0},
-                         "counted": f"forward hook on the teacher over the {args.steps} "
+                         "counted": f"forward hook on the teacher over the {args.warmup_steps} "
                                     "warm-up steps, added after the Trainer's probe"}
         print(f"teacher calls per step ({SHARED_TEACHER_LIST}): {calls}", flush=True)
 
@@ -332,10 +357,13 @@ def main() -> None:
         },
         "protocol": (
             "one Trainer per row built before timing (probe, connectors and crd's memory are "
-            "setup); one warm-up epoch per row, which also counts teacher forward calls; then "
-            f"{args.rounds} interleaved rounds of {args.steps} steps per row (order reversed "
-            "every other round). ms_per_step is the median over rounds; ratio_to_kd is that "
-            "median over kd's; ratio_to_kd_paired_median is the median of same-round ratios. "
+            f"setup); {args.warmup_steps} untimed warm-up steps per row, which also count "
+            f"teacher forward calls; then {args.rounds} interleaved rounds of {args.steps} steps "
+            f"per row (1 step for a row whose warm-up step took over {args.slow_factor:g}x "
+            "kd's), in a new random order every round. ms_per_step is the median over rounds; "
+            "ratio_to_kd is that median over kd's; ratio_to_kd_paired_median is the median of "
+            "same-round ratios; ratio_to_kd_min is the fastest round's over kd's fastest (the "
+            "least disturbed by other processes). "
             "Rows without their own hard-label term train with supervised beside them, as "
             "distill does."
         ),

