@@ -347,3 +347,21 @@ def test_a_run_recorded_before_a_new_setting_still_resumes(
     with pytest.raises(tk.errors.CheckpointError, match=r"settings differ \(train.augment\)"):
         tk.train("mlp", digits, model_options=TINY, out=out, resume=True, augment="flip",
                  **{**FAST, "epochs": 3})
+
+
+def test_numbered_models_name_their_stages_and_feature_methods_find_them(
+    digits: Dataset, tmp_path: Path
+) -> None:
+    cnn = build_model("small-cnn", digits.input_shape, 10, hidden=16)
+    assert resolve_layer(cnn, "stage2") == "features.3"  # the second conv's ReLU: a map
+    assert set(cnn.state_dict()) == set(build_model("small-cnn", (1, 8, 8), 10,
+                                                    hidden=16).state_dict())
+    teacher_run = tmp_path / "t"
+    tk.train("small-cnn", digits, model_options={"hidden": 16}, out=teacher_run, **FAST)
+    # a saved teacher keeps its stage names (rebuilt by its factory), and `at` reads every
+    # stage of both networks by default
+    result = tk.distill(teacher_run, "small-cnn", digits, method="at",
+                        student_options={"hidden": 8}, **FAST)
+    assert result.history[-1]["train"]["at"] >= 0
+    with pytest.raises(ConfigError, match="has no layer 'stage3'; valid layers: stage1, stage2"):
+        resolve_layer(cnn, "stage3")

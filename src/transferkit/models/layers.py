@@ -1,6 +1,9 @@
 """Naming a model's layers: a path as in ``named_modules()`` or a unique ending of it.
 
 ``stage2`` finds ``features.stage2``; a wrong name lists the valid ones (stages first).
+Models whose layers are numbered (``nn.Sequential``) may name their stages without renaming
+any module (so saved weights keep their keys): a ``layer_aliases`` attribute maps
+``stage1`` ... to paths inside that model, found wherever the model sits (inside a wrapper too).
 """
 
 from __future__ import annotations
@@ -12,8 +15,22 @@ from transferkit.errors import ConfigError
 SHOWN = 16
 
 
+ALIASES_ATTR = "layer_aliases"
+
+
+def layer_aliases(model: nn.Module) -> dict[str, str]:
+    """``{stage name: full path}`` from every submodule's ``layer_aliases`` (its own paths)."""
+    found: dict[str, str] = {}
+    for prefix, module in model.named_modules():
+        for alias, path in (getattr(module, ALIASES_ATTR, None) or {}).items():
+            found.setdefault(alias, f"{prefix}.{path}" if prefix else path)
+    return found
+
+
 def layer_names(model: nn.Module) -> list[str]:
-    return [name for name, _ in model.named_modules() if name]
+    """Every module path, then the stage aliases that are not paths themselves."""
+    names = [name for name, _ in model.named_modules() if name]
+    return names + [alias for alias in layer_aliases(model) if alias not in names]
 
 
 def _listing(model: nn.Module) -> str:
@@ -28,9 +45,13 @@ def _listing(model: nn.Module) -> str:
 
 def resolve_layer(model: nn.Module, layer: str, who: str = "model") -> str:
     """The full module path that ``layer`` names in ``model`` (exact, or a unique ending)."""
-    names = layer_names(model)
-    if layer in names:
+    paths = [name for name, _ in model.named_modules() if name]
+    if layer in paths:
         return layer
+    aliases = layer_aliases(model)
+    if layer in aliases:
+        return aliases[layer]
+    names = layer_names(model)
     ends = [n for n in names if n.endswith("." + layer)]
     if len(ends) == 1:
         return ends[0]

@@ -34,6 +34,21 @@ MODELS: Registry[ModelFactory] = Registry("model")
 Op = tuple[str, int] | tuple[str, int, int]
 
 
+def _named_stages(model: Classifier, maps: bool) -> Classifier:
+    """Name the model's stages without renaming modules (saved weights keep their keys):
+    ``stageK`` is the K-th ReLU of ``features`` (for conv nets only those before the flatten,
+    so every stage is a feature map), as a ``layer_aliases`` attribute that layer lookups read.
+    """
+    aliases: dict[str, str] = {}
+    for index, module in enumerate(model.features):
+        if maps and isinstance(module, nn.Flatten):
+            break
+        if isinstance(module, nn.ReLU):
+            aliases[f"stage{len(aliases) + 1}"] = f"features.{index}"
+    model.layer_aliases = aliases
+    return model
+
+
 def _side_after(side: int, ops: Sequence[Op]) -> int:
     """Height (or width) after ``ops``: conv gives ``s + 2p - k + 1``, pool ``floor(s / k)``."""
     for op in ops:
@@ -78,7 +93,7 @@ def mlp(input_shape: tuple[int, ...], num_classes: int, **options: Any) -> nn.Mo
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
         width = hidden
-    return Classifier(nn.Sequential(*layers), nn.Linear(width, classes))
+    return _named_stages(Classifier(nn.Sequential(*layers), nn.Linear(width, classes)), False)
 
 
 _LENET_OPS: tuple[Op, ...] = (("conv", 5, 0), ("pool", 2), ("conv", 5, 0), ("pool", 2))
@@ -118,7 +133,9 @@ def lenet(input_shape: tuple[int, ...], num_classes: int, **options: Any) -> nn.
     layers = [*body, nn.Linear(flat, 500), nn.ReLU(), nn.Dropout(dropout)]
     if bottleneck:
         layers += [nn.Linear(500, bottleneck), nn.BatchNorm1d(bottleneck), nn.ReLU()]
-    return Classifier(nn.Sequential(*layers), nn.Linear(bottleneck or 500, classes))
+    return _named_stages(
+        Classifier(nn.Sequential(*layers), nn.Linear(bottleneck or 500, classes)), True
+    )
 
 
 _SMALL_CNN_OPS: tuple[Op, ...] = (("conv", 3, 1), ("conv", 3, 1), ("pool", 2))
@@ -150,7 +167,7 @@ def small_cnn(input_shape: tuple[int, ...], num_classes: int, **options: Any) ->
     layers: list[nn.Module] = [*body, nn.Linear(flat, hidden), nn.ReLU()]
     if dropout > 0:
         layers.append(nn.Dropout(dropout))
-    return Classifier(nn.Sequential(*layers), nn.Linear(hidden, classes))
+    return _named_stages(Classifier(nn.Sequential(*layers), nn.Linear(hidden, classes)), True)
 
 
 _SEED_CNN_OPS: tuple[Op, ...] = (("conv", 3, 0), ("conv", 3, 0), ("conv", 3, 0))
@@ -179,7 +196,7 @@ def seed_cnn(input_shape: tuple[int, ...], num_classes: int, **options: Any) -> 
     )
     flat = flat_size(body, shape)
     features = nn.Sequential(*body, nn.Linear(flat, 512), nn.ReLU())
-    return Classifier(features, nn.Linear(512, classes))
+    return _named_stages(Classifier(features, nn.Linear(512, classes)), True)
 
 
 @MODELS.register("seed-mlp", "the seed article's student: flatten -> fc512 -> ReLU")
@@ -189,4 +206,4 @@ def seed_mlp(input_shape: tuple[int, ...], num_classes: int, **options: Any) -> 
     classes = check_num_classes(num_classes)
     resolve_options("seed-mlp", options, {})
     features = nn.Sequential(nn.Flatten(), nn.Linear(math.prod(shape), 512), nn.ReLU())
-    return Classifier(features, nn.Linear(512, classes))
+    return _named_stages(Classifier(features, nn.Linear(512, classes)), False)
