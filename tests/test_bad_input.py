@@ -225,7 +225,7 @@ def test_resume_a_run_without_its_config_record(cli: CliRunner, run_copy: Path) 
     """The checkpoint's own record of the settings still refuses them."""
     (run_copy / "config.yaml").unlink()
     line = fails_and_keeps(cli, run_copy, "train", *SAME, "--lr", "0.5")
-    assert "cannot resume from" in line and "settings differ (optim)" in line
+    assert "cannot resume from" in line and "settings differ (optim.lr)" in line
     line = fails_and_keeps(cli, run_copy, "train", *SAME, "--model-opt", "widths=[8]")
     assert "checkpoint (16, 64) vs model (8, 64)" in line
 

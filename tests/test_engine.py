@@ -166,7 +166,7 @@ def test_resume_refuses_other_settings(digits: Dataset, tmp_path: Path) -> None:
                  **{**FAST, "lr": 0.5})
     # Without config.yaml the checkpoint's own record still catches it.
     (run_dir / "config.yaml").unlink()
-    with pytest.raises(CheckpointError, match=r"settings differ \(optim\)"):
+    with pytest.raises(CheckpointError, match=r"settings differ \(optim.lr\)"):
         tk.train("mlp", digits, model_options=TINY, out=run_dir, resume=True,
                  **{**FAST, "lr": 0.5})
     with pytest.raises(CheckpointError, match=r"model.features.1.weight: checkpoint \(16, 64\)"):

@@ -366,7 +366,7 @@ def test_model_given_by_name(tmp_path: Path) -> None:
         ("train: {optim: {learning-rate: 1}}",
          "unknown field 'learning-rate' in train.optim; did you mean 'lr'?"),
         ("dataset: mnist", "unknown field 'dataset' at the top level; did you mean 'data'?"),
-        ("zzz: 1", "unknown field 'zzz' at the top level; valid fields: amp, batch_size,"),
+        ("zzz: 1", "unknown field 'zzz' at the top level; valid fields: amp, augment, batch_size,"),
         ("lr: 0.1\ntrain: {lr: 0.2}",
          "'lr' and 'train.lr' both set train.optim.lr, to 0.1 and 0.2; keep one"),
         ("optimizer: adam\ntrain: {optim: {name: sgd}}",
