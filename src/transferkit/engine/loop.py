@@ -128,6 +128,14 @@ class Trainer:
         self.max_norm_weights = weight_matrices(model) if config.optim.max_norm else []
         self.step_fn: nn.Module = self.objective
         if distributed.world_size() > 1:
+            # Buffers a method keeps in sync itself (CRD's memory banks, n_data x 128 each)
+            # would otherwise be broadcast from rank 0 at every step.
+            synced = [f"methods.{name}.{buffer}" for name, m in self.objective.methods.items()
+                      for buffer in m.self_synced_buffers()]
+            ignore = getattr(nn.parallel.DistributedDataParallel,
+                             "_set_params_and_buffers_to_ignore_for_model", None)
+            if synced and ignore is not None:
+                ignore(self.objective, synced)
             self.step_fn = nn.parallel.DistributedDataParallel(
                 self.objective, find_unused_parameters=len(self.phases) > 1
             )

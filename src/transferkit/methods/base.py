@@ -222,6 +222,11 @@ class Method(nn.Module):
         """Extra values to log for the last step (for example the current GRL coefficient)."""
         return {}
 
+    def self_synced_buffers(self) -> list[str]:
+        """Names (as in ``named_buffers()``) of buffers this method keeps equal on every DDP
+        rank itself (a memory bank updated from gathered rows): DDP need not broadcast them."""
+        return []
+
     def close(self) -> None:
         """Undo what the method changed on modules it was given (called after training)."""
 

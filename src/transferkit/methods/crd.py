@@ -145,6 +145,10 @@ class CRDDistillation(LayerMethod):
             memory.z_t.copy_(shared[1])
         return out_s * scale[0], out_t * scale[1]
 
+    def self_synced_buffers(self) -> list[str]:
+        """The memory banks and Z: every rank applies the same gathered update."""
+        return [name for name, _ in self.named_buffers() if name.startswith("crd.memory.")]
+
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
         self._z_ready = False  # loaded buffers may hold an unset Z again
         super()._load_from_state_dict(*args, **kwargs)
