@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from transferkit.errors import ConfigError
-from transferkit.losses.vid import match_spatial
+from transferkit.losses.features import match_spatial
 
 Size = int | tuple[int, int]
 

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from transferkit.errors import ConfigError
+from transferkit.losses.features import match_spatial
 
 
 def _as_map(x: Tensor, role: str) -> Tensor:
@@ -32,20 +33,6 @@ def _as_map(x: Tensor, role: str) -> Tensor:
             "flatten or reshape them to one of these"
         )
     return x
-
-
-def match_spatial(fs: Tensor, ft: Tensor) -> tuple[Tensor, Tensor]:
-    """Adaptive-average-pool each map down to ``(min(Hs, Ht), min(Ws, Wt))``.
-
-    Only the larger map shrinks in each dimension (the smaller is left as is), the rule of the
-    reference, which pools the larger of two square maps.
-    """
-    size = (min(fs.shape[-2], ft.shape[-2]), min(fs.shape[-1], ft.shape[-1]))
-    if tuple(fs.shape[-2:]) != size:
-        fs = F.adaptive_avg_pool2d(fs, size)
-    if tuple(ft.shape[-2:]) != size:
-        ft = F.adaptive_avg_pool2d(ft, size)
-    return fs, ft
 
 
 def vid_loss(mean: Tensor, target: Tensor, variance: Tensor) -> Tensor:
