@@ -365,3 +365,18 @@ def test_numbered_models_name_their_stages_and_feature_methods_find_them(
     assert result.history[-1]["train"]["at"] >= 0
     with pytest.raises(ConfigError, match="has no layer 'stage3'; valid layers: stage1, stage2"):
         resolve_layer(cnn, "stage3")
+
+
+def test_lr_factor_flag(cli: CliRunner, tmp_path: Path) -> None:
+    out = tmp_path / "frozen-head"
+    code, _, err = cli("train", "--data", "digits", "--model-opt", "widths=[8]", "--epochs", "1",
+                       "--lr-factor", "head=0", "--lr-factor", "features=0.5", "--lr", "0.1",
+                       *CLI_FAST, "--out", out)
+    assert code == 0, err
+    record = yaml.safe_load((out / "config.yaml").read_text())
+    assert record["train"]["optim"]["lr_factors"] == {"head": 0, "features": 0.5}
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert sorted(g["lr"] for g in state["optimizer"][0]["param_groups"]) == [0.0, 0.05]
+    code, _, err = cli("train", "--data", "digits", "--lr-factor", "nowhere=2", *CLI_FAST,
+                       "--out", tmp_path / "bad")
+    assert code == 2 and "has no layer 'nowhere'" in err

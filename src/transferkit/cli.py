@@ -89,6 +89,8 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
                    help="finish a run whose loss explodes or whose predictions collapse")
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast (CUDA)")
     p.add_argument("--opt", action="append", metavar="KEY=VALUE", help="method option")
+    p.add_argument("--lr-factor", action="append", metavar="LAYER=FACTOR",
+                   help="learning-rate factor of a student layer, e.g. features=0.1")
     for name, kind in {**TRAIN_FLAGS, **OPTIM_FLAGS}.items():
         p.add_argument("--" + name.replace("_", "-"), type=kind, default=None)
 
@@ -190,6 +192,9 @@ def run_config(args: argparse.Namespace) -> RunConfig:
     for name in OPTIM_FLAGS:
         if getattr(args, name) is not None:
             optim["name" if name == "optimizer" else name] = getattr(args, name)
+    if args.lr_factor:  # --lr-factor features=0.1: that layer's rate times 0.1
+        factors = _mapping(optim.get("lr_factors"), "train.optim.lr_factors", where)
+        optim["lr_factors"] = {**factors, **parse_options(args.lr_factor, "--lr-factor")}
     if args.no_progress:  # without a terminal: one line per epoch
         flags["progress"] = False
     if args.amp:
