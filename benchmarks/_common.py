@@ -97,3 +97,20 @@ def test_row(result, seconds: float, epochs: int) -> dict:
 def errors(accuracy: float, n: int) -> int:
     """Test errors from an accuracy over ``n`` test images."""
     return round((1.0 - accuracy) * n)
+
+
+def bare_kd_step(teacher, student, optimizer, xb, yb, temperature: float, alpha: float) -> None:
+    """One hand-written ``kd`` step, no transferkit: teacher under no_grad, student,
+    ``alpha * T^2 * KL + (1 - alpha) * CE``, backward, step (the loss read as a loop would)."""
+    import torch.nn.functional as F
+
+    with torch.no_grad():
+        t = teacher(xb)
+    s = student(xb)
+    soft = F.kl_div(F.log_softmax(s / temperature, 1), F.log_softmax(t / temperature, 1),
+                    reduction="batchmean", log_target=True)
+    loss = alpha * temperature**2 * soft + (1 - alpha) * F.cross_entropy(s, yb)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    loss.item()
+    optimizer.step()

@@ -21,7 +21,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch
 import torch.nn.functional as F
 
-from _common import parser, write_result
+from _common import bare_kd_step, parser, write_result
 from transferkit.config import OptimConfig, TrainConfig
 from transferkit.engine.loop import TrainData, Trainer
 from transferkit.losses import DomainDiscriminator
@@ -47,23 +47,11 @@ class Reverse(torch.autograd.Function):
 def bare_kd(teacher, student, x, y, steps: int, seed: int, temperature=4.0, alpha=0.9):
     """The hand-written loop: one closure that runs ``steps`` KD steps."""
     opt = torch.optim.SGD(student.parameters(), lr=0.01, momentum=0.9)
-    t2 = temperature * temperature
-
     def run(epoch: int) -> None:
         gen = torch.Generator().manual_seed(seed + epoch)
         order = torch.randperm(len(x), generator=gen)[: steps * BATCH].view(steps, BATCH)
         for idx in order:
-            xb, yb = x[idx], y[idx]
-            with torch.no_grad():
-                t = teacher(xb)
-            s = student(xb)
-            soft = F.kl_div(F.log_softmax(s / temperature, 1), F.log_softmax(t / temperature, 1),
-                            reduction="batchmean", log_target=True)
-            loss = alpha * t2 * soft + (1 - alpha) * F.cross_entropy(s, yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            loss.item()
-            opt.step()
+            bare_kd_step(teacher, student, opt, x[idx], y[idx], temperature, alpha)
 
     return run
 

@@ -33,10 +33,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from _common import parser, write_result
+from _common import bare_kd_step, parser, write_result
 from transferkit.config import OptimConfig, TrainConfig
 from transferkit.engine.distributed import local_device
 from transferkit.engine.loop import TrainData, Trainer
@@ -157,23 +156,12 @@ def bare_row(teacher: nn.Module, student: nn.Module, data: TrainData, seed: int,
     opt = torch.optim.SGD(student.parameters(), lr=OPTIM.lr, momentum=OPTIM.momentum)
     x, y = data.x, data.y
     assert y is not None
-    t2 = TEMPERATURE * TEMPERATURE
-
     def run(epoch: int, steps: int) -> None:
         gen = torch.Generator().manual_seed(seed + epoch)
         order = torch.randperm(len(x), generator=gen)[: steps * BATCH].view(steps, BATCH)
         for idx in order:
             xb, yb = x[idx].to(device, non_blocking=True), y[idx].to(device, non_blocking=True)
-            with torch.no_grad():
-                t = teacher(xb)
-            s = student(xb)
-            soft = F.kl_div(F.log_softmax(s / TEMPERATURE, 1), F.log_softmax(t / TEMPERATURE, 1),
-                            reduction="batchmean", log_target=True)
-            loss = ALPHA * t2 * soft + (1 - ALPHA) * F.cross_entropy(s, yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            loss.item()
-            opt.step()
+            bare_kd_step(teacher, student, opt, xb, yb, TEMPERATURE, ALPHA)
 
     return Row("bare", ["hand-written kd"], run, {"teacher": teacher},
                note="plain PyTorch: the same arithmetic as kd, no transferkit")

@@ -380,3 +380,8 @@ def test_lr_factor_flag(cli: CliRunner, tmp_path: Path) -> None:
     code, _, err = cli("train", "--data", "digits", "--lr-factor", "nowhere=2", *CLI_FAST,
                        "--out", tmp_path / "bad")
     assert code == 2 and "has no layer 'nowhere'" in err
+
+
+def test_data_free_refuses_an_absurd_transfer_set(trained_run: Path) -> None:
+    with pytest.raises(ConfigError, match="n_synthetic must be at most 1,000,000"):
+        build_methods("data-free", nn.Linear(2, 2), {"n_synthetic": 10**12})

@@ -17,11 +17,14 @@ import math
 import torch
 from torch import Tensor, nn
 
+from transferkit.errors import ConfigError
 from transferkit.losses import soft_target_loss
 from transferkit.losses.inversion import synthesize
 from transferkit.methods.base import Batch, Outputs, check_count, check_nonnegative, check_positive
 from transferkit.methods.registry import METHODS
 from transferkit.methods.teacher import TeacherMethod
+
+MAX_SYNTHETIC = 1_000_000  # a transfer set larger than this is a typo, not a plan
 
 
 @METHODS.register("data-free", "DeepInversion transfer set synthesised from the teacher (BN "
@@ -46,6 +49,9 @@ class DataFreeDistillation(TeacherMethod):
         super().__init__(teacher)
         self.temperature = check_positive("temperature", temperature)
         self.n_synthetic = check_count("n_synthetic", n_synthetic)
+        if self.n_synthetic > MAX_SYNTHETIC:
+            raise ConfigError(f"n_synthetic must be at most {MAX_SYNTHETIC:,} (each input is "
+                              f"optimised for synth_steps steps), got {n_synthetic!r}")
         self.synth_steps = check_count("synth_steps", synth_steps, least=0)
         self.synth_lr = check_positive("synth_lr", synth_lr)
         self.synth_batch = check_count("synth_batch", synth_batch)
