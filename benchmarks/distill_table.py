@@ -31,7 +31,9 @@ METHODS: dict[str, tuple[str, dict, str]] = {
     "student alone": ("supervised", {}, "train"),
     "kd": ("kd", {"temperature": 4.0, "alpha": 0.9}, "distill"),
     "l2": ("l2", {"ce_weight": 1.0}, "distill"),
-    "kd+ls": ("kd", {"temperature": 2.0, "alpha": 0.9, "standardize": True}, "distill"),
+    # the paper's CIFAR-100 KD+LS weights: 9 * soft (base T 2) + 0.1 * CE
+    "kd+ls": ("kd", {"temperature": 2.0, "kd_weight": 9.0, "ce_weight": 0.1,
+                     "standardize": True}, "distill"),
     "dkd": ("dkd", {"warmup": 1}, "distill"),
     "dist": ("dist", {}, "distill"),
     "fitnet": ("fitnet", {}, "distill"),

@@ -174,7 +174,7 @@ def test_lr_factors_scale_the_named_layers(digits: Dataset) -> None:
     head = {id(p) for p in model.head.parameters()}
     before = model.head.weight.detach().clone()
     trainer.fit()
-    for group in trainer.optimizer.param_groups:
+    for group in trainer.optimizers[0].param_groups:
         ids = {id(p) for p in group["params"]}
         expected = 0.02 if ids <= stage1 else 0.0 if ids <= head else 0.2
         assert group["lr"] == pytest.approx(expected)

@@ -107,6 +107,31 @@ def test_engine_loss_equals_pure_loss_on_hand_captures(name: str) -> None:
     run.close()
 
 
+def test_kd_weights_replace_alpha_as_in_the_kd_ls_recipe() -> None:
+    """``9 * T^2 KL + 0.1 * CE`` (the paper's KD+LS weights); no labels: ``9 * T^2 KL``."""
+    teacher, student = resnets()
+    x, y = torch.randn(16, *SHAPE), torch.randint(0, 10, (16,))
+    options = {"standardize": True, "temperature": 2.0, "kd_weight": 9.0, "ce_weight": 0.1}
+    [method] = build_methods("kd", teacher, options)
+    run = trainer(student, [method], x, y)
+    s, t = by_hand(student, x)["logits"], by_hand(teacher, x)["logits"].detach()
+    # the soft term by hand: z-score each row, divide by T, then T^2 * KL(p_t || p_s)
+    z = lambda v: (v - v.mean(1, keepdim=True)) / v.std(1, keepdim=True)  # noqa: E731
+    log_ps, log_pt = F.log_softmax(z(s) / 2, 1), F.log_softmax(z(t) / 2, 1)
+    soft = 4 * (log_pt.exp() * (log_pt - log_ps)).sum(1).mean()
+    got = run.objective(Batch(x, y), 0.5)
+    torch.testing.assert_close(got["kd"], 9 * soft, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got["kd.ce"], 0.1 * F.cross_entropy(s, y), rtol=1e-6, atol=1e-7)
+    assert set(run.objective(Batch(x, None), 0.5)) == {"kd"}
+    torch.testing.assert_close(run.objective(Batch(x, None), 0.5)["kd"], 9 * soft,
+                               rtol=1e-5, atol=1e-6)
+    run.close()
+    with pytest.raises(ConfigError, match="kd_weight"):
+        build_methods("kd", teacher, {"kd_weight": -1})
+    [plain] = build_methods("kd", teacher, {"alpha": 1.0})
+    assert plain.hard_weight == 0.0 and plain.soft_weight == 1.0
+
+
 def test_fitnet_layers_route_and_pool_the_larger_map(digits) -> None:
     teacher, student = resnets()
     options = {"fitnet.student_layers": ["stage2"], "fitnet.teacher_layers": ["stage3"]}

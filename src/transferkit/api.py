@@ -24,7 +24,14 @@ import yaml
 from torch import nn
 
 from transferkit.config import OptimConfig, TrainConfig, read_yaml, validate
-from transferkit.data import Dataset, DomainPair, Split, load_dataset, load_pair
+from transferkit.data import (
+    Dataset,
+    DomainPair,
+    Split,
+    load_dataset,
+    load_pair,
+    load_pair_target,
+)
 from transferkit.data.inputs import (
     INPUTS_ATTR,
     InputConverted,
@@ -51,6 +58,12 @@ from transferkit.engine.loop import (
     Trainer,
 )
 from transferkit.engine.progress import note
+from transferkit.engine.selection import (
+    ValidationSets,
+    choices,
+    holdout_rows,
+    validator_scores,
+)
 from transferkit.errors import (
     CheckpointError,
     ConfigError,
@@ -68,6 +81,7 @@ from transferkit.methods import (
 )
 from transferkit.models import MODELS, build_model, count_parameters, load_factory
 from transferkit.models.base import eval_mode, weights_sha256
+from transferkit.models.features import features_and_logits
 
 MODEL_FILE = "model.pt"
 SUMMARY_FILE = "summary.json"
@@ -382,12 +396,14 @@ def _run(
     out: str | Path | None,
     resume: bool,
     feature_layer: str | None,
+    validation: ValidationSets | None = None,
 ) -> RunResult:
     config = {"command": command, **record, "train": cfg.model_dump()}
     run_dir, lock = _prepare_run_dir(out, config, resume)
     try:
         start = time.perf_counter()
-        trainer = Trainer(model, methods, train_data, cfg, evals, run_dir, feature_layer)
+        trainer = Trainer(model, methods, train_data, cfg, evals, run_dir, feature_layer,
+                          validation)
         resumed = resume and trainer.resume()
         if resumed and trainer.start_epoch >= cfg.epochs and run_dir is not None:
             finished = _finished(run_dir)
@@ -407,7 +423,7 @@ def _run(
             "epochs": cfg.epochs,
             "steps": trainer.global_step,
             "final": {name: values["accuracy"] for name, values in final.items()},
-            "selection": "last epoch (no early stopping; no target labels used to choose a model)",
+            "selection": _selection_note(cfg.select, trainer.selected),
             "resumed": bool(resumed),
             "seconds_this_session": round(time.perf_counter() - start, 2),
         }
@@ -419,6 +435,12 @@ def _run(
                        "parameters": count_parameters(net), "file": f"{name}.pt"}
                 for name, net in peers.items()
             }
+        if validation is not None:  # what each validator (and the oracle) would keep
+            summary["choices"] = choices(history)
+            summary["validators"] = history[-1].get("validators", {}) if history else {}
+        if trainer.selected is not None:  # the kept model is the preferred epoch's
+            trainer.model.load_state_dict(trainer.selected["state"])
+            summary["selected"] = summary.get("choices", {}).get(cfg.select)
         if trainer.warning:
             summary["warning"] = trainer.warning
         setattr(trainer.model, INPUTS_ATTR, getattr(data, "inputs", None))  # as load_model
@@ -436,6 +458,16 @@ def _run(
     finally:
         if lock is not None:
             lock.release()
+
+
+def _selection_note(select: str, selected: dict[str, Any] | None) -> str:
+    if select == "last" or selected is None:
+        return "last epoch (no early stopping; no target labels used to choose a model)"
+    if select == "oracle":
+        return (f"epoch {selected['epoch']}, the best target-test accuracy: chosen WITH target "
+                "labels (oracle), as asked for; not a label-free result")
+    return (f"epoch {selected['epoch']}, preferred by the {select} validator (held-out source "
+            "rows and unlabelled target inputs; no target labels)")
 
 
 def _finished(run_dir: Path) -> dict[str, Any] | None:
@@ -704,6 +736,21 @@ def adapt(
     keeps its convention).
     """
     names = method_names(method)
+    free = [n for n in names if METHODS.get(n).source_free]
+    if free:
+        if teacher is not None:
+            raise ConfigError(f"adapt: {'+'.join(free)} adapt without source data or teacher; "
+                              "remove the teacher")
+        if len(free) != len(names):
+            others = [n for n in names if n not in free]
+            raise ConfigError(
+                f"adapt: {', '.join(free)} adapt a source model without source data, and "
+                f"{', '.join(others)} need(s) the source data; run them separately"
+            )
+        return _adapt_source_free(model, data, names, out=out, resume=resume,
+                                  data_dir=data_dir, model_options=model_options,
+                                  feature_layer=feature_layer, method_options=method_options,
+                                  settings=settings)
     data = resolve_data(data, data_dir)
     if not isinstance(data, DomainPair):
         raise ConfigError(f"adapt needs a domain pair such as 'mnist->usps', got {data.name!r}")
@@ -727,11 +774,12 @@ def adapt(
     methods = build_methods(names, teacher_module, options)
     provides = {"labels", "target"} | ({"teacher"} if teacher is not None else set())
     check_needs(methods, provides, "adapt")
-    if "supervised" not in names:
+    if "supervised" not in names and not any(m.replaces_supervised for m in methods):
         methods.insert(0, build_methods("supervised")[0])  # the labelled source
-    train_data = TrainData(
-        data.source.train.x, data.source.train.y, data.num_classes, data.target.train.x
-    )
+    source = data.source.train
+    kept, held = holdout_rows(source.y, cfg.source_holdout)
+    train_data = TrainData(source.x[kept], source.y[kept], data.num_classes, data.target.train.x)
+    validation = ValidationSets.build(source.x[held], source.y[held], data.target.train.x)
     record = {"data": data.name, "model": spec, "method": _method_spec(method),
               "methods": [m.name for m in methods], "method_options": options}
     if teacher_record is not None:
@@ -742,17 +790,85 @@ def adapt(
         record["model"], record["architecture"] = {"name": start, "options": {}}, spec
     if converted:
         record["inputs"] = converted
+    record["source_holdout_rows"] = len(held)
     return _run("adapt", module, data, methods, train_data, _evals(data), cfg, spec, record,
-                out, resume, feature_layer)
+                out, resume, feature_layer, validation)
+
+
+def _target_only(data: Dataset | DomainPair | str, data_dir: str | Path | None) -> Dataset:
+    """The target dataset of a pair (its source never loaded) or a dataset given alone."""
+    if isinstance(data, DomainPair):
+        return data.target
+    if isinstance(data, Dataset):
+        return data
+    if not isinstance(data, str):
+        raise ConfigError(
+            f"data must be a dataset name, Dataset or DomainPair, got {type(data).__name__}"
+        )
+    return load_pair_target(data, data_dir) if "->" in data else load_dataset(data, data_dir)
+
+
+def _adapt_source_free(
+    model: nn.Module | str,
+    data: Dataset | DomainPair | str,
+    names: list[str],
+    *,
+    out: str | Path | None,
+    resume: bool,
+    data_dir: str | Path | None,
+    model_options: dict[str, Any] | None,
+    feature_layer: str | None,
+    method_options: dict[str, Any] | None,
+    settings: dict[str, Any],
+) -> RunResult:
+    """Adapt a trained source model with unlabelled target rows only: the source data is
+    never loaded, the target's training labels never read (its test split scores)."""
+    if not (isinstance(model, nn.Module) or _is_saved_model(model)):
+        raise ConfigError(
+            f"{'+'.join(names)} adapt a trained source model: give its model.pt or run "
+            f"directory (or an nn.Module), not the untrained model {model!r}"
+        )
+    if model_options:
+        raise ConfigError("model options apply only to a model given by name; source-free "
+                          "adaptation starts from a saved model")
+    target = _target_only(data, data_dir)
+    cfg, options = split_settings(dict(settings), method_options)
+    torch.manual_seed(cfg.seed)
+    start = None if isinstance(model, nn.Module) else str(model)
+    spec = None
+    if start is not None:
+        model, saved = _load_record(start)
+        spec = saved.get("spec")
+    assert isinstance(model, nn.Module)
+    target, converted = fit_data(model, target, "model")
+    if converted:
+        note(converted, cfg.progress and is_main())
+    _check_classes(model, target.train.x, target.num_classes, "model")
+    methods = build_methods(names, None, options)
+    train_data = TrainData(target.train.x, None, target.num_classes)  # no labels, no source
+    record = {"data": target.name, "source_free": True, "method": "+".join(names),
+              "methods": names, "method_options": options,
+              "model": {"name": start or type(model).__name__, "options": {}}}
+    if spec is not None:
+        record["architecture"] = spec
+    if feature_layer is not None:
+        record["feature_layer"] = feature_layer
+    if converted:
+        record["inputs"] = converted
+    validation = ValidationSets.build(None, None, target.train.x)
+    return _run("adapt", model, target, methods, train_data, {"target_test": target.test}, cfg,
+                spec, record, out, resume, feature_layer, validation)
 
 
 class Scores(dict):
     """What ``evaluate`` returns: split name -> metrics, plus ``notes`` on what was done to
     the data (e.g. inputs converted to the model's convention); a plain dict otherwise."""
 
-    def __init__(self, scores: dict[str, dict[str, float]], notes: list[str]) -> None:
+    def __init__(self, scores: dict[str, dict[str, float]], notes: list[str],
+                 validators: dict[str, float] | None = None) -> None:
         super().__init__(scores)
         self.notes = notes
+        self.validators = validators or {}  # label-free scores, when asked for
 
 
 def evaluate(
@@ -762,8 +878,15 @@ def evaluate(
     data_dir: str | Path | None = None,
     device: str = "auto",
     batch_size: int = 1024,
+    validators: bool = False,
+    source_holdout: float = 0.1,
 ) -> Scores:
     """Accuracy and loss on the test split(s); ``model`` may be a model.pt or run directory.
+
+    ``validators=True`` adds the label-free validators' scores (``Scores.validators``): on a
+    pair, on the held-out source rows ``adapt`` kept aside (``source_holdout``, the same rows)
+    and the unlabelled target training inputs; on a dataset, on its training inputs as the
+    target (entropy, im, snd only). No target label is read for them.
 
     When the model records an input convention (see ``load_model``) and the data another one
     of the same shape, the data is converted to the model's first (said in ``notes`` and on
@@ -786,7 +909,83 @@ def evaluate(
     model = model.to(dev)
     _check_classes(model, next(iter(evals.values())).x, data.num_classes, "model")
     scores = {name: evaluate_split(model, split, dev, batch_size) for name, split in evals.items()}
-    return Scores(scores, [converted] if converted else [])
+    found = _validator_scores(model, data, who, dev, batch_size, source_holdout) if validators \
+        else None
+    return Scores(scores, [converted] if converted else [], found)
+
+
+def _validator_scores(model: nn.Module, data: Dataset | DomainPair, who: str,
+                      device: torch.device, batch_size: int, holdout: float) -> dict[str, float]:
+    """Label-free scores of ``model`` on the rows ``adapt`` would validate on."""
+    target = data.target if isinstance(data, DomainPair) else data
+    splits: dict[str, Split] = {"target_train": target.train}
+    if isinstance(data, DomainPair):
+        _, held = holdout_rows(data.source.train.y, holdout)
+        splits["source_holdout"] = Split(data.source.train.x[held], data.source.train.y[held])
+    splits, _ = fit_splits(model, target if len(splits) == 1 else data, splits, who)
+    source = splits.get("source_holdout")
+    sets = ValidationSets.build(None if source is None else source.x,
+                                None if source is None else source.y, splits["target_train"].x)
+    return validator_scores(model, sets, None, device, batch_size)
+
+
+def inspect(
+    run: str | Path,
+    data: DomainPair | str,
+    *,
+    before: str | Path | None = None,
+    out: str | Path | None = None,
+    data_dir: str | Path | None = None,
+    device: str = "auto",
+    picture: bool = True,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Proxy A-distance and a t-SNE picture of source vs target features (the head's input,
+    on both test splits; no label read), for the run's model and for the model it started
+    from (``before``: a model.pt / run directory; by default the saved model the run was
+    adapted from, when it was one). Writes ``inspect.json`` and ``tsne_after.png`` /
+    ``tsne_before.png`` into ``out`` (default ``<run>/inspect``)."""
+    from transferkit.report import proxy_a_distance, tsne_picture
+
+    run_dir = Path(run)
+    if run_dir.is_file():
+        run_dir = run_dir.parent
+    data = resolve_data(data, data_dir)
+    if not isinstance(data, DomainPair):
+        raise ConfigError(f"inspect compares two domains: give a pair such as 'mnist->usps', "
+                          f"not {data.name!r}")
+    record: dict[str, Any] = {}
+    if (run_dir / "config.yaml").is_file():
+        record = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    layer = record.get("feature_layer")
+    if before is None:
+        start = (record.get("model") or {}).get("name") if isinstance(record, dict) else None
+        if isinstance(start, str) and _is_saved_model(start):
+            before = start
+    target_dir = Path(out) if out is not None else run_dir / "inspect"
+    dev = local_device(device)
+    models = {"after": run_dir} if before is None else {"before": Path(before), "after": run_dir}
+    report: dict[str, Any] = {"data": data.name, "rows": "test splits", "feature_layer": layer
+                              or "the head's input"}
+    if before is None:
+        report["before"] = ("not available: the run started from an untrained model; give "
+                            "--before with the source-only run")
+    for when, path in models.items():
+        model = load_model(path).to(dev)
+        splits, _ = fit_splits(model, data, {"source": data.source.test,
+                                             "target": data.target.test}, f"model {path}")
+        source, _ = features_and_logits(model, splits["source"].x, layer, dev)
+        target, _ = features_and_logits(model, splits["target"].x, layer, dev)
+        entry: dict[str, Any] = {"model": str(path), **proxy_a_distance(source, target, seed)}
+        if picture:
+            png = target_dir / f"tsne_{when}.png"
+            title = f"{data.name}, {when} adaptation: proxy A-distance {entry['a_distance']:.2f}"
+            entry["picture"] = str(tsne_picture(source, target, png, title, seed))
+        report[when] = entry
+    if is_main():
+        target_dir.mkdir(parents=True, exist_ok=True)
+        save_json(report, target_dir / "inspect.json")
+    return report
 
 
 def _is_saved_model(model: Any) -> bool:

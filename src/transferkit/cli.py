@@ -1,4 +1,4 @@
-"""Command line: ``transferkit demo | train | distill | adapt | evaluate | list``.
+"""Command line: ``transferkit demo | train | distill | adapt | evaluate | inspect | list``.
 
 Every training command writes one run directory (``--out``, default ``runs/<command>-<time>``)
 and accepts ``--config run.yaml`` (fields of :class:`transferkit.config.RunConfig`); flags
@@ -32,7 +32,7 @@ from transferkit.config import (
 from transferkit.data import DATASETS, ENV_VAR, PAIRS
 from transferkit.engine.distributed import is_main, local_device, shutdown
 from transferkit.errors import CheckpointError, ConfigError, TransferkitError
-from transferkit.methods import build_methods, check_needs
+from transferkit.methods import METHODS, build_methods, check_needs, method_names
 from transferkit.models import MODELS
 
 TRAIN_FLAGS = {
@@ -44,6 +44,8 @@ TRAIN_FLAGS = {
     "device": str,
     "jitter": int,
     "augment": str,
+    "select": str,
+    "source_holdout": float,
 }
 OPTIM_FLAGS = {
     "optimizer": str,
@@ -140,6 +142,21 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data-dir")
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--json", action="store_true", help="print the scores as JSON")
+    inspect = sub.add_parser("inspect", help="proxy A-distance and t-SNE of source vs target "
+                             "features, before and after adaptation")
+    inspect.add_argument("run", help="run directory (or its model.pt)")
+    inspect.add_argument("--data", required=True, help="the domain pair")
+    inspect.add_argument("--before", help="model.pt / run directory to compare with (default: "
+                         "the saved model the run started from)")
+    inspect.add_argument("--out", help="folder for inspect.json and the PNGs (default "
+                         "RUN/inspect)")
+    inspect.add_argument("--data-dir")
+    inspect.add_argument("--device", default="auto")
+    inspect.add_argument("--no-picture", action="store_true",
+                         help="A-distance only (no t-SNE, no matplotlib needed)")
+    evaluate.add_argument("--validators", action="store_true",
+                          help="also print the label-free validators' scores (pairs: held-out "
+                          "source rows and unlabelled target inputs)")
 
     sub.add_parser("list", help="datasets, pairs, models and methods")
     return parser
@@ -316,8 +333,10 @@ def check_run_config(cfg: RunConfig) -> None:
     check_data_dir(cfg.data_dir)
     (PAIRS if "->" in cfg.data else DATASETS).get(cfg.data)
     check_method_list(cfg)
-    if cfg.command == "adapt" and "->" not in cfg.data:
-        raise ConfigError(f"adapt needs a domain pair such as 'mnist->usps', got {cfg.data!r}")
+    source_free = all(METHODS.get(n).source_free for n in method_names(cfg.method))
+    if cfg.command == "adapt" and "->" not in cfg.data and not source_free:
+        raise ConfigError(f"adapt needs a domain pair such as 'mnist->usps', got {cfg.data!r} "
+                          "(source-free methods such as shot take the target dataset alone)")
     for spec in (cfg.model, cfg.teacher):
         saved = cfg.command == "adapt" and spec is cfg.model and Path(spec.name).exists()
         if spec is not None and ":" not in spec.name and not saved:  # adapt may start from
@@ -439,13 +458,31 @@ def print_summary(result: api.RunResult) -> None:
         print(f"run directory: {result.run_dir}")
 
 
-def print_scores(scores: dict[str, dict[str, Any]], as_json: bool = False) -> None:
-    """``test: accuracy 95.42% (loss 0.1534, 450 samples)``, one line per split (or JSON)."""
+def print_scores(scores: dict[str, dict[str, Any]], as_json: bool = False,
+                 validators: dict[str, float] | None = None) -> None:
+    """``test: accuracy 95.42% (loss 0.1534, 450 samples)``, one line per split (or JSON),
+    then the validators' scores when given."""
     if as_json:
-        print(json.dumps(scores, indent=2))
+        print(json.dumps({**scores, **({"validators": validators} if validators else {})},
+                         indent=2))
         return
     for split, s in scores.items():
         print(f"{split}: accuracy {s['accuracy']:.2%} (loss {s['loss']:.4f}, {s['n']} samples)")
+    if validators:
+        shown = ", ".join(f"{name} {value:.4g}" for name, value in validators.items())
+        print(f"validators (no target labels; higher is better): {shown}")
+
+
+def print_inspection(report: dict[str, Any]) -> None:
+    """``after: proxy A-distance 1.23 (domain classifier error 19.2%), picture PATH``."""
+    for when in ("before", "after"):
+        entry = report.get(when)
+        if isinstance(entry, str):
+            print(f"{when}: {entry}")
+        elif isinstance(entry, dict):
+            picture = f", picture {entry['picture']}" if "picture" in entry else ""
+            print(f"{when}: proxy A-distance {entry['a_distance']:.3f} (domain classifier "
+                  f"error {entry['domain_error']:.1%}){picture}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -471,9 +508,19 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "evaluate":
             check_data_dir(args.data_dir)
             local_device(args.device)
-            scores = api.evaluate(args.model, args.data, data_dir=args.data_dir, device=args.device)
+            scores = api.evaluate(args.model, args.data, data_dir=args.data_dir,
+                                  device=args.device, validators=args.validators)
             if is_main():
-                print_scores(scores, args.json)
+                print_scores(scores, args.json, scores.validators)
+            return 0
+        if args.command == "inspect":
+            check_data_dir(args.data_dir)
+            local_device(args.device)
+            report = api.inspect(args.run, args.data, before=args.before, out=args.out,
+                                 data_dir=args.data_dir, device=args.device,
+                                 picture=not args.no_picture)
+            if is_main():
+                print_inspection(report)
             return 0
         cfg = run_config(args)
         print_summary(execute(cfg, args.resume))

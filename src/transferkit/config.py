@@ -125,6 +125,12 @@ class TrainConfig(_Strict):
     augment: Literal["none", "flip", "cifar"] = Field(
         "none", description="cifar: random crop with 4-pixel padding + horizontal flip"
     )
+    select: Literal["last", "source_accuracy", "entropy", "im", "snd", "dev", "oracle"] = Field(
+        "last", description="the kept epoch: last, a validator (source_accuracy, entropy, im, "
+        "snd, dev) or oracle (target-test labels, only when asked for); adapt only")
+    source_holdout: float = Field(
+        0.1, ge=0.0, lt=0.5, description="share of the source training set held out for the "
+        "validators (adapt); the same rows for every seed")
     optim: OptimConfig = Field(default_factory=OptimConfig)
 
 

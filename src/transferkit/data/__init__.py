@@ -5,7 +5,7 @@ from transferkit.data import shift as _shift  # noqa: F401  (registers digits_sh
 from transferkit.data.base import Dataset, DomainPair, Split
 from transferkit.data.datasets import DATASETS, load_dataset
 from transferkit.data.inputs import InputConverted, InputSpec
-from transferkit.data.pairs import PAIRS, load_pair
+from transferkit.data.pairs import PAIRS, load_pair, load_pair_target
 from transferkit.data.paths import ENV_VAR, cache_dir, resolve_data_dirs
 
 __all__ = [
@@ -20,5 +20,6 @@ __all__ = [
     "cache_dir",
     "load_dataset",
     "load_pair",
+    "load_pair_target",
     "resolve_data_dirs",
 ]

@@ -90,6 +90,12 @@ class PairSpec:
             _to_pair_space(target, self.target_transform, self.target_note),
         )
 
+    def load_target(self, data_dir: str | Path | None = None, download: bool = True) -> Dataset:
+        """The target side alone, aligned as in the pair; the source is never loaded
+        (source-free adaptation)."""
+        target = load_dataset(self.target, data_dir, download)
+        return _to_pair_space(target, self.target_transform, self.target_note)
+
     def __call__(self, data_dir: str | Path | None = None, download: bool = True) -> DomainPair:
         return self.build(
             load_dataset(self.source, data_dir, download),
@@ -146,3 +152,11 @@ for _spec, _description in _SPECS:
 def load_pair(name: str, data_dir: str | Path | None = None, download: bool = True) -> DomainPair:
     """Load a registered pair; an unknown name raises UnknownNameError listing valid ones."""
     return PAIRS.get(name)(data_dir, download)
+
+
+def load_pair_target(
+    name: str, data_dir: str | Path | None = None, download: bool = True
+) -> Dataset:
+    """The target dataset of a registered pair, in the pair's input space, without reading
+    the source."""
+    return PAIRS.get(name).load_target(data_dir, download)

@@ -75,3 +75,45 @@ def random_crop_flip(x: Tensor, padding: int = 4, flip: bool = True) -> Tensor:
     padded = F.pad(x, (padding, padding, padding, padding))
     padded = padded.gather(2, rows[:, None, :, None].expand(n, c, h, w + 2 * padding))
     return padded.gather(3, cols[:, None, None, :].expand(n, c, h, w))
+
+
+def strong_augment(x: Tensor, shift: int = 4, cutout: float = 0.5, jitter: float = 0.5) -> Tensor:
+    """A strong view for consistency training (FixMatch's RandAugment + Cutout, on tensors).
+
+    Images (``N x C x H x W``): per image, contrast ``c ~ U(1 - jitter, 1 + jitter)`` around
+    its own mean, brightness ``+ b * std`` with ``b ~ U(-jitter, jitter)``, a random shift of up
+    to ``shift`` pixels, then one square of side ``cutout * min(H, W)`` at a random centre
+    set to the image's mean. Inputs are normalised, not in [0, 1], so every change is
+    relative to the image's own statistics. Vectors (``N x D``, e.g. SURF features): the same
+    contrast and brightness per row, then ``cutout`` of the entries set to the row's mean.
+    Draws come from the global RNG (saved by checkpoints).
+    """
+    if x.dim() not in (2, 4):
+        raise ValueError(f"strong_augment needs N x D or N x C x H x W, got {tuple(x.shape)}")
+    if not 0.0 <= cutout < 1.0 or not 0.0 <= jitter < 1.0 or shift < 0:
+        raise ValueError(f"need 0 <= cutout < 1, 0 <= jitter < 1, shift >= 0; got "
+                         f"cutout={cutout}, jitter={jitter}, shift={shift}")
+    n = x.shape[0]
+    dims = tuple(range(1, x.dim()))
+    view = (n,) + (1,) * (x.dim() - 1)
+    mean = x.mean(dims, keepdim=True)
+    std = x.std(dims, keepdim=True) if x[0].numel() > 1 else torch.ones_like(mean)
+    contrast = 1 + jitter * (2 * torch.rand(view, device=x.device) - 1)
+    brightness = jitter * (2 * torch.rand(view, device=x.device) - 1)
+    out = (x - mean) * contrast + mean + brightness * std
+    if x.dim() == 2:
+        if cutout > 0:
+            drop = torch.rand(x.shape, device=x.device) < cutout
+            out = torch.where(drop, mean, out)
+        return out
+    out = random_translate(out, shift)
+    if cutout > 0:
+        h, w = x.shape[2:]
+        side = max(1, round(cutout * min(h, w)))
+        cy = torch.randint(0, h, (n, 1, 1), device=x.device)
+        cx = torch.randint(0, w, (n, 1, 1), device=x.device)
+        ys = torch.arange(h, device=x.device)[None, :, None]
+        xs = torch.arange(w, device=x.device)[None, None, :]
+        box = ((ys - cy).abs() <= side // 2) & ((xs - cx).abs() <= side // 2)  # n x h x w
+        out = torch.where(box[:, None], mean, out)
+    return out

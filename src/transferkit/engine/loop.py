@@ -35,6 +35,7 @@ from transferkit.engine.optim import (
     weight_matrices,
 )
 from transferkit.engine.progress import ProgressBar
+from transferkit.engine.selection import LAST, ValidationSets, best_epoch, validator_scores
 from transferkit.errors import (
     CheckpointError,
     ConfigError,
@@ -45,6 +46,7 @@ from transferkit.errors import (
 from transferkit.methods.base import Batch, Method, Phase, Tap, TrainInfo
 
 CHECKPOINT = "checkpoint.pt"
+SELECTED = "selected.pt"  # the weights of the epoch that ``select`` prefers
 METRICS = "metrics.jsonl"
 # Settings that may differ between a run and its resumption: they do not change its numbers,
 # or (``epochs``) a resumed run may be extended.
@@ -88,8 +90,15 @@ class Trainer:
         evals: dict[str, Split] | None = None,
         run_dir: str | Path | None = None,
         feature_layer: str | None = None,
+        validation: ValidationSets | None = None,
     ) -> None:
         self.config = config
+        self.validation = validation
+        if config.select != LAST and validation is None:
+            raise ConfigError(
+                f"select={config.select} chooses an epoch by scores on target data; only "
+                "adapt computes them (a domain pair): leave select at 'last' here"
+            )
         self.data = data
         self.evals = evals or {}
         self.run_dir = Path(run_dir) if run_dir is not None else None
@@ -106,6 +115,7 @@ class Trainer:
         info = TrainInfo(
             num_classes=data.num_classes,
             feature_dim=None if feature_tap is None else math.prod(tap_shapes[feature_tap]),
+            feature_layer=None if feature_tap is None else feature_tap.layer,
             class_counts=data.class_counts(),
             total_steps=self.total_steps,
             x=data.x,
@@ -123,8 +133,9 @@ class Trainer:
             method.setup(info)
         self.objective.to(self.device)  # and move the modules setup created
         self.phases = self.objective.phases()
-        self.optimizers = [self._phase_optimizer(phase) for phase in self.phases]
-        self.optimizer = self.optimizers[0]
+        # No optimizer when no method trains anything (adabn alone): epochs only evaluate.
+        trains = any(m.trains_network for m in methods)
+        self.optimizers = [self._phase_optimizer(p) for p in self.phases] if trains else []
         self.max_norm_weights = weight_matrices(model) if config.optim.max_norm else []
         self.step_fn: nn.Module = self.objective
         if distributed.world_size() > 1:
@@ -144,6 +155,11 @@ class Trainer:
         self.global_step = 0
         self.initial_loss: float | None = None  # the untrained model's loss (first step)
         self.warning: str | None = None  # set when the final predictions collapsed
+        # The epoch ``select`` prefers so far: {"epoch": n, "state": the model's weights}.
+        self.selected: dict[str, Any] | None = None
+        self.validation_layer = None if feature_tap is None else feature_tap.layer
+        if self.validation_layer is None:
+            self.validation_layer = feature_layer
 
     @property
     def model(self) -> nn.Module:
@@ -237,7 +253,42 @@ class Trainer:
             ) from None
         if self.run_dir is not None and distributed.is_main():
             self._rewrite_metrics()
+        self._restore_selected()
         return True
+
+    def _keep_if_selected(self) -> None:
+        """Keep the weights of the last epoch when ``select`` now prefers it (strictly)."""
+        if self.config.select == LAST or not self.history:
+            return
+        if best_epoch(self.history, self.config.select) != len(self.history) - 1:
+            return
+        state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+        self.selected = {"epoch": self.history[-1]["epoch"], "select": self.config.select,
+                         "state": state}
+        if self.run_dir is not None and distributed.is_main():
+            save_torch(self.selected, self.run_dir / SELECTED)
+
+    def _restore_selected(self) -> None:
+        """After a resume: the preferred epoch's weights, from the checkpoint itself when it
+        is that epoch (a kill between checkpoint and ``selected.pt``), else from the file."""
+        if self.config.select == LAST or not self.history:
+            return
+        best = best_epoch(self.history, self.config.select)
+        if best is None:
+            return
+        if best == len(self.history) - 1:  # the checkpoint holds the preferred weights
+            self._keep_if_selected()
+            return
+        path = self.run_dir / SELECTED if self.run_dir is not None else None
+        want = self.history[best]["epoch"]
+        saved = load_torch(path) if path is not None and path.is_file() else {}
+        if saved.get("epoch") != want or not isinstance(saved.get("state"), dict):
+            raise CheckpointError(
+                f"cannot resume: {self.config.select} prefers epoch {want}, but {path} does "
+                f"not hold its weights (it holds epoch {saved.get('epoch')}); start a new run "
+                "directory"
+            )
+        self.selected = saved
 
     def _apply_state(self, state: dict[str, Any], path: Path) -> None:
         """Check the checkpoint against this run, then load weights, optimizer and RNGs."""
@@ -304,6 +355,10 @@ class Trainer:
                              if net is not self.model}
                     if peers:
                         row["peers"] = peers
+                    if self.validation is not None:
+                        row["validators"] = validator_scores(
+                            self.model, self.validation, self.validation_layer, self.device,
+                            cfg.eval_batch_size)
                 bar.end_epoch(row)
                 self.history.append(row)
                 if self.run_dir is not None:  # the same on every rank: the gather is collective
@@ -311,6 +366,7 @@ class Trainer:
                     if main:
                         save_torch(self.state(epoch + 1, rank_rngs), self.run_dir / CHECKPOINT)
                         self._rewrite_metrics()
+                self._keep_if_selected()  # after the checkpoint: see _restore_selected
                 distributed.barrier()
         trained = self.start_epoch < cfg.epochs and self.total_steps >= COLLAPSE_MIN_STEPS
         if self.history and trained:
@@ -391,7 +447,7 @@ class Trainer:
         start = time.perf_counter()
         autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp)
         single = len(self.phases) == 1
-        for step in range(steps):
+        for step in range(steps if self.optimizers else 0):
             if not constant_lr:
                 lr = learning_rate(cfg.optim, self.global_step, epoch, self.total_steps)
                 for optimizer in self.optimizers:
@@ -429,9 +485,11 @@ class Trainer:
             method.end_epoch(epoch)
         bar.update(steps)
         names = sorted(sums)
-        means = torch.stack([sums[k].float() for k in names]).cpu().double() / steps
-        means = distributed.all_reduce_sum(means) / world
-        train = {k: float(v) for k, v in zip(names, means.tolist(), strict=True)}
+        train: dict[str, float] = {}
+        if names:
+            means = torch.stack([sums[k].float() for k in names]).cpu().double() / steps
+            means = distributed.all_reduce_sum(means) / world
+            train = {k: float(v) for k, v in zip(names, means.tolist(), strict=True)}
         train["loss"] = float(sum(train.values()))
         return {
             "epoch": epoch + 1,

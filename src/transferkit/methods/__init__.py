@@ -36,6 +36,22 @@ from transferkit.methods import nst  # noqa: F401
 from transferkit.methods import pkt  # noqa: F401
 from transferkit.methods import rkd  # noqa: F401
 from transferkit.methods import sp  # noqa: F401
+from transferkit.methods import dan  # noqa: F401
+from transferkit.methods import jan  # noqa: F401
+from transferkit.methods import coral  # noqa: F401
+from transferkit.methods import cdan  # noqa: F401
+from transferkit.methods import mdd  # noqa: F401
+from transferkit.methods import mcd  # noqa: F401
+from transferkit.methods import afn  # noqa: F401
+from transferkit.methods import bsp  # noqa: F401
+from transferkit.methods import mcc  # noqa: F401
+from transferkit.methods import bnm  # noqa: F401
+from transferkit.methods import pseudo_label  # noqa: F401
+from transferkit.methods import fixmatch  # noqa: F401
+from transferkit.methods import shot  # noqa: F401
+from transferkit.methods import tent  # noqa: F401
+from transferkit.methods import adabn  # noqa: F401
+from transferkit.methods import adda  # noqa: F401
 # isort: on
 METHODS.register("supervised", "cross-entropy on labels (teachers, source-only baseline)")(
     Supervised
@@ -54,10 +70,25 @@ METHODS.register("dann", "domain-adversarial training: gradient reversal + domai
 OWN_LABEL_TERM = ("kd", "l2")
 
 
+# Names that contain the list separator, as their papers write them: cdan+e.
+COMPOUND_NAMES = ("cdan+e",)
+
+
+def _merge_compound(parts: list[str]) -> list[str]:
+    """``["cdan", "e", "kd"]`` -> ``["cdan+e", "kd"]``."""
+    merged: list[str] = []
+    for part in parts:
+        if merged and f"{merged[-1]}+{part}" in COMPOUND_NAMES:
+            merged[-1] = f"{merged[-1]}+{part}"
+        else:
+            merged.append(part)
+    return merged
+
+
 def method_names(spec: str | list[str] | tuple[str, ...]) -> list[str]:
     """``"kd+fitnet"`` or ``["kd", "fitnet"]`` -> ``["kd", "fitnet"]``, each registered."""
     if isinstance(spec, str):
-        names = [part.strip() for part in spec.split("+")]
+        names = _merge_compound([part.strip() for part in spec.split("+")])
     elif isinstance(spec, list | tuple) and all(isinstance(s, str) for s in spec):
         names = [s.strip() for s in spec]
     else:

@@ -144,6 +144,7 @@ class TrainInfo:
 
     num_classes: int
     feature_dim: int | None = None
+    feature_layer: str | None = None  # the module whose input is the feature vector (the head)
     class_counts: Tensor | None = None
     total_steps: int = 1
     x: Tensor | None = None
@@ -174,6 +175,16 @@ class Method(nn.Module):
     # The method mixes in its own hard-label term (kd's 1 - alpha): a command adds no
     # ``supervised`` beside it.
     own_label_term: ClassVar[bool] = False
+    # Source-free: adapts a trained source model from unlabelled target rows alone. In such
+    # a run no source data exists: the batch's rows (``batch.x``, ``out.logits``) are target
+    # rows, and only source-free methods may be listed.
+    source_free: ClassVar[bool] = False
+    # The method schedules its own source cross-entropy (ADDA's stage 1 only): ``adapt``
+    # adds no ``supervised`` beside it.
+    replaces_supervised: ClassVar[bool] = False
+    # False for a method that trains nothing (AdaBN only re-estimates statistics); a run whose
+    # methods all train nothing takes no optimizer steps.
+    trains_network: ClassVar[bool] = True
 
     @property
     def needs(self) -> frozenset[str]:

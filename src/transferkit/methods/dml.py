@@ -23,8 +23,6 @@ engine runs each once per step and evaluates each after every epoch.
 
 from __future__ import annotations
 
-import copy
-
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -40,20 +38,9 @@ from transferkit.methods.base import (
     check_positive,
 )
 from transferkit.methods.registry import METHODS
+from transferkit.models.base import copy_module
 
 STUDENT = "student"
-
-
-def fresh_copy(model: nn.Module) -> nn.Module:
-    """``model``'s architecture with newly drawn weights (global torch RNG) and no grads."""
-    peer = copy.deepcopy(model)
-    for module in peer.modules():
-        reset = getattr(module, "reset_parameters", None)
-        if callable(reset):
-            reset()
-    for param in peer.parameters():
-        param.grad = None
-    return peer
 
 
 @METHODS.register("dml", "deep mutual learning: the student and peer copies of it teach each "
@@ -86,7 +73,7 @@ class DeepMutualLearning(Method):
         """``peers`` fresh copies of the student's architecture, built on the first call."""
         if not self.peer_nets:
             for k in range(1, self.peers + 1):
-                self.peer_nets[f"peer{k}"] = fresh_copy(student)
+                self.peer_nets[f"peer{k}"] = copy_module(student, fresh=True)
         return dict(self.peer_nets.items())
 
     def cohort_logits(self, batch: Batch, out: Outputs) -> dict[str, Tensor]:

@@ -7,6 +7,7 @@ A model is ``logits = head(features(x))`` with ``features`` mapping a batch to `
 
 from __future__ import annotations
 
+import copy
 import operator
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -154,6 +155,22 @@ def restore_modes(modes: Modes) -> None:
     set them all alike)."""
     for module, training in modes:
         module.training = training
+
+
+def copy_module(model: nn.Module, fresh: bool = False) -> nn.Module:
+    """A deep copy of ``model`` without the forward hooks others put on it (feature taps),
+    without gradients; ``fresh=True`` draws new weights (global torch RNG) for every layer
+    that has ``reset_parameters``: the same architecture, untrained."""
+    twin = copy.deepcopy(model)
+    for module in twin.modules():
+        module._forward_hooks.clear()
+        module._forward_pre_hooks.clear()
+        reset = getattr(module, "reset_parameters", None)
+        if fresh and callable(reset):
+            reset()
+    for param in twin.parameters():
+        param.grad = None
+    return twin
 
 
 @contextmanager

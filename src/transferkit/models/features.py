@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor, jit, nn
 
 from transferkit.errors import ConfigError
+from transferkit.models.base import eval_mode
 
 _SHOWN_NAMES = 12
 
@@ -94,3 +96,18 @@ class FeatureTap:
 
     def __repr__(self) -> str:
         return f"FeatureTap(layer={self.layer!r}, active={self.active})"
+
+
+@torch.no_grad()
+def features_and_logits(
+    model: nn.Module, x: Tensor, layer: str | None, device: torch.device, batch_size: int = 1024
+) -> tuple[Tensor, Tensor]:
+    """``(features, logits)`` of ``x`` in eval mode, in float32 on the CPU, batch by batch;
+    the features are the input of ``layer`` (the head by default), flattened to ``N x D``."""
+    logits, features = [], []
+    with FeatureTap(model, layer, detach=True) as tap, eval_mode(model):
+        for chunk in x.split(batch_size):
+            logits.append(model(chunk.to(device)).float().cpu())
+            assert tap.value is not None
+            features.append(tap.value.float().cpu())
+    return torch.cat(features), torch.cat(logits)

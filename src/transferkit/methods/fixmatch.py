@@ -1,0 +1,68 @@
+"""FixMatch-style consistency (Sohn et al., NeurIPS 2020) on unlabelled target inputs.
+
+The target batch as the engine gives it is the weak view; a strong view
+(:func:`~transferkit.engine.augment.strong_augment`: contrast, brightness, shift, cutout)
+runs through the student once more. ``L = trade_off * mean_i m_i CE(strong_i, y_i)`` with
+labels and mask from the weak view (``max softmax >= threshold``), no gradient through them.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from transferkit.engine.augment import strong_augment
+from transferkit.errors import ConfigError
+from transferkit.losses import fixmatch_loss
+from transferkit.methods.base import (
+    Batch,
+    Method,
+    Outputs,
+    TrainInfo,
+    check_fraction,
+    check_nonnegative,
+)
+from transferkit.methods.registry import METHODS
+
+
+@METHODS.register("fixmatch", "weak/strong consistency on confident target predictions "
+                  "(Sohn et al., NeurIPS 2020)")
+class FixMatch(Method):
+    name = "fixmatch"
+    needs_target = True
+
+    def __init__(
+        self,
+        trade_off: float = 1.0,
+        threshold: float = 0.95,
+        shift: int = 4,
+        cutout: float = 0.5,
+        jitter: float = 0.5,
+    ) -> None:
+        super().__init__()
+        self.trade_off = check_nonnegative("trade_off", trade_off)
+        self.threshold = check_fraction("threshold", threshold)
+        if isinstance(shift, bool) or not isinstance(shift, int) or shift < 0:
+            raise ConfigError(f"shift must be an integer >= 0 (pixels), got {shift!r}")
+        self.shift = shift
+        self.cutout = check_fraction("cutout", cutout)
+        self.jitter = check_fraction("jitter", jitter)
+        if self.cutout >= 1 or self.jitter >= 1:
+            raise ConfigError(f"cutout and jitter must be below 1, got {cutout!r}, {jitter!r}")
+        self._student: list[nn.Module] = []  # a plain list: not registered as a submodule
+        self._mask_rate = 0.0
+
+    def setup(self, info: TrainInfo) -> None:
+        if info.student is None:
+            raise ConfigError("fixmatch needs the student network")
+        self._student = [info.student]
+
+    def losses(self, batch: Batch, out: Outputs, progress: float) -> dict[str, Tensor]:
+        assert out.target_logits is not None and batch.x_target is not None
+        strong = strong_augment(batch.x_target, self.shift, self.cutout, self.jitter)
+        loss, rate = fixmatch_loss(out.target_logits, self._student[0](strong), self.threshold)
+        self._mask_rate = float(rate)
+        return {"fixmatch": self.trade_off * loss}
+
+    def metrics(self) -> dict[str, float]:
+        """The share of the last target batch confident enough to teach its strong view."""
+        return {"mask_rate": self._mask_rate}

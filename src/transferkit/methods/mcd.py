@@ -1,0 +1,82 @@
+"""MCD (Saito et al., CVPR 2018): maximum classifier discrepancy, three phases per step.
+
+A second head ``F2`` (a fresh copy of the student's head ``F1``) reads the same features.
+Per step: (A) features and both heads learn the source labels; (B) the heads alone learn the
+source labels while *maximising* their discrepancy on target,
+``CE_1 + CE_2 - d(F1, F2)``; (C) the feature extractor alone, ``num_k`` times, minimises
+``d``, with ``d = mean |softmax(F1(f_t)) - softmax(F2(f_t))|``
+(:func:`~transferkit.losses.classifier_discrepancy`). The student keeps ``F1``; ``F2`` is
+saved with the method. Phase A's ``CE_1`` is the ``supervised`` term ``adapt`` adds.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from transferkit.errors import ConfigError
+from transferkit.losses import classifier_discrepancy
+from transferkit.methods.base import Batch, Method, Outputs, Phase, TrainInfo, check_nonnegative
+from transferkit.methods.registry import METHODS
+from transferkit.models.base import copy_module
+
+
+@METHODS.register("mcd", "two heads, maximum classifier discrepancy in three phases, num_k "
+                  "generator steps (Saito et al., CVPR 2018)")
+class MCD(Method):
+    name = "mcd"
+    needs_features = True
+    needs_target = True
+    needs_labels = True
+
+    def __init__(self, num_k: int = 4, trade_off: float = 1.0) -> None:
+        super().__init__()
+        if isinstance(num_k, bool) or not isinstance(num_k, int) or num_k < 1:
+            raise ConfigError(f"num_k must be an integer >= 1, got {num_k!r}")
+        self.num_k = num_k
+        self.trade_off = check_nonnegative("trade_off", trade_off)
+        self.head2: nn.Module | None = None
+        self._heads: list[nn.Module] = []  # the student's head, not registered here
+        self._phases: tuple[Phase, ...] = ()
+        self._discrepancy = 0.0
+
+    def setup(self, info: TrainInfo) -> None:
+        if info.student is None or info.feature_layer is None:
+            raise ConfigError("mcd needs a student with a head (the layer the features feed)")
+        modules = dict(info.student.named_modules())
+        head = modules[info.feature_layer]
+        self._heads = [head]
+        if self.head2 is None:
+            self.head2 = copy_module(head, fresh=True)
+        prefix = f"model.{info.feature_layer}"
+        body = tuple(f"model.{name}" for name, p in info.student.named_parameters()
+                     if p.requires_grad and not (name + ".").startswith(info.feature_layer + "."))
+        if not body:
+            raise ConfigError("mcd needs trainable layers below the head; the student has none")
+        own = f"methods.{self.name}.head2"
+        self._phases = (
+            Phase("source", trains=None),
+            Phase("heads", trains=(prefix, own)),
+            Phase("features", trains=body, repeat=self.num_k),
+        )
+
+    def phases(self) -> tuple[Phase, ...]:
+        return self._phases
+
+    def losses(self, batch: Batch, out: Outputs, progress: float) -> dict[str, Tensor]:
+        assert self.head2 is not None, "call setup() first"
+        assert out.features is not None and out.target_features is not None
+        second = self.head2(out.features)
+        if out.phase == "source":  # F1's cross-entropy is the supervised term
+            return {"ce2": F.cross_entropy(second, batch.y)}
+        d = classifier_discrepancy(out.target_logits.softmax(1),
+                                   self.head2(out.target_features).softmax(1))
+        self._discrepancy = float(d.detach())
+        if out.phase == "heads":
+            ce = F.cross_entropy(out.logits, batch.y) + F.cross_entropy(second, batch.y)
+            return {"ce": ce, "discrepancy": -self.trade_off * d}
+        return {"discrepancy": self.trade_off * d}
+
+    def metrics(self) -> dict[str, float]:
+        """The two heads' discrepancy on the last target batch."""
+        return {"discrepancy": self._discrepancy}

@@ -1,0 +1,71 @@
+"""MDD (Zhang et al., ICML 2019): margin disparity discrepancy with an adversarial head.
+
+An adversarial head ``f'`` (``Linear-ReLU-Dropout-Linear``) reads the feature vector through
+gradient reversal (the warm-up of :mod:`dann`). With ``y' = argmax`` of the main head,
+``f'`` minimises ``margin * CE(f'(x_s), y'_s) - log(1 - softmax(f'(x_t))[y'_t])``: agree with
+the main head on source, disagree on target; the features, through the reversal, make that
+impossible (:func:`~transferkit.losses.mdd_loss`). The paper's ``margin = 4``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from transferkit.errors import ConfigError
+from transferkit.losses import GradientReversal, dann_warmup, mdd_loss
+from transferkit.methods.base import Batch, Method, Outputs, TrainInfo, check_positive
+from transferkit.methods.registry import METHODS
+
+
+@METHODS.register("mdd", "margin disparity discrepancy with an adversarial head "
+                  "(Zhang et al., ICML 2019)")
+class MDD(Method):
+    name = "mdd"
+    needs_features = True
+    needs_target = True
+
+    def __init__(
+        self,
+        trade_off: float = 1.0,
+        margin: float = 4.0,
+        hidden: int = 1024,
+        gamma: float = 10.0,
+        warmup: bool = True,
+    ) -> None:
+        super().__init__()
+        self.trade_off = check_positive("trade_off", trade_off)
+        self.margin = check_positive("margin", margin)
+        self.gamma = check_positive("gamma", gamma)
+        if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
+            raise ConfigError(f"hidden must be an integer >= 1, got {hidden!r}")
+        self.hidden = hidden
+        self.warmup = bool(warmup)
+        self.grl = GradientReversal()
+        self.adversary: nn.Module | None = None
+
+    def setup(self, info: TrainInfo) -> None:
+        if info.feature_dim is None:
+            raise ConfigError("mdd needs the model's feature size; the model has no feature "
+                              "layer")
+        if self.adversary is None:
+            self.adversary = nn.Sequential(
+                nn.Linear(info.feature_dim, self.hidden), nn.ReLU(), nn.Dropout(0.5),
+                nn.Linear(self.hidden, info.num_classes))
+
+    def losses(self, batch: Batch, out: Outputs, progress: float) -> dict[str, Tensor]:
+        assert self.adversary is not None, "call setup() first"
+        assert out.features is not None and out.target_features is not None
+        assert out.target_logits is not None
+        self.grl.coeff = dann_warmup(progress, self.gamma) if self.warmup else 1.0
+        n = out.features.shape[0]
+        joint = out.joint_features
+        if joint is None:
+            joint = torch.cat([out.features, out.target_features])
+        adversarial = self.adversary(self.grl(joint))
+        loss = mdd_loss(out.logits, adversarial[:n], out.target_logits, adversarial[n:],
+                        self.margin)
+        return {"mdd": self.trade_off * loss}
+
+    def metrics(self) -> dict[str, float]:
+        return {"grl_coeff": float(self.grl.coeff)}
