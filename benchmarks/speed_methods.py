@@ -212,6 +212,48 @@ def synthesis_cost(teacher: nn.Module, n: int, synth_steps: int, seed: int,
     }
 
 
+def timed_rounds(rows: list[Row], rounds: int, seed: int, device: torch.device) -> float:
+    """``rounds`` rounds, each running every row for its ``steps`` in a new random order (no
+    row always sits next to the reference, or first after a slow one); returns seconds."""
+    timing_start = time.perf_counter()
+    shuffle = random.Random(seed)
+    for r in range(1, rounds + 1):
+        order = list(rows)
+        shuffle.shuffle(order)
+        for row in order:
+            synchronize(device)
+            start = time.perf_counter()
+            row.run(r, row.steps)
+            synchronize(device)
+            row.times.append((time.perf_counter() - start) / row.steps)
+        print(f"round {r}/{rounds} (ms/step): " + ", ".join(
+            f"{row.name} {1000 * row.times[-1]:.0f}" for row in order), flush=True)
+    return time.perf_counter() - timing_start
+
+
+def ratios(rows: list[Row], reference: Row) -> dict[str, dict]:
+    """Per row: median ms/step and its ratio to ``reference`` (median, paired, fastest)."""
+    ref = reference.name
+    ref_median = statistics.median(reference.times)
+    results = {}
+    for row in rows:
+        median = statistics.median(row.times)
+        paired = [t / k for t, k in zip(row.times, reference.times, strict=True)]
+        results[row.name] = {
+            "methods": row.methods,
+            "ms_per_step": round(1000 * median, 2),
+            "ms_per_step_min": round(1000 * min(row.times), 2),
+            f"ratio_to_{ref}": round(median / ref_median, 3),
+            f"ratio_to_{ref}_paired_median": round(statistics.median(paired), 3),
+            f"ratio_to_{ref}_min": round(min(row.times) / min(reference.times), 3),
+            "steps_per_round": row.steps,
+            "warmup_ms_per_step": round(1000 * row.warmup_seconds_per_step, 2),
+            "teacher_calls_per_step": row.teacher_calls,
+            **({"note": row.note} if row.note else {}),
+        }
+    return results
+
+
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, help="torch threads (default: torch's own)")
@@ -269,38 +311,9 @@ def main() -> None:
         slow = row.warmup_seconds_per_step > args.slow_factor * kd.warmup_seconds_per_step
         row.steps = 1 if slow else args.steps
 
-    timing_start = time.perf_counter()
-    shuffle = random.Random(args.seed)
-    for r in range(1, args.rounds + 1):
-        order = list(rows)
-        shuffle.shuffle(order)  # no row always sits next to kd, or first after a slow one
-        for row in order:
-            synchronize(device)
-            start = time.perf_counter()
-            row.run(r, row.steps)
-            synchronize(device)
-            row.times.append((time.perf_counter() - start) / row.steps)
-        print(f"round {r}/{args.rounds} (ms/step): " + ", ".join(
-            f"{row.name} {1000 * row.times[-1]:.0f}" for row in order), flush=True)
-    timing_seconds = time.perf_counter() - timing_start
-
+    timing_seconds = timed_rounds(rows, args.rounds, args.seed, device)
     kd_median = statistics.median(kd.times)
-    results = {}
-    for row in rows:
-        median = statistics.median(row.times)
-        paired = [t / k for t, k in zip(row.times, kd.times, strict=True)]
-        results[row.name] = {
-            "methods": row.methods,
-            "ms_per_step": round(1000 * median, 2),
-            "ms_per_step_min": round(1000 * min(row.times), 2),
-            "ratio_to_kd": round(median / kd_median, 3),
-            "ratio_to_kd_paired_median": round(statistics.median(paired), 3),
-            "ratio_to_kd_min": round(min(row.times) / min(kd.times), 3),
-            "steps_per_round": row.steps,
-            "warmup_ms_per_step": round(1000 * row.warmup_seconds_per_step, 2),
-            "teacher_calls_per_step": row.teacher_calls,
-            **({"note": row.note} if row.note else {}),
-        }
+    results = ratios(rows, kd)
     bare = results["bare"]
     kd_vs_bare = {
         "ratio_median": round(kd_median / statistics.median(rows[0].times), 4),

@@ -25,7 +25,7 @@ import pytest
 import torch
 
 from transferkit.data import DATASETS, InputSpec, cifar, load_dataset, paths
-from transferkit.engine.augment import random_crop_flip, random_flip, random_translate
+from transferkit.data.augment import random_crop_flip, random_flip, random_translate
 from transferkit.errors import DataError
 
 FAKE_ROWS = {"cifar10": (20, 6), "cifar100": (12, 5)}  # 5 x 4 train rows for CIFAR-10

@@ -23,8 +23,8 @@ from conftest import FAST, HELPERS, TINY
 from transferkit import api
 from transferkit.config import OptimConfig, TrainConfig
 from transferkit.data import Dataset, Split
+from transferkit.data.augment import random_translate
 from transferkit.engine import loop
-from transferkit.engine.augment import random_translate
 from transferkit.engine.batches import epoch_batches, rank_slice
 from transferkit.engine.checkpoint import atomic_write, load_torch, save_torch
 from transferkit.engine.evaluate import evaluate_split

@@ -15,7 +15,7 @@ from torch import nn
 import transferkit as tk
 from conftest import CLI_FAST, FAST, TINY
 from transferkit.config import TrainConfig
-from transferkit.engine.augment import strong_augment
+from transferkit.data.augment import strong_augment
 from transferkit.engine.loop import TrainData, Trainer
 from transferkit.errors import ConfigError
 from transferkit.losses import (
@@ -300,3 +300,45 @@ def test_adda_trains_source_then_a_target_encoder_against_a_frozen_source_copy(
     with pytest.raises(ConfigError, match="source_epochs"):
         tk.adapt("mlp", digits_pair, method="adda", method_options={"source_epochs": 2},
                  model_options=TINY, **{**FAST, "epochs": 2})
+
+
+@pytest.mark.parametrize("spec", ["adda", "mcd", "shot"])
+def test_multi_stage_methods_resume_to_the_same_numbers(tmp_path, monkeypatch, spec) -> None:
+    """Killed after epoch 2's checkpoint (adda: its first adaptation epoch; shot: labels
+    recomputed at the next epoch), resumed: the same weights as an uninterrupted run."""
+    from transferkit.engine import loop
+
+    settings = {**FAST, "epochs": 3, "steps_per_epoch": 4}
+    if spec == "shot":
+        source = tk.train("resnet8x4", "digits", model_options={"width": 0.125}, **settings)
+        start, options, data = source.model, {}, "digits->digits_shifted"
+
+        def run(out, resume=False):
+            import copy
+
+            return tk.adapt(copy.deepcopy(start), data, method="shot", out=out, resume=resume,
+                            **settings)
+    else:
+        options = {"source_epochs": 1} if spec == "adda" else {}
+
+        def run(out, resume=False):
+            return tk.adapt("mlp", "digits->digits_shifted", method=spec, model_options=TINY,
+                            method_options=options, out=out, resume=resume, **settings)
+
+    whole = run(tmp_path / "whole")
+    real = loop.save_torch
+
+    def killed(obj, path):
+        real(obj, path)
+        if obj.get("epoch") == 2 and path.name == loop.CHECKPOINT:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "save_torch", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "cut")
+    monkeypatch.setattr(loop, "save_torch", real)
+    resumed = run(tmp_path / "cut", resume=True)
+    assert resumed.summary["resumed"] is True
+    for key, value in whole.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+    assert resumed.summary["final"] == whole.summary["final"]

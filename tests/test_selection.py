@@ -170,3 +170,13 @@ def test_cli_select_writes_the_choice(cli, tmp_path: Path) -> None:
         str(out), *CLI_FAST)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["selected"]["epoch"] == summary["choices"]["snd"]["epoch"]
+
+
+def test_select_by_source_rows_is_refused_when_there_are_none() -> None:
+    with pytest.raises(ConfigError, match="held-out source rows"):
+        tk.adapt("mlp", "digits->digits_shifted", method="dann", model_options=TINY,
+                 select="dev", source_holdout=0.0, **RUN)
+    run = tk.adapt("mlp", "digits->digits_shifted", method="dann", model_options=TINY,
+                   select="im", source_holdout=0.0, **RUN)
+    assert set(run.history[-1]["validators"]) == {"entropy", "im", "snd"}
+    assert run.summary["source_holdout_rows"] == 0

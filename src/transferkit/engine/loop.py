@@ -18,9 +18,9 @@ import torch
 from torch import Tensor, nn
 
 from transferkit.config import TrainConfig, settings_diff
+from transferkit.data.augment import random_crop_flip, random_flip, random_translate
 from transferkit.data.base import Split
 from transferkit.engine import distributed
-from transferkit.engine.augment import random_crop_flip, random_flip, random_translate
 from transferkit.engine.batches import epoch_batches, rank_slice
 from transferkit.engine.checkpoint import load_torch, load_weights, save_torch, write_text
 from transferkit.engine.evaluate import evaluate_split
@@ -35,7 +35,13 @@ from transferkit.engine.optim import (
     weight_matrices,
 )
 from transferkit.engine.progress import ProgressBar
-from transferkit.engine.selection import LAST, ValidationSets, best_epoch, validator_scores
+from transferkit.engine.selection import (
+    LAST,
+    ValidationSets,
+    best_epoch,
+    needs_of,
+    validator_scores,
+)
 from transferkit.errors import (
     CheckpointError,
     ConfigError,
@@ -98,6 +104,13 @@ class Trainer:
             raise ConfigError(
                 f"select={config.select} chooses an epoch by scores on target data; only "
                 "adapt computes them (a domain pair): leave select at 'last' here"
+            )
+        if validation is not None and validation.source_x is None and (
+                "source_val" in needs_of(config.select)):
+            raise ConfigError(
+                f"select={config.select} reads held-out source rows, and this run has none "
+                "(source-free, or source_holdout=0): choose entropy, im or snd, or hold out "
+                "source rows"
             )
         self.data = data
         self.evals = evals or {}

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from transferkit.engine.evaluate import predict
 from transferkit.errors import ConfigError
 from transferkit.models.features import features_and_logits
 from transferkit.validators import VALIDATORS, ValidationData, choose_epoch, score
@@ -29,6 +30,14 @@ ORACLE_SPLIT = "target_test"
 # Rows scored per domain: enough for stable scores, few enough that SND's n x n similarity and
 # DEV's logistic regression stay cheap at every epoch.
 MAX_ROWS = 2000
+
+
+def needs_of(select: str) -> frozenset[str]:
+    """What ``select`` reads: a validator's needs; nothing for ``last``; ``oracle`` reads the
+    target test split (its labels)."""
+    if select in VALIDATORS:
+        return VALIDATORS[select].needs
+    return frozenset({"target_test"}) if select == ORACLE else frozenset()
 
 
 def holdout_rows(y: Tensor, fraction: float, seed: int = 0) -> tuple[Tensor, Tensor]:
@@ -79,12 +88,19 @@ class ValidationSets:
 
 def validator_scores(model: nn.Module, sets: ValidationSets, layer: str | None,
                      device: torch.device, batch_size: int = 1024) -> dict[str, float]:
-    """Every validator the sets allow; a validator that fails on the data scores NaN."""
-    target_features, target_logits = features_and_logits(
-        model, sets.target_x, layer, device, batch_size)
+    """Every validator the sets allow; a validator that fails on the data scores NaN. A model
+    whose features cannot be read (TorchScript) gets the validators of its logits only."""
+
+    def read(x: Tensor) -> tuple[Tensor | None, Tensor]:
+        try:
+            return features_and_logits(model, x, layer, device, batch_size)
+        except ConfigError:  # no hookable feature layer: dev is skipped
+            return None, predict(model, x, device, batch_size)
+
+    target_features, target_logits = read(sets.target_x)
     data: dict[str, Any] = {"target_logits": target_logits, "target_features": target_features}
     if sets.source_x is not None:
-        features, logits = features_and_logits(model, sets.source_x, layer, device, batch_size)
+        features, logits = read(sets.source_x)
         data.update(source_logits=logits, source_labels=sets.source_y,
                     source_features=features)
     given = ValidationData(**data)

@@ -1,7 +1,7 @@
 """FixMatch-style consistency (Sohn et al., NeurIPS 2020) on unlabelled target inputs.
 
 The target batch as the engine gives it is the weak view; a strong view
-(:func:`~transferkit.engine.augment.strong_augment`: contrast, brightness, shift, cutout)
+(:func:`~transferkit.data.augment.strong_augment`: contrast, brightness, shift, cutout)
 runs through the student once more. ``L = trade_off * mean_i m_i CE(strong_i, y_i)`` with
 labels and mask from the weak view (``max softmax >= threshold``), no gradient through them.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from transferkit.engine.augment import strong_augment
+from transferkit.data.augment import strong_augment
 from transferkit.errors import ConfigError
 from transferkit.losses import fixmatch_loss
 from transferkit.methods.base import (

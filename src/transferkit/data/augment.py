@@ -1,4 +1,4 @@
-"""Batch augmentations applied on the device inside the training step."""
+"""Batch augmentations on in-memory tensors, applied on the device inside the training step."""
 
 from __future__ import annotations
 

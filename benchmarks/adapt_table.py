@@ -1,0 +1,154 @@
+"""Every adaptation method on the digits pairs, 3 seeds: last epoch, each validator's choice
+and the oracle (reported only), plus the source-free methods from the source-only model.
+
+One budget for every row, that of section c's DANN run cut to ``--steps`` iterations: LeNet
+with a 256-d fc-BatchNorm-ReLU bottleneck, batch 128 source + 128 target, SGD lr 0.03
+momentum 0.9, weight decay 1e-3, DANN's inverse schedule, ``--evals`` evaluations along the
+run. 10% of the source training set is held out for the validators (the same rows for every
+seed). Source-free rows (shot, tent, adabn) start from the seed's source-only model and see
+no source data, for ``--free-steps`` iterations. Rows are appended to
+``benchmarks/results/adapt_table.jsonl`` as they finish (a killed grid keeps them; a rerun
+skips finished (pair, method, seed)), so the grid can be split across sessions by seed or
+method.
+
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/adapt_table.py --seeds 0 --device cpu
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+import transferkit as tk
+from _common import RESULTS, environment, parser
+from transferkit.data import load_pair
+
+PAIRS = ["mnist->usps", "usps->mnist", "mnist->mnist_m"]
+# table name -> (method list, options); source-only is adapt's supervised term alone
+METHODS: dict[str, tuple[str, dict]] = {
+    "source-only": ("supervised", {}),
+    "dann": ("dann", {}),
+    "dan": ("dan", {}),
+    "jan": ("jan", {}),
+    "coral": ("coral", {}),
+    "cdan": ("cdan", {}),
+    "cdan+e": ("cdan+e", {}),
+    "mdd": ("mdd", {}),
+    "mcd": ("mcd", {}),
+    "adda": ("adda", {}),
+    "afn": ("afn", {}),
+    "dann+bsp": ("dann+bsp", {}),
+    "mcc": ("mcc", {}),
+    "bnm": ("bnm", {}),
+    "pseudo_label": ("pseudo_label", {"warmup": 0.2}),
+    "fixmatch": ("fixmatch", {}),
+}
+SOURCE_FREE: dict[str, tuple[str, dict]] = {
+    "shot": ("shot", {"beta": 0.1}),  # the paper's digits beta
+    "tent": ("tent", {}),
+    "adabn": ("adabn", {}),
+}
+# Published target accuracy (%) for the same pairs, where a paper or TLlib gives one.
+PUBLISHED = {
+    "mnist->usps": {"source-only": 82.1, "dann": 91.7, "cdan": 93.9, "cdan+e": 95.6,
+                    "mcd": 94.2, "adda": 89.4, "shot": 97.9},
+    "usps->mnist": {"source-only": 74.6, "dann": 95.2, "cdan": 96.9, "cdan+e": 98.0,
+                    "mcd": 94.1, "adda": 90.1, "shot": 98.0},
+    "mnist->mnist_m": {"source-only": 52.3, "dann": 76.7},
+}
+RESULT = RESULTS / "adapt_table.jsonl"
+
+
+def done(path: Path) -> set[tuple[str, str, int]]:
+    if not path.is_file():
+        return set()
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {(r["pair"], r["method"], r["seed"]) for r in rows}
+
+
+def append(path: Path, row: dict) -> None:
+    """One JSON line, flushed and synced: a killed grid keeps every finished run."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        handle.write(json.dumps(row) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def record(pair: str, name: str, seed: int, result, seconds: float, steps: int) -> dict:
+    s = result.summary
+    epoch_seconds = [r["seconds"] for r in result.history]
+    return {
+        "pair": pair, "method": name, "seed": seed, "methods": s.get("methods"),
+        "target_test_last": s["final"]["target_test"],
+        "source_test_last": s["final"].get("source_test"),
+        "choices": s.get("choices", {}), "steps": steps,
+        "seconds_per_step": sum(epoch_seconds) / max(steps, 1),
+        "seconds": round(seconds, 1), "environment": environment(),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def main() -> None:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--seeds", default="0", help="comma-separated seeds")
+    p.add_argument("--pairs", default=",".join(PAIRS))
+    p.add_argument("--methods", help="comma-separated table names (default: all)")
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--free-steps", type=int, default=1000)
+    p.add_argument("--evals", type=int, default=8, help="evaluations (epochs) along a run")
+    p.add_argument("--runs", default="runs/adapt_table", help="run directories")
+    args = p.parse_args()
+    out = Path(args.out) if args.out else RESULT
+    names = args.methods.split(",") if args.methods else [*METHODS, *SOURCE_FREE]
+    unknown = [n for n in names if n not in METHODS and n not in SOURCE_FREE]
+    if unknown:
+        raise SystemExit(f"unknown table rows {unknown}; valid: {[*METHODS, *SOURCE_FREE]}")
+    common = {"device": args.device, "batch_size": 128, "optimizer": "sgd", "lr": 0.03,
+              "momentum": 0.9, "weight_decay": 1e-3, "schedule": "inverse", "progress": False}
+    model = {"bottleneck": 256}
+    runs = Path(args.runs)
+    seen = done(out)
+    for pair_name in args.pairs.split(","):
+        pair = load_pair(pair_name, args.data_dir)
+        for seed in (int(s) for s in args.seeds.split(",")):
+            source_only = runs / pair_name.replace("->", "2") / f"seed{seed}" / "source-only"
+            for name in names:
+                if (pair_name, name, seed) in seen:
+                    continue
+                start = time.perf_counter()
+                tag = name.replace("+", "_")
+                if name in SOURCE_FREE:
+                    if not (source_only / "model.pt").is_file():
+                        print(f"skip {pair_name} {name} seed {seed}: no source-only model yet",
+                              flush=True)
+                        continue
+                    method, options = SOURCE_FREE[name]
+                    steps = args.free_steps
+                    # pass only the target side: the source data is not even loaded
+                    result = tk.adapt(source_only, pair.target, method=method,
+                                      method_options=options, seed=seed, epochs=args.evals,
+                                      steps_per_epoch=steps // args.evals,
+                                      out=source_only.parent / tag, resume=True,
+                                      **{**common, "lr": 0.003})
+                else:
+                    method, options = METHODS[name]
+                    steps = args.steps
+                    result = tk.adapt("lenet", pair, method=method, method_options=options,
+                                      model_options=model, seed=seed, epochs=args.evals,
+                                      steps_per_epoch=steps // args.evals,
+                                      out=source_only.parent / tag, resume=True, **common)
+                row = record(pair_name, name, seed, result, time.perf_counter() - start, steps)
+                append(out, row)
+                seen.add((pair_name, name, seed))
+                picks = {k: round(v["target_test"], 4) for k, v in row["choices"].items()}
+                print(f"{pair_name} seed {seed} {name}: last {row['target_test_last']:.4f} "
+                      f"{picks}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
