@@ -53,6 +53,10 @@ def test_list(cli: CliRunner) -> None:
         for name in registry:
             assert f"  {name} " in out, name
     assert "digits->digits_shifted" in out and "dann" in out and "kd" in out
+    from transferkit.validators import VALIDATORS
+
+    assert "validators (adapt --select):" in out
+    assert all(f"  {name} " in out for name in VALIDATORS)
 
 
 def test_train_writes_the_run_directory(cli: CliRunner, tmp_path: Path) -> None:

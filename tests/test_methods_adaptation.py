@@ -241,6 +241,11 @@ def test_adaptation_methods_refuse_what_they_cannot_use(digits) -> None:
         build_methods("pseudo_label", None, {"threshold": 1.5})
     with pytest.raises(ConfigError, match="k must"):
         build_methods("bsp", None, {"k": 0})
+    x = torch.randn(8, 3, 5)  # sequences: no strong view defined for them
+    with pytest.raises(ConfigError, match="strong view"):
+        Trainer(nn.Sequential(nn.Flatten(), nn.Linear(15, 4)), build_methods("fixmatch"),
+                TrainData(x, torch.zeros(8, dtype=torch.long), 4, x),
+                TrainConfig(epochs=1, batch_size=4, progress=False, device="cpu"))
 
 
 def test_strong_augment_changes_images_and_vectors_reproducibly() -> None:

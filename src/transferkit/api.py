@@ -1008,12 +1008,16 @@ def _check_classes(model: nn.Module, x: torch.Tensor, num_classes: int, who: str
 
 
 def list_components() -> dict[str, dict[str, str]]:
-    """Registered datasets, domain pairs, models and methods with one line each."""
+    """Registered datasets, domain pairs, models, methods and validators, one line each."""
     from transferkit.data import DATASETS, PAIRS
+    from transferkit.validators import VALIDATORS
 
     return {
         "datasets": DATASETS.describe(),
         "pairs": PAIRS.describe(),
         "models": MODELS.describe(),
         "methods": METHODS.describe(),
+        "validators (adapt --select)": {
+            name: f"{v.description} ({v.paper.split(',')[0]})" for name, v in VALIDATORS.items()
+        },
     }

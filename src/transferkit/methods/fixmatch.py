@@ -54,6 +54,10 @@ class FixMatch(Method):
     def setup(self, info: TrainInfo) -> None:
         if info.student is None:
             raise ConfigError("fixmatch needs the student network")
+        shape = None if info.x_target is None else tuple(info.x_target.shape[1:])
+        if shape is not None and len(shape) not in (1, 3):
+            raise ConfigError(f"fixmatch's strong view needs images (C x H x W) or vectors, "
+                              f"and the target inputs are {shape}; use pseudo_label instead")
         self._student = [info.student]
 
     def losses(self, batch: Batch, out: Outputs, progress: float) -> dict[str, Tensor]:
