@@ -139,7 +139,8 @@ def test_adversarial_methods_reverse_the_gradient_reaching_the_features() -> Non
         plain = expected_loss(name, method, h, 0.3) * (1.0 if name == "cdan" else 0.5)
         assert plain.requires_grad
         reference = torch.autograd.grad(plain, w)[0]
-        torch.testing.assert_close(got, -0.5 * reference if name == "cdan" else -reference,
+        # cdan: coefficient = trade_off; mdd: the loss carries trade_off, the GRL grl_max 0.1
+        torch.testing.assert_close(got, -0.5 * reference if name == "cdan" else -0.1 * reference,
                                    rtol=1e-4, atol=1e-7)
         run.close()
 

@@ -4,7 +4,8 @@ An adversarial head ``f'`` (``Linear-ReLU-Dropout-Linear``) reads the feature ve
 gradient reversal (the warm-up of :mod:`dann`). With ``y' = argmax`` of the main head,
 ``f'`` minimises ``margin * CE(f'(x_s), y'_s) - log(1 - softmax(f'(x_t))[y'_t])``: agree with
 the main head on source, disagree on target; the features, through the reversal, make that
-impossible (:func:`~transferkit.losses.mdd_loss`). The paper's ``margin = 4``.
+impossible (:func:`~transferkit.losses.mdd_loss`). The paper's ``margin = 4``; as in its
+code, the reversal coefficient warms up to ``grl_max = 0.1``, not 1.
 """
 
 from __future__ import annotations
@@ -32,9 +33,11 @@ class MDD(Method):
         hidden: int = 1024,
         gamma: float = 10.0,
         warmup: bool = True,
+        grl_max: float = 0.1,
     ) -> None:
         super().__init__()
         self.trade_off = check_positive("trade_off", trade_off)
+        self.grl_max = check_positive("grl_max", grl_max)
         self.margin = check_positive("margin", margin)
         self.gamma = check_positive("gamma", gamma)
         if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
@@ -57,7 +60,8 @@ class MDD(Method):
         assert self.adversary is not None, "call setup() first"
         assert out.features is not None and out.target_features is not None
         assert out.target_logits is not None
-        self.grl.coeff = dann_warmup(progress, self.gamma) if self.warmup else 1.0
+        warm = dann_warmup(progress, self.gamma) if self.warmup else 1.0
+        self.grl.coeff = self.grl_max * warm
         n = out.features.shape[0]
         joint = out.joint_features
         if joint is None:
