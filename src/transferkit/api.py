@@ -383,27 +383,32 @@ def load_run(run_dir: str | Path) -> RunResult:
 
 
 # ---- the verbs -------------------------------------------------------------------------------
-def _run(
-    command: str,
-    model: nn.Module | str,
-    data,
-    methods: list[Method],
-    train_data: TrainData,
-    evals: dict[str, Split],
-    cfg: TrainConfig,
-    spec: dict[str, Any] | None,
-    record: dict[str, Any],
-    out: str | Path | None,
-    resume: bool,
-    feature_layer: str | None,
-    validation: ValidationSets | None = None,
-) -> RunResult:
+@dataclass
+class RunPlan:
+    """Everything one training run needs, as the verbs resolve it from their arguments."""
+
+    command: str
+    model: nn.Module
+    data: Any  # the Dataset or DomainPair (its input convention is saved with the model)
+    methods: list[Method]
+    train_data: TrainData
+    evals: dict[str, Split]
+    cfg: TrainConfig
+    spec: dict[str, Any] | None  # how to rebuild the model (None: a module given as is)
+    record: dict[str, Any]  # what config.yaml records besides the training settings
+    feature_layer: str | None = None
+    validation: ValidationSets | None = None  # adapt: what the validators score
+
+
+def _run(plan: RunPlan, out: str | Path | None, resume: bool) -> RunResult:
+    command, model, data, methods = plan.command, plan.model, plan.data, plan.methods
+    cfg, spec, record = plan.cfg, plan.spec, plan.record
     config = {"command": command, **record, "train": cfg.model_dump()}
     run_dir, lock = _prepare_run_dir(out, config, resume)
     try:
         start = time.perf_counter()
-        trainer = Trainer(model, methods, train_data, cfg, evals, run_dir, feature_layer,
-                          validation)
+        trainer = Trainer(model, methods, plan.train_data, cfg, plan.evals, run_dir,
+                          plan.feature_layer, plan.validation)
         resumed = resume and trainer.resume()
         if resumed and trainer.start_epoch >= cfg.epochs and run_dir is not None:
             finished = _finished(run_dir)
@@ -435,7 +440,7 @@ def _run(
                        "parameters": count_parameters(net), "file": f"{name}.pt"}
                 for name, net in peers.items()
             }
-        if validation is not None:  # what each validator (and the oracle) would keep
+        if plan.validation is not None:  # what each validator (and the oracle) would keep
             summary["choices"] = choices(history)
             summary["validators"] = history[-1].get("validators", {}) if history else {}
         if trainer.selected is not None:  # the kept model is the preferred epoch's
@@ -515,8 +520,8 @@ def train(
     train_data = TrainData(labelled.train.x, labelled.train.y, data.num_classes)
     record = {"data": data.name, "model": spec, "method": _method_spec(method),
               "method_options": options}
-    return _run("train", module, data, methods, train_data, _evals(data), cfg, spec, record,
-                out, resume, None)
+    return _run(RunPlan("train", module, data, methods, train_data, _evals(data), cfg, spec,
+                        record), out, resume)
 
 
 def distill(
@@ -610,8 +615,8 @@ def distill(
     if synthetic:
         record["training_data"] = f"{len(train_data.x)} inputs synthesised from the teacher " \
             "(no real training image)"
-    return _run("distill", module, data, methods, train_data, evals, cfg, spec, record,
-                out, resume, None)
+    return _run(RunPlan("distill", module, data, methods, train_data, evals, cfg, spec, record),
+                out, resume)
 
 
 TRANSFER_SET = "transfer_set.pt"
@@ -791,8 +796,8 @@ def adapt(
     if converted:
         record["inputs"] = converted
     record["source_holdout_rows"] = len(held)
-    return _run("adapt", module, data, methods, train_data, _evals(data), cfg, spec, record,
-                out, resume, feature_layer, validation)
+    return _run(RunPlan("adapt", module, data, methods, train_data, _evals(data), cfg, spec,
+                        record, feature_layer, validation), out, resume)
 
 
 def _target_only(data: Dataset | DomainPair | str, data_dir: str | Path | None) -> Dataset:
@@ -856,8 +861,9 @@ def _adapt_source_free(
     if converted:
         record["inputs"] = converted
     validation = ValidationSets.build(None, None, target.train.x)
-    return _run("adapt", model, target, methods, train_data, {"target_test": target.test}, cfg,
-                spec, record, out, resume, feature_layer, validation)
+    return _run(RunPlan("adapt", model, target, methods, train_data,
+                        {"target_test": target.test}, cfg, spec, record, feature_layer,
+                        validation), out, resume)
 
 
 class Scores(dict):
