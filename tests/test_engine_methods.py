@@ -17,7 +17,8 @@ from conftest import CLI_FAST, FAST, TINY, CliRunner
 from transferkit.config import TrainConfig
 from transferkit.data import Dataset
 from transferkit.engine.loop import TrainData, Trainer
-from transferkit.errors import ConfigError
+from transferkit.errors import ConfigError, RunDirError
+from transferkit.files import RunLock
 from transferkit.methods import (
     METHODS,
     Batch,
@@ -273,6 +274,13 @@ def test_data_free_trains_on_synthesised_inputs_only(digits: Dataset, tmp_path: 
                        method_options=options, out=out, resume=True, **{**FAST, "epochs": 2})
     assert torch.equal(torch.load(out / "transfer_set.pt", weights_only=True)["x"], saved["x"])
     assert again.summary["epochs"] == 2
+    # a second run into a directory in use is refused before it writes a transfer set
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    with RunLock(busy), pytest.raises(RunDirError, match="in use by another"):
+        tk.distill(teacher, "mlp", digits, method="data-free", student_options=TINY,
+                   method_options=options, out=busy, **FAST)
+    assert not (busy / "transfer_set.pt").exists()
 
 
 # ---------------------------------------------------------------- CLI and YAML

@@ -641,15 +641,22 @@ def _transfer_set(
                                           (1.0 - inputs.mean) / inputs.std)
     note(f"synthesising {method.n_synthetic} inputs from the teacher (data-free)",
          cfg.progress and is_main())
-    x, y = method.transfer_set(tuple(data.input_shape), data.num_classes, cfg.seed, bounds)
-    if path is not None and is_main():
+    lock = None
+    if path is not None and is_main():  # a second run into the directory is refused now
         if (path.parent / CHECKPOINT).exists() and not resume:
             raise ConfigError(
                 f"run directory {path.parent} already holds a run; pass resume=True (--resume) "
                 "to continue it or choose another directory"
             )
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_torch({"x": x, "y": y}, path)
+        lock = RunLock(path.parent).acquire()
+    try:
+        x, y = method.transfer_set(tuple(data.input_shape), data.num_classes, cfg.seed, bounds)
+        if path is not None and is_main():
+            save_torch({"x": x, "y": y}, path)
+    finally:
+        if lock is not None:
+            lock.release()  # _run takes it again for the training
     return x, y
 
 
