@@ -211,13 +211,13 @@ def test_checkpoint_that_does_not_fit(trained_run: Path, tmp_path: Path) -> None
 
 def test_resume_with_other_settings_keeps_the_run(cli: CliRunner, run_copy: Path) -> None:
     line = fails_and_keeps(cli, run_copy, "train", *SAME, "--model-opt", "widths=[8]")
-    assert "settings differ (model)" in line
+    assert "settings differ (model.options.widths)" in line
     line = fails_and_keeps(cli, run_copy, "train", *SAME, "--lr", "0.5")
     assert "settings differ (train.optim.lr)" in line
     line = fails_and_keeps(cli, run_copy, "train", *SAME, "--data", "digits_shifted")
     assert "settings differ (data)" in line
     line = fails_and_keeps(cli, run_copy, "train", *SAME, "--opt", "label_smoothing=0.1")
-    assert "settings differ (method_options)" in line
+    assert "settings differ (method_options" in line and "label_smoothing" in line
     # the same settings resume (the run is finished: nothing more to train)
     code, _, err = cli("train", *SAME, "--out", run_copy, "--resume")
     assert code == 0, err

@@ -23,7 +23,7 @@ import torch
 import yaml
 from torch import nn
 
-from transferkit.config import OptimConfig, TrainConfig, read_yaml, validate
+from transferkit.config import OptimConfig, TrainConfig, read_yaml, settings_diff, validate
 from transferkit.data import (
     Dataset,
     DomainPair,
@@ -234,26 +234,17 @@ def _check_resume_config(run_dir: Path, config: dict[str, Any]) -> None:
     if not isinstance(saved, dict):
         return
 
-    def flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-        items: dict[str, Any] = {}
-        for key, value in tree.items():
-            name = f"{prefix}{key}"
-            if name in {f"train.{k}" for k in RESUME_FREE}:
-                continue
-            if isinstance(value, dict) and key in ("train", "optim"):
-                items.update(flat(value, name + "."))
-            else:
-                items[name] = value
-        return items
+    def kept(record: dict[str, Any]) -> dict[str, Any]:
+        """The record without what may change at a resume (progress, device, epochs...)."""
+        out = {k: v for k, v in record.items() if k not in RECORD_ONLY}
+        if isinstance(out.get("train"), dict):
+            out["train"] = {k: v for k, v in out["train"].items() if k not in RESUME_FREE}
+        return out
 
-    old, new = flat(saved), flat(config)
-    defaults = flat({"train": TrainConfig().model_dump()})
-    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k)
-                  and not (k not in old and k in defaults and new.get(k) == defaults[k]))
-    diff = [k for k in diff if k not in RECORD_ONLY]
-    if "teacher" in diff and isinstance(old.get("teacher"), dict) and isinstance(
-            new.get("teacher"), dict):
-        was, now = old.get("teacher") or {}, new.get("teacher") or {}
+    diff = settings_diff(kept(saved), kept(config), {"train": TrainConfig().model_dump()})
+    teacher_differs = any(k == "teacher" or k.startswith("teacher.") for k in diff)
+    was, now = saved.get("teacher"), config.get("teacher")
+    if teacher_differs and isinstance(was, dict) and isinstance(now, dict):
         raise CheckpointError(
             f"cannot resume the run in {run_dir}: it distils teacher {was.get('source')} "
             f"(weights sha256 {str(was.get('sha256'))[:12]}) but the teacher given now is "
