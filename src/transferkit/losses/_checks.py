@@ -1,6 +1,8 @@
-"""Shape checks shared by the losses: a mismatch names both shapes."""
+"""Checks shared by the losses: shapes (a mismatch names both) and numeric options."""
 
 from __future__ import annotations
+
+import math
 
 from torch import Tensor
 
@@ -16,3 +18,23 @@ def check_same_shape(student: Tensor, teacher: Tensor) -> None:
         )
     if student.dim() < 1:
         raise ConfigError("logits need a batch dimension (N x C)")
+
+
+def check_number(name: str, value: object, *, positive: bool = False,
+                 high: float = math.inf) -> float:
+    """A finite real number, > 0 (``positive``) or >= 0, at most ``high``."""
+    ok = not isinstance(value, bool) and isinstance(value, int | float)
+    if ok:
+        ok = math.isfinite(value) and (value > 0 if positive else value >= 0) and value <= high
+    if not ok:
+        low = "> 0" if positive else ">= 0"
+        bound = f"{low} and <= {high:g}" if math.isfinite(high) else low
+        raise ConfigError(f"{name} must be a finite number {bound}, got {value!r}")
+    return float(value)
+
+
+def check_count(name: str, value: object, least: int = 1) -> int:
+    """An integer >= ``least`` (true/false and floats refused)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ConfigError(f"{name} must be an integer >= {least}, got {value!r}")
+    return int(value)

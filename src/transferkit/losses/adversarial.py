@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from transferkit.errors import ConfigError
+from transferkit.losses._checks import check_count
 
 
 def _check_matrix(name: str, x: Tensor, min_rows: int = 1) -> None:
@@ -33,12 +34,6 @@ def _check_same_rows(name_a: str, a: Tensor, name_b: str, b: Tensor) -> None:
             f"{name_a} {tuple(a.shape)} and {name_b} {tuple(b.shape)} have different batch "
             "sizes; pass one row per sample to both"
         )
-
-
-def _check_positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
-    return value
 
 
 # ------------------------------------------------------------------------- CDAN conditioning
@@ -73,9 +68,9 @@ class RandomizedMultilinear(nn.Module):
         self, feature_dim: int, num_classes: int, output_dim: int = 1024, seed: int = 0
     ) -> None:
         super().__init__()
-        self.feature_dim = _check_positive_int("feature_dim", feature_dim)
-        self.num_classes = _check_positive_int("num_classes", num_classes)
-        self.output_dim = _check_positive_int("output_dim", output_dim)
+        self.feature_dim = check_count("feature_dim", feature_dim)
+        self.num_classes = check_count("num_classes", num_classes)
+        self.output_dim = check_count("output_dim", output_dim)
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ConfigError(f"seed must be an integer, got {seed!r}")
         generator = torch.Generator().manual_seed(seed)

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from transferkit.errors import ConfigError
-from transferkit.losses.logits import _number
+from transferkit.losses._checks import check_number
 from transferkit.losses.selftraining import entropy
 
 DEFAULT_KERNEL_MULTIPLIERS: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)
@@ -84,7 +84,7 @@ def _multipliers(value: object, what: str) -> tuple[float, ...]:
             f"{what}: kernel_multipliers must be a non-empty sequence of positive numbers, "
             f"got {value!r}"
         )
-    return tuple(_number(f"{what}: each kernel multiplier", m, positive=True) for m in value)
+    return tuple(check_number(f"{what}: each kernel multiplier", m, positive=True) for m in value)
 
 
 # --------------------------------------------------------------------------- kernels
@@ -148,7 +148,7 @@ def gaussian_kernels(
     elif isinstance(sigma2, Tensor):
         sig = sigma2.detach().to(device=x.device, dtype=x.dtype)
     else:
-        sig = torch.tensor(_number(f"{what}: sigma2", sigma2, positive=True), dtype=x.dtype,
+        sig = torch.tensor(check_number(f"{what}: sigma2", sigma2, positive=True), dtype=x.dtype,
                            device=x.device)
     return _kernel_from_distances(_sq_distances(x, y), multipliers, sig)
 
@@ -342,7 +342,7 @@ def afn_loss(features: Tensor, radius_step: float = 1.0) -> Tensor:
     """
     what = "afn_loss"
     _check_matrix(features, what, "features", min_rows=1)
-    step = _number(f"{what}: radius_step", radius_step, positive=True)
+    step = check_number(f"{what}: radius_step", radius_step, positive=True)
     norms = torch.linalg.vector_norm(_work(features), ord=2, dim=1)
     return (norms.detach() + step - norms).pow(2).mean()
 
@@ -393,7 +393,7 @@ def mcc_loss(target_logits: Tensor, temperature: float = 2.5) -> Tensor:
     """
     what = "mcc_loss"
     _check_logits(target_logits, what)
-    temp = _number(f"{what}: temperature", temperature, positive=True)
+    temp = check_number(f"{what}: temperature", temperature, positive=True)
     z = _work(target_logits) / temp
     p = torch.softmax(z, dim=1)
     n, num_classes = p.shape

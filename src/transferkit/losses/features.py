@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from transferkit.errors import ConfigError
-from transferkit.losses.logits import _number
+from transferkit.losses._checks import check_number
 from transferkit.losses.relations import _l2_normalize
 
 
@@ -47,7 +47,7 @@ def attention_map(features: Tensor, p: float = 2.0) -> Tensor:
         raise ConfigError(
             f"attention_map needs an N x C x H x W feature map, got {tuple(features.shape)}"
         )
-    p = _number("p", p, positive=True)
+    p = check_number("p", p, positive=True)
     q = features.abs().pow(p).mean(dim=1).flatten(1)
     return _l2_normalize(q, dim=1)
 

@@ -7,25 +7,12 @@ logits detached (or computed under ``no_grad``).
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
 from transferkit.errors import ConfigError
-from transferkit.losses._checks import check_same_shape
+from transferkit.losses._checks import check_number, check_same_shape
 from transferkit.losses.kd import soft_target_loss
-
-
-def _number(name: str, value: object, *, positive: bool) -> float:
-    """``value`` must be a finite real number, > 0 (``positive``) or >= 0."""
-    bound = "> 0" if positive else ">= 0"
-    ok = not isinstance(value, bool) and isinstance(value, int | float)
-    if ok:
-        ok = math.isfinite(value) and (value > 0 if positive else value >= 0)
-    if not ok:
-        raise ConfigError(f"{name} must be a finite number {bound}, got {value!r}")
-    return float(value)
 
 
 def _check_logits(student: Tensor, teacher: Tensor, what: str, min_batch: int = 1) -> None:
@@ -72,7 +59,7 @@ def standardize_logits(z: Tensor, eps: float = 1e-7, *, unbiased: bool = True) -
             f"standardize_logits needs at least 2 classes in the last dimension, got shape "
             f"{tuple(z.shape)}"
         )
-    eps = _number("eps", eps, positive=False)
+    eps = check_number("eps", eps, positive=False)
     mean = z.mean(dim=-1, keepdim=True)
     std = z.std(dim=-1, keepdim=True, unbiased=unbiased)
     return (z - mean) / (std + eps)
@@ -153,7 +140,7 @@ def dkd_parts(
     _check_logits(student_logits, teacher_logits, "DKD")
     n, c = student_logits.shape
     target = _check_labels(labels, n, c).to(student_logits.device)
-    temp = _number("temperature", temperature, positive=True)
+    temp = check_number("temperature", temperature, positive=True)
     if standardize:
         student_logits = standardize_logits(student_logits, eps)
         teacher_logits = standardize_logits(teacher_logits, eps)
@@ -182,8 +169,8 @@ def dkd_loss(
     defaults are the paper's CIFAR-100 setting. The reference's linear warm-up of the DKD
     weight belongs to the method, not to this loss.
     """
-    a = _number("alpha", alpha, positive=False)
-    b = _number("beta", beta, positive=False)
+    a = check_number("alpha", alpha, positive=False)
+    b = check_number("beta", beta, positive=False)
     tckd, nckd = dkd_parts(
         student_logits, teacher_logits, labels, temperature, standardize=standardize, eps=eps
     )
@@ -216,8 +203,8 @@ def dist_parts(
     gives correlation 0 instead of NaN. Needs N >= 2 (intra) and C >= 2 (inter).
     """
     _check_logits(student_logits, teacher_logits, "DIST", min_batch=2)
-    temp = _number("temperature", temperature, positive=True)
-    eps = _number("eps", eps, positive=False)
+    temp = check_number("temperature", temperature, positive=True)
+    eps = check_number("eps", eps, positive=False)
     p_s = torch.softmax(student_logits / temp, dim=1)
     p_t = torch.softmax(teacher_logits / temp, dim=1)
     inter = 1 - _pearson_rows(p_s, p_t, eps).mean()
@@ -239,7 +226,7 @@ def dist_loss(
     The defaults are the paper's ImageNet setting; its CIFAR-100 setting is
     ``beta = gamma = 2, T = 4``.
     """
-    b = _number("beta", beta, positive=False)
-    g = _number("gamma", gamma, positive=False)
+    b = check_number("beta", beta, positive=False)
+    g = check_number("gamma", gamma, positive=False)
     inter, intra = dist_parts(student_logits, teacher_logits, temperature, eps=eps)
     return b * inter + g * intra

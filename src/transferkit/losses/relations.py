@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from transferkit.errors import ConfigError
-from transferkit.losses.logits import _number
+from transferkit.losses._checks import check_number
 
 
 def _flat_pair(
@@ -117,8 +117,8 @@ def rkd_loss(
     angle_weight: float = 50.0,
 ) -> Tensor:
     """RKD: ``distance_weight * RKD-D + angle_weight * RKD-A`` (paper's weights 25 and 50)."""
-    wd = _number("distance_weight", distance_weight, positive=False)
-    wa = _number("angle_weight", angle_weight, positive=False)
+    wd = check_number("distance_weight", distance_weight, positive=False)
+    wa = check_number("angle_weight", angle_weight, positive=False)
     return wd * rkd_distance_loss(student, teacher) + wa * rkd_angle_loss(student, teacher)
 
 
@@ -150,7 +150,7 @@ def cc_matrix(
     ICCV 2019, Eq. 9). The rows are L2-normalised first (``normalize=True``, as the
     expansion assumes and the authors' code does).
     """
-    g = _number("gamma", gamma, positive=True)
+    g = check_number("gamma", gamma, positive=True)
     if isinstance(p_order, bool) or not isinstance(p_order, int) or p_order < 1:
         raise ConfigError(f"p_order must be an integer >= 1, got {p_order!r}")
     e = embeddings.flatten(1)
@@ -206,6 +206,6 @@ def pkt_loss(student: Tensor, teacher: Tensor, eps: float = 1e-7) -> Tensor:
     and divided once more by N; ``eps`` also guards the feature norms. Widths may differ.
     """
     s, t = _flat_pair(student, teacher, "PKT loss")
-    eps = _number("eps", eps, positive=False)
+    eps = check_number("eps", eps, positive=False)
     p_s, p_t = _pkt_probabilities(s, eps), _pkt_probabilities(t, eps)
     return (p_t * torch.log((p_t + eps) / (p_s + eps))).mean()

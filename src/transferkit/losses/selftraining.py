@@ -7,13 +7,12 @@ All entropies use the natural log. Functions that produce labels (``confident_ps
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from transferkit.errors import ConfigError
+from transferkit.losses._checks import check_number
 
 
 def _check_logits(name: str, logits: Tensor) -> None:
@@ -28,15 +27,6 @@ def _check_logits(name: str, logits: Tensor) -> None:
         raise ConfigError(
             f"{name} needs at least 1 sample and 2 classes, got shape {tuple(logits.shape)}"
         )
-
-
-def _number(name: str, value: object, low: float, high: float = math.inf) -> float:
-    """A finite real number in ``[low, high]``."""
-    ok = not isinstance(value, bool) and isinstance(value, int | float)
-    if not ok or not math.isfinite(value) or not low <= value <= high:
-        bounds = f"in [{low:g}, {high:g}]" if math.isfinite(high) else f">= {low:g}"
-        raise ConfigError(f"{name} must be a finite number {bounds}, got {value!r}")
-    return float(value)
 
 
 # ------------------------------------------------------------------------------- entropy
@@ -74,8 +64,8 @@ def information_maximization(
     ``(1 - diversity_weight) * log C``.
     """
     _check_logits("logits", logits)
-    w = _number("diversity_weight", diversity_weight, 0.0)
-    eps = _number("eps", eps, 0.0)
+    w = check_number("diversity_weight", diversity_weight)
+    eps = check_number("eps", eps)
     p_bar = F.softmax(logits, dim=1).mean(dim=0)
     diversity = -(p_bar * torch.log(p_bar + eps)).sum()
     return mean_entropy(logits) - w * diversity
@@ -99,7 +89,7 @@ def confident_pseudo_labels(
     at least the global fraction of its rows, and nothing is kept when nothing passes.
     """
     _check_logits("logits", logits)
-    threshold = _number("threshold", threshold, 0.0, 1.0)
+    threshold = check_number("threshold", threshold, high=1.0)
     probs = F.softmax(logits.detach(), dim=1)
     confidence, labels = probs.max(dim=1)
     mask = confidence >= threshold
@@ -132,7 +122,7 @@ def fixmatch_loss(
             f"weak_logits {tuple(weak_logits.shape)} and strong_logits "
             f"{tuple(strong_logits.shape)} differ; pass both views of the same batch"
         )
-    threshold = _number("threshold", threshold, 0.0, 1.0)
+    threshold = check_number("threshold", threshold, high=1.0)
     with torch.no_grad():
         confidence, labels = F.softmax(weak_logits.detach(), dim=1).max(dim=1)
         mask = (confidence >= threshold).to(strong_logits.dtype)

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from transferkit.errors import ConfigError
-from transferkit.methods.base import Batch, Method, Outputs, TrainInfo
+from transferkit.methods.base import Batch, Method, Outputs, TrainInfo, check_count
 from transferkit.methods.registry import METHODS
 
 BATCH = 256
@@ -52,9 +52,7 @@ class AdaBN(Method):
 
     def __init__(self, batch_size: int = BATCH) -> None:
         super().__init__()
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 2:
-            raise ConfigError(f"batch_size must be an integer >= 2, got {batch_size!r}")
-        self.batch_size = batch_size
+        self.batch_size = check_count("batch_size", batch_size, 2)
         self.layers = 0
 
     def setup(self, info: TrainInfo) -> None:

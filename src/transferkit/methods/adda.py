@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from transferkit.errors import ConfigError
 from transferkit.losses import DomainDiscriminator
-from transferkit.methods.base import Batch, Method, Outputs, Phase, TrainInfo
+from transferkit.methods.base import Batch, Method, Outputs, Phase, TrainInfo, check_count
 from transferkit.methods.registry import METHODS
 from transferkit.models.base import copy_module, eval_mode
 from transferkit.models.features import FeatureTap
@@ -34,12 +34,9 @@ class ADDA(Method):
 
     def __init__(self, source_epochs: int | None = None, hidden: int = 500) -> None:
         super().__init__()
-        for key, value in (("source_epochs", source_epochs), ("hidden", hidden)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                      or value < 1):
-                raise ConfigError(f"{key} must be an integer >= 1, got {value!r}")
-        self.source_epochs = source_epochs
-        self.hidden = hidden
+        self.source_epochs = None if source_epochs is None else check_count("source_epochs",
+                                                                            source_epochs)
+        self.hidden = check_count("hidden", hidden)
         self.discriminator: DomainDiscriminator | None = None
         self.source_encoder: nn.Module | None = None  # frozen; saved, so a resume keeps it
         self._tap: FeatureTap | None = None

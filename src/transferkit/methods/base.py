@@ -30,6 +30,8 @@ import torch
 from torch import Tensor, nn
 
 from transferkit.errors import ConfigError
+from transferkit.losses._checks import check_count as check_count  # re-exported for methods
+from transferkit.losses._checks import check_number
 
 ROLES_FIXED = ("student", "teacher")
 IOS = ("output", "input")
@@ -242,38 +244,19 @@ class Method(nn.Module):
         """Undo what the method changed on modules it was given (called after training)."""
 
 
-def _number(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{name} must be a number, got {value!r}")
-    return float(value)
-
-
 def check_fraction(name: str, value: object) -> float:
-    number = _number(name, value)
-    if not 0.0 <= number <= 1.0:
-        raise ConfigError(f"{name} must be in [0, 1], got {value!r}")
-    return number
+    """A number in [0, 1]."""
+    return check_number(name, value, high=1.0)
 
 
 def check_nonnegative(name: str, value: object) -> float:
-    number = _number(name, value)
-    if not number >= 0 or number == float("inf"):
-        raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}")
-    return number
+    """A finite number >= 0."""
+    return check_number(name, value)
 
 
 def check_positive(name: str, value: object) -> float:
-    number = _number(name, value)
-    if not number > 0 or number == float("inf"):
-        raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
-    return number
-
-
-def check_count(name: str, value: object, least: int = 1) -> int:
-    """An integer >= ``least`` (true/false and floats refused)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise ConfigError(f"{name} must be an integer >= {least}, got {value!r}")
-    return int(value)
+    """A finite number > 0."""
+    return check_number(name, value, positive=True)
 
 
 def check_layers(name: str, value: Any) -> tuple[str, ...]:

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from transferkit.errors import ConfigError
 from transferkit.losses import bsp_loss
-from transferkit.methods.base import Batch, Method, Outputs, check_nonnegative
+from transferkit.methods.base import Batch, Method, Outputs, check_count, check_nonnegative
 from transferkit.methods.registry import METHODS
 
 
@@ -26,9 +25,7 @@ class BSP(Method):
     def __init__(self, trade_off: float = 1e-4, k: int = 1) -> None:
         super().__init__()
         self.trade_off = check_nonnegative("trade_off", trade_off)
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ConfigError(f"k must be an integer >= 1, got {k!r}")
-        self.k = k
+        self.k = check_count("k", k)
 
     def losses(self, batch: Batch, out: Outputs, progress: float) -> dict[str, Tensor]:
         assert out.features is not None and out.target_features is not None

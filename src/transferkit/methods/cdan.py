@@ -21,7 +21,7 @@ from transferkit.losses import (
     multilinear_map,
     weighted_domain_loss,
 )
-from transferkit.methods.base import Batch, Outputs, TrainInfo
+from transferkit.methods.base import Batch, Outputs, TrainInfo, check_count
 from transferkit.methods.dann import DANN
 from transferkit.methods.registry import METHODS
 
@@ -49,11 +49,9 @@ class CDAN(DANN):
             raise ConfigError(f"entropy must be true or false, got {entropy!r}")
         if randomized is not None and not isinstance(randomized, bool):
             raise ConfigError(f"randomized must be true, false or left unset, got {randomized!r}")
-        if isinstance(random_dim, bool) or not isinstance(random_dim, int) or random_dim < 1:
-            raise ConfigError(f"random_dim must be an integer >= 1, got {random_dim!r}")
+        self.random_dim = check_count("random_dim", random_dim)
         self.entropy = entropy
         self.randomized = randomized
-        self.random_dim = random_dim
         self.random_map: RandomizedMultilinear | None = None
 
     def setup(self, info: TrainInfo) -> None:

@@ -21,7 +21,7 @@ from transferkit.losses import (
     domain_accuracy,
     domain_adversarial_loss,
 )
-from transferkit.methods.base import Batch, Method, Outputs, TrainInfo, check_positive
+from transferkit.methods.base import Batch, Method, Outputs, TrainInfo, check_count, check_positive
 
 
 class DANN(Method):
@@ -40,15 +40,10 @@ class DANN(Method):
         super().__init__()
         self.trade_off = check_positive("trade_off", trade_off)
         self.gamma = check_positive("gamma", gamma)
-        if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
-            raise ConfigError(f"hidden must be an integer >= 1, got {hidden!r}")
-        self.hidden = int(hidden)
+        self.hidden = check_count("hidden", hidden)
         self.warmup = bool(warmup)
-        if warmup_steps is not None and (
-            isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 1
-        ):
-            raise ConfigError(f"warmup_steps must be an integer >= 1, got {warmup_steps!r}")
-        self.warmup_steps = warmup_steps
+        self.warmup_steps = None if warmup_steps is None else check_count("warmup_steps",
+                                                                          warmup_steps)
         self.total_steps = 1
         self.grl = GradientReversal()
         self.discriminator: DomainDiscriminator | None = None

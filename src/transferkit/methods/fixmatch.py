@@ -18,6 +18,7 @@ from transferkit.methods.base import (
     Method,
     Outputs,
     TrainInfo,
+    check_count,
     check_fraction,
     check_nonnegative,
 )
@@ -41,9 +42,7 @@ class FixMatch(Method):
         super().__init__()
         self.trade_off = check_nonnegative("trade_off", trade_off)
         self.threshold = check_fraction("threshold", threshold)
-        if isinstance(shift, bool) or not isinstance(shift, int) or shift < 0:
-            raise ConfigError(f"shift must be an integer >= 0 (pixels), got {shift!r}")
-        self.shift = shift
+        self.shift = check_count("shift", shift, 0)
         self.cutout = check_fraction("cutout", cutout)
         self.jitter = check_fraction("jitter", jitter)
         if self.cutout >= 1 or self.jitter >= 1:

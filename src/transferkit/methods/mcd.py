@@ -16,7 +16,15 @@ from torch import Tensor, nn
 
 from transferkit.errors import ConfigError
 from transferkit.losses import classifier_discrepancy
-from transferkit.methods.base import Batch, Method, Outputs, Phase, TrainInfo, check_nonnegative
+from transferkit.methods.base import (
+    Batch,
+    Method,
+    Outputs,
+    Phase,
+    TrainInfo,
+    check_count,
+    check_nonnegative,
+)
 from transferkit.methods.registry import METHODS
 from transferkit.models.base import copy_module
 
@@ -31,9 +39,7 @@ class MCD(Method):
 
     def __init__(self, num_k: int = 4, trade_off: float = 1.0) -> None:
         super().__init__()
-        if isinstance(num_k, bool) or not isinstance(num_k, int) or num_k < 1:
-            raise ConfigError(f"num_k must be an integer >= 1, got {num_k!r}")
-        self.num_k = num_k
+        self.num_k = check_count("num_k", num_k)
         self.trade_off = check_nonnegative("trade_off", trade_off)
         self.head2: nn.Module | None = None
         self._heads: list[nn.Module] = []  # the student's head, not registered here

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from transferkit.errors import ConfigError
 from transferkit.losses import GradientReversal, dann_warmup, mdd_loss
-from transferkit.methods.base import Batch, Method, Outputs, TrainInfo, check_positive
+from transferkit.methods.base import Batch, Method, Outputs, TrainInfo, check_count, check_positive
 from transferkit.methods.registry import METHODS
 
 
@@ -40,9 +40,7 @@ class MDD(Method):
         self.grl_max = check_positive("grl_max", grl_max)
         self.margin = check_positive("margin", margin)
         self.gamma = check_positive("gamma", gamma)
-        if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
-            raise ConfigError(f"hidden must be an integer >= 1, got {hidden!r}")
-        self.hidden = hidden
+        self.hidden = check_count("hidden", hidden)
         self.warmup = bool(warmup)
         self.grl = GradientReversal()
         self.adversary: nn.Module | None = None

@@ -17,7 +17,14 @@ from torch import Tensor, nn
 
 from transferkit.errors import ConfigError
 from transferkit.losses import information_maximization, shot_cluster_labels
-from transferkit.methods.base import Batch, Method, Outputs, TrainInfo, check_nonnegative
+from transferkit.methods.base import (
+    Batch,
+    Method,
+    Outputs,
+    TrainInfo,
+    check_count,
+    check_nonnegative,
+)
 from transferkit.methods.registry import METHODS
 from transferkit.models.features import features_and_logits
 
@@ -39,9 +46,7 @@ class SHOT(Method):
         super().__init__()
         self.beta = check_nonnegative("beta", beta)
         self.diversity_weight = check_nonnegative("diversity_weight", diversity_weight)
-        if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 0:
-            raise ConfigError(f"rounds must be an integer >= 0, got {rounds!r}")
-        self.rounds = rounds
+        self.rounds = check_count("rounds", rounds, 0)
         self.freeze_head = bool(freeze_head)
         self._student: list[nn.Module] = []  # not registered: the engine owns the student
         self._frozen: list[nn.Parameter] = []
