@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from transferkit.errors import ConfigError
 from transferkit.methods.base import Batch, Method, Outputs, TrainInfo, check_count
 from transferkit.methods.registry import METHODS
+from transferkit.models.base import module_modes, restore_modes
 
 BATCH = 256
 
@@ -27,7 +28,7 @@ def recompute_batchnorm(model: nn.Module, x: Tensor, device: torch.device,
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
              and m.track_running_stats]
     saved = [(m, m.momentum) for m in norms]
-    was_training = model.training
+    modes = module_modes(model)
     try:
         for m in norms:
             m.reset_running_stats()
@@ -39,7 +40,7 @@ def recompute_batchnorm(model: nn.Module, x: Tensor, device: torch.device,
     finally:
         for m, momentum in saved:
             m.momentum = momentum
-        model.train(was_training)
+        restore_modes(modes)  # every module's own mode, as it was
     return len(norms)
 
 
