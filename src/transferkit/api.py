@@ -104,15 +104,61 @@ class RunResult:
 
 
 # ---- resolving arguments -------------------------------------------------------------------
-def resolve_data(data: Dataset | DomainPair | str, data_dir: str | Path | None = None):
-    """A dataset or pair object, or load it by name (``a->b`` is a domain pair)."""
+def resolve_data(data: Dataset | DomainPair | str, data_dir: str | Path | None = None,
+                 data_options: dict[str, Any] | None = None):
+    """A dataset or pair object, or load it by name or path (``a->b`` is a domain pair; a
+    side may be a ``.npz``/``.mat``/``.csv`` file or an image folder, read with
+    ``data_options``: see :func:`load_data`)."""
     if isinstance(data, Dataset | DomainPair):
+        if data_options:
+            raise ConfigError("data options apply to data files; this data is already loaded")
         return data
     if not isinstance(data, str):
         raise ConfigError(
             f"data must be a dataset name, Dataset or DomainPair, got {type(data).__name__}"
         )
+    from transferkit.data.files import (
+        is_data_path,
+        load_file_dataset,
+        load_file_pair,
+        parse_file_options,
+    )
+
+    sides = data.split("->")
+    if any(is_data_path(side) for side in sides):
+        options = parse_file_options(data_options)
+        if len(sides) == 1:
+            return load_file_dataset(data, options)
+        if len(sides) == 2 and all(sides):
+            return load_file_pair(sides[0], sides[1], options, data_dir=data_dir)
+        raise ConfigError(f"data {data!r}: write one file, or two joined by '->'")
+    if data_options:
+        raise ConfigError(f"data options apply to data files, and {data!r} is a registered "
+                          "name; remove them")
     return load_pair(data, data_dir) if "->" in data else load_dataset(data, data_dir)
+
+
+def _data_record(data: Any, data_options: dict[str, Any] | None) -> dict[str, Any]:
+    """What a run records of its data files: how they were read and their sha256 (a resume
+    reads them alike, and refuses files that changed)."""
+    from transferkit.data.files import data_digest, is_data_path
+
+    record: dict[str, Any] = {"data_options": dict(data_options)} if data_options else {}
+    name = getattr(data, "name", "")
+    if any(is_data_path(side) and Path(side).exists() for side in name.split("->")):
+        record["data_sha256"] = data_digest(name)
+    return record
+
+
+def load_data(data: str, data_dir: str | Path | None = None, **options: Any):
+    """A registered dataset or pair, or your own files: ``.npz`` (arrays ``x``, ``y``,
+    optional ``x_test``, ``y_test``), ``.mat`` (``fts``/``labels`` and the like), ``.csv``
+    (feature columns and a label column) or an image folder (one sub-folder per class);
+    ``'a.mat->b.mat'`` is a pair. ``options``: ``x``, ``y``, ``x_test``, ``y_test`` (names),
+    ``test`` (a held-out fraction, or ``"all"``: the training rows, transductive),
+    ``normalize`` (``zscore``, ``l1``, ``log``, from training rows only), ``size``,
+    ``channels`` (images), ``seed``."""
+    return resolve_data(data, data_dir, options or None)
 
 
 def resolve_model(
@@ -491,6 +537,7 @@ def train(
     out: str | Path | None = None,
     resume: bool = False,
     data_dir: str | Path | None = None,
+    data_options: dict[str, Any] | None = None,
     model_options: dict[str, Any] | None = None,
     method_options: dict[str, Any] | None = None,
     **settings: Any,
@@ -500,7 +547,7 @@ def train(
     An ``nn.Module`` given as ``model`` is trained in place (and returned as the result's
     ``model``); pass a copy to keep the original.
     """
-    data = resolve_data(data, data_dir)
+    data = resolve_data(data, data_dir, data_options)
     cfg, options = split_settings(dict(settings), method_options)
     torch.manual_seed(cfg.seed)
     module, spec = resolve_model(model, data.input_shape, data.num_classes, **(model_options or {}))
@@ -509,7 +556,8 @@ def train(
     methods = build_methods(method, None, options)
     check_needs(methods, {"labels"}, "train", " (train fits labels; distil or adapt for more)")
     train_data = TrainData(labelled.train.x, labelled.train.y, data.num_classes)
-    record = {"data": data.name, "model": spec, "method": _method_spec(method),
+    record = {"data": data.name, **_data_record(data, data_options), "model": spec,
+              "method": _method_spec(method),
               "method_options": options}
     return _run(RunPlan("train", module, data, methods, train_data, _evals(data), cfg, spec,
                         record), out, resume)
@@ -524,6 +572,7 @@ def distill(
     out: str | Path | None = None,
     resume: bool = False,
     data_dir: str | Path | None = None,
+    data_options: dict[str, Any] | None = None,
     student_options: dict[str, Any] | None = None,
     method_options: dict[str, Any] | None = None,
     generations: int = 1,
@@ -545,10 +594,11 @@ def distill(
         raise ConfigError(f"generations must be an integer >= 1, got {generations!r}")
     if generations > 1:
         return _born_again(teacher, student, data, generations, method=method, out=out,
-                           resume=resume, data_dir=data_dir, student_options=student_options,
-                           method_options=method_options, **settings)
+                           resume=resume, data_dir=data_dir, data_options=data_options,
+                           student_options=student_options, method_options=method_options,
+                           **settings)
     names = method_names(method)
-    data = resolve_data(data, data_dir)
+    data = resolve_data(data, data_dir, data_options)
     cfg, options = split_settings(dict(settings), method_options)
     torch.manual_seed(cfg.seed)
     given = list(teacher) if isinstance(teacher, list | tuple) else [teacher]
@@ -597,7 +647,8 @@ def distill(
     described = [_describe_teacher(t, s, evals, cfg) for t, s in zip(teachers, sources,
                                                                     strict=True)]
     one_teacher = len(teachers) == 1
-    record = {"data": data.name, "model": spec, "method": _method_spec(method),
+    record = {"data": data.name, **_data_record(data, data_options), "model": spec,
+              "method": _method_spec(method),
               "methods": [m.name for m in methods], "method_options": options,
               "teacher": described[0][0] if one_teacher else [d[0] for d in described],
               "teacher_accuracy": described[0][1] if one_teacher else [d[1] for d in described],
@@ -719,6 +770,7 @@ def adapt(
     out: str | Path | None = None,
     resume: bool = False,
     data_dir: str | Path | None = None,
+    data_options: dict[str, Any] | None = None,
     model_options: dict[str, Any] | None = None,
     feature_layer: str | None = None,
     method_options: dict[str, Any] | None = None,
@@ -751,10 +803,11 @@ def adapt(
                 f"{', '.join(others)} need(s) the source data; run them separately"
             )
         return _adapt_source_free(model, data, names, out=out, resume=resume,
-                                  data_dir=data_dir, model_options=model_options,
+                                  data_dir=data_dir, data_options=data_options,
+                                  model_options=model_options,
                                   feature_layer=feature_layer, method_options=method_options,
                                   settings=settings)
-    data = resolve_data(data, data_dir)
+    data = resolve_data(data, data_dir, data_options)
     if not isinstance(data, DomainPair):
         raise ConfigError(f"adapt needs a domain pair such as 'mnist->usps', got {data.name!r}")
     cfg, options = split_settings(dict(settings), method_options)
@@ -783,7 +836,8 @@ def adapt(
     kept, held = holdout_rows(source.y, cfg.source_holdout)
     train_data = TrainData(source.x[kept], source.y[kept], data.num_classes, data.target.train.x)
     validation = ValidationSets.build(source.x[held], source.y[held], data.target.train.x)
-    record = {"data": data.name, "model": spec, "method": _method_spec(method),
+    record = {"data": data.name, **_data_record(data, data_options), "model": spec,
+              "method": _method_spec(method),
               "methods": [m.name for m in methods], "method_options": options}
     if teacher_record is not None:
         record["teacher"] = teacher_record
@@ -798,7 +852,8 @@ def adapt(
                         record, feature_layer, validation), out, resume)
 
 
-def _target_only(data: Dataset | DomainPair | str, data_dir: str | Path | None) -> Dataset:
+def _target_only(data: Dataset | DomainPair | str, data_dir: str | Path | None,
+                 data_options: dict[str, Any] | None = None) -> Dataset:
     """The target dataset of a pair (its source never loaded) or a dataset given alone."""
     if isinstance(data, DomainPair):
         return data.target
@@ -808,6 +863,11 @@ def _target_only(data: Dataset | DomainPair | str, data_dir: str | Path | None) 
         raise ConfigError(
             f"data must be a dataset name, Dataset or DomainPair, got {type(data).__name__}"
         )
+    from transferkit.data.files import is_data_path
+
+    sides = data.split("->")
+    if any(is_data_path(side) for side in sides):  # a pair with files: the target side alone
+        return resolve_data(sides[-1], data_dir, data_options)
     return load_pair_target(data, data_dir) if "->" in data else load_dataset(data, data_dir)
 
 
@@ -819,6 +879,7 @@ def _adapt_source_free(
     out: str | Path | None,
     resume: bool,
     data_dir: str | Path | None,
+    data_options: dict[str, Any] | None,
     model_options: dict[str, Any] | None,
     feature_layer: str | None,
     method_options: dict[str, Any] | None,
@@ -834,7 +895,7 @@ def _adapt_source_free(
     if model_options:
         raise ConfigError("model options apply only to a model given by name; source-free "
                           "adaptation starts from a saved model")
-    target = _target_only(data, data_dir)
+    target = _target_only(data, data_dir, data_options)
     cfg, options = split_settings(dict(settings), method_options)
     torch.manual_seed(cfg.seed)
     start = None if isinstance(model, nn.Module) else str(model)
@@ -849,7 +910,8 @@ def _adapt_source_free(
     _check_classes(model, target.train.x, target.num_classes, "model")
     methods = build_methods(names, None, options)
     train_data = TrainData(target.train.x, None, target.num_classes)  # no labels, no source
-    record = {"data": target.name, "source_free": True, "method": "+".join(names),
+    record = {"data": target.name, **_data_record(target, data_options), "source_free": True,
+              "method": "+".join(names),
               "methods": names, "method_options": options,
               "model": {"name": start or type(model).__name__, "options": {}}}
     if spec is not None:
@@ -880,6 +942,7 @@ def evaluate(
     data: Dataset | DomainPair | str,
     *,
     data_dir: str | Path | None = None,
+    data_options: dict[str, Any] | None = None,
     device: str = "auto",
     batch_size: int = 1024,
     validators: bool = False,
@@ -896,7 +959,7 @@ def evaluate(
     of the same shape, the data is converted to the model's first (said in ``notes`` and on
     stderr); a different input shape is refused.
     """
-    data = resolve_data(data, data_dir)
+    data = resolve_data(data, data_dir, data_options)
     who = "model"
     if _is_saved_model(model):
         who = f"model {model}"
@@ -940,6 +1003,7 @@ def inspect(
     before: str | Path | None = None,
     out: str | Path | None = None,
     data_dir: str | Path | None = None,
+    data_options: dict[str, Any] | None = None,
     device: str = "auto",
     picture: bool = True,
     seed: int = 0,
@@ -954,7 +1018,7 @@ def inspect(
     run_dir = Path(run)
     if run_dir.is_file():
         run_dir = run_dir.parent
-    data = resolve_data(data, data_dir)
+    data = resolve_data(data, data_dir, data_options)
     if not isinstance(data, DomainPair):
         raise ConfigError(f"inspect compares two domains: give a pair such as 'mnist->usps', "
                           f"not {data.name!r}")

@@ -80,10 +80,26 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"transferkit: error: {message} (see {self.prog} --help)\n")
 
 
+def _add_data_file_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-opt", action="append", metavar="KEY=VALUE",
+                   help="how to read a data file: x=NAME, y=NAME, test=0.2|all, size=28, ...")
+    p.add_argument("--normalize", help="feature files: zscore, l1, log, or a list such as "
+                   "log,zscore (statistics from the training rows only)")
+
+
+def data_options(args: argparse.Namespace, base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``--data-opt`` pairs and ``--normalize`` over the recorded or YAML ones."""
+    options = {**(base or {}), **parse_options(getattr(args, "data_opt", None), "--data-opt")}
+    if getattr(args, "normalize", None):
+        options["normalize"] = args.normalize
+    return options
+
+
 def _add_training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML file with run settings (flags override it)")
     p.add_argument("--data", help="dataset or domain pair name (see `transferkit list`)")
     p.add_argument("--data-dir", help="folder with local dataset files (else TRANSFERKIT_DATA_DIR)")
+    _add_data_file_flags(p)
     p.add_argument("--out", help="run directory (default runs/<command>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -140,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("model", help="model.pt or run directory")
     evaluate.add_argument("--data", required=True)
     evaluate.add_argument("--data-dir")
+    _add_data_file_flags(evaluate)
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--json", action="store_true", help="print the scores as JSON")
     inspect = sub.add_parser("inspect", help="proxy A-distance and t-SNE of source vs target "
@@ -151,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--out", help="folder for inspect.json and the PNGs (default "
                          "RUN/inspect)")
     inspect.add_argument("--data-dir")
+    _add_data_file_flags(inspect)
     inspect.add_argument("--device", default="auto")
     inspect.add_argument("--no-picture", action="store_true",
                          help="A-distance only (no t-SNE, no matplotlib needed)")
@@ -203,6 +221,8 @@ def run_config(args: argparse.Namespace) -> RunConfig:
                               "options": parse_options(args.teacher_opt, "--teacher-opt")}
     raw["method_options"] = {**_mapping(raw.get("method_options"), "method_options", where),
                              **parse_options(args.opt, "--opt")}
+    raw["data_options"] = data_options(args, _mapping(raw.get("data_options"), "data_options",
+                                                      where))
     train = _mapping(raw.get("train"), "train", where)
     optim = _mapping(train.get("optim"), "train.optim", where)
     flags = {name: getattr(args, name) for name in TRAIN_FLAGS if getattr(args, name) is not None}
@@ -331,7 +351,7 @@ def check_run_config(cfg: RunConfig) -> None:
     if cfg.out is not None and not cfg.out.strip():
         raise ConfigError("--out is empty; give the run directory, e.g. --out runs/exp1")
     check_data_dir(cfg.data_dir)
-    (PAIRS if "->" in cfg.data else DATASETS).get(cfg.data)
+    check_data_name(cfg.data, cfg.data_options)
     check_method_list(cfg)
     source_free = all(METHODS.get(n).source_free for n in method_names(cfg.method))
     if cfg.command == "adapt" and "->" not in cfg.data and not source_free:
@@ -344,6 +364,26 @@ def check_run_config(cfg: RunConfig) -> None:
     local_device(cfg.train.device)
     if cfg.teacher_train is not None:
         local_device(cfg.teacher_train.device)
+
+
+def check_data_name(data: str, options: dict[str, Any]) -> None:
+    """A registered name, or data files that exist, with options that parse; else one line."""
+    from transferkit.data.files import is_data_path, parse_file_options
+
+    sides = data.split("->")
+    if not any(is_data_path(side) for side in sides):
+        (PAIRS if "->" in data else DATASETS).get(data)
+        if options:
+            raise ConfigError(f"--data-opt / --normalize apply to data files, and {data!r} is a "
+                              "registered name; remove them")
+        return
+    parse_file_options(options)
+    for side in sides:
+        if is_data_path(side) and not Path(side).exists():
+            raise ConfigError(f"data file {side} does not exist; give the path of a .npz, .mat "
+                              "or .csv file or of an image folder")
+        if not is_data_path(side):
+            DATASETS.get(side)
 
 
 def check_method_list(cfg: RunConfig) -> None:
@@ -397,7 +437,7 @@ def execute(cfg: RunConfig, resume: bool) -> api.RunResult:
     settings = cfg.train.model_dump()
     # --opt values go to the method even when they share a name with a training setting.
     common = {"out": cfg.out, "resume": resume, "data_dir": cfg.data_dir,
-              "method_options": cfg.method_options}
+              "data_options": cfg.data_options or None, "method_options": cfg.method_options}
     if cfg.command == "train":
         return api.train(cfg.model.name, cfg.data, method=cfg.method,
                          model_options=cfg.model.options, **common, **settings)
@@ -426,7 +466,8 @@ def _train_teacher(cfg: RunConfig) -> str:
     teacher_cfg = cfg.teacher_train or cfg.train
     try:
         api.train(cfg.teacher.name, cfg.data, model_options=cfg.teacher.options,
-                  out=teacher_dir, resume=True, data_dir=cfg.data_dir, **teacher_cfg.model_dump())
+                  out=teacher_dir, resume=True, data_dir=cfg.data_dir,
+                  data_options=cfg.data_options or None, **teacher_cfg.model_dump())
     except CheckpointError as exc:
         raise ConfigError(
             f"{teacher_dir} holds another teacher than --teacher {cfg.teacher.name} asks for "
@@ -509,6 +550,7 @@ def main(argv: list[str] | None = None) -> int:
             check_data_dir(args.data_dir)
             local_device(args.device)
             scores = api.evaluate(args.model, args.data, data_dir=args.data_dir,
+                                  data_options=data_options(args) or None,
                                   device=args.device, validators=args.validators)
             if is_main():
                 print_scores(scores, args.json, scores.validators)
@@ -517,7 +559,8 @@ def main(argv: list[str] | None = None) -> int:
             check_data_dir(args.data_dir)
             local_device(args.device)
             report = api.inspect(args.run, args.data, before=args.before, out=args.out,
-                                 data_dir=args.data_dir, device=args.device,
+                                 data_dir=args.data_dir, data_options=data_options(args) or None,
+                                 device=args.device,
                                  picture=not args.no_picture)
             if is_main():
                 print_inspection(report)

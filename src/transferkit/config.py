@@ -215,6 +215,8 @@ class RunConfig(_Strict):
     command: Literal["train", "distill", "adapt"]
     data: str = "digits"
     data_dir: str | None = None
+    data_options: dict[str, Any] = Field(
+        default_factory=dict, description="how to read data files: x, y, test, normalize, ...")
     model: ModelSpec = Field(default_factory=lambda: ModelSpec(name="mlp"))
     method: Annotated[str, BeforeValidator(_method_list)] = "supervised"
     method_options: dict[str, Any] = Field(default_factory=dict)

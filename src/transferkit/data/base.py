@@ -147,6 +147,8 @@ class Dataset:
     num_classes: int
     description: str = ""
     inputs: InputSpec | None = None
+    # The original label values in class-index order (data files); None for built-in datasets.
+    classes: tuple[Any, ...] | None = None
 
     def __post_init__(self) -> None:
         k = self.num_classes

@@ -1,0 +1,1066 @@
+"""Your own data from files: ``.npz``, ``.mat``, ``.csv`` or a folder of images.
+
+``load_file_dataset(path, options)`` returns a :class:`Dataset` and ``load_file_pair(source,
+target, options)`` a :class:`DomainPair` (either side may also be a registered dataset name).
+
+- ``.npz``: inputs from the first array of ``x X inputs features fts data`` (or option ``x``),
+  labels from ``y Y labels label targets`` (or option ``y``).
+- ``.mat`` (MATLAB v5/v7; v7.3 is HDF5 and refused): the same names; labels ``N x 1`` or
+  ``1 x N`` are flattened.
+- ``.csv``: the label column is option ``y`` (a name or an index), else a column named
+  ``label``, ``y``, ``class`` or ``target`` (any case), else the last one; every other column
+  (or those in option ``x``, comma-separated) is a feature and must be numeric. The first row is
+  a header when a cell is named like a label column, or a text cell stands above a number.
+- a folder: images in ``root/<class>/`` (or ``root/train/<class>/`` and ``root/test/<class>/``);
+  the classes are the sub-folder names.
+
+Feature files give float32 tensors ``N x D`` (or ``N x C x H x W`` kept as stored) with an
+unknown input convention (``inputs=None``); ``.npz``/``.mat`` test arrays are ``x_test``/
+``y_test`` (or ``X_test``/``Y_test``). Image folders give float32 ``N x C x H x W`` in [0, 1]
+(8-bit pixel / 255, 16-bit / 65535) recorded as ``InputSpec(0, 1)``; ``size`` resizes every
+image to ``size x size`` (Pillow, bilinear), ``channels`` is 1 (grey, ITU-R 601 luma) or 3
+(grey repeated), by default 3 when any image is colour. Alpha is dropped.
+
+Labels may be numbers or strings. The classes are the sorted distinct training labels
+(numbers numerically, strings lexicographically), or those given (a pair maps the target's
+labels with the source's classes); ``Dataset.classes`` keeps them, in class-index order.
+
+The test split (option ``test``): a fraction in (0, 1) holds out ``round(f * n_c)`` rows of each
+class (half up; at least 1 and at most ``n_c - 1`` of a class with 2 or more rows; a class with
+one row stays in training), drawn with ``seed``; ``"all"`` makes the test split the training
+rows (transductive, as shallow domain adaptation benchmarks evaluate); unset, the file's own
+test arrays or ``test/`` folder, else 0.2.
+
+``normalize`` steps run in order after the split: ``zscore`` (per feature, mean and standard
+deviation of the training split only, a zero deviation left at 1; inputs with more than two
+dimensions are standardised per channel), ``l1`` (each row divided by the sum of its absolute
+values; an all-zero row stays zero), ``log`` (``log1p``; negative values are refused). A
+normalised dataset records ``inputs=None``.
+
+``.npz`` files are read with ``allow_pickle=False``: a pickled object array is refused, never
+unpickled. Every problem with a file raises one DataError line naming the file and the fix;
+an option that is wrong or does not apply raises ConfigError.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import numbers
+import zipfile
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from transferkit.data.base import Dataset, DomainPair, Split
+from transferkit.data.datasets import DATASETS, load_dataset
+from transferkit.data.inputs import InputSpec
+from transferkit.errors import ConfigError, DataError
+
+FEATURE_SUFFIXES = (".npz", ".mat", ".csv")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+NORMALIZE_STEPS = ("zscore", "l1", "log")
+DEFAULT_TEST_FRACTION = 0.2
+X_KEYS = ("x", "X", "inputs", "features", "fts", "data")
+Y_KEYS = ("y", "Y", "labels", "label", "targets")
+X_TEST_KEYS = ("x_test", "X_test")
+Y_TEST_KEYS = ("y_test", "Y_test")
+CSV_LABEL_NAMES = ("label", "y", "class", "target")
+OPT = "--data-opt"  # how messages tell the user to set an option
+UNIT = InputSpec(mean=0.0, std=1.0)  # image folders: pixels in [0, 1]
+
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+_GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
+_KEY_DEFAULTS = {"x": X_KEYS, "y": Y_KEYS, "x_test": X_TEST_KEYS, "y_test": Y_TEST_KEYS}
+# Which formats each format-specific option applies to, and how to say so.
+_APPLIES = {
+    "x": ({"npz", "mat", "csv"}, ".npz/.mat arrays and .csv columns"),
+    "y": ({"npz", "mat", "csv"}, ".npz/.mat arrays and .csv columns"),
+    "x_test": ({"npz", "mat"}, ".npz and .mat files"),
+    "y_test": ({"npz", "mat"}, ".npz and .mat files"),
+    "size": ({"images"}, "image folders"),
+    "channels": ({"images"}, "image folders"),
+}
+_KIND_WORDS = {"npz": "an .npz file", "mat": "a .mat file", "csv": "a CSV file",
+               "images": "an image folder"}
+
+
+# --- options ----------------------------------------------------------------------------------
+
+
+def _bad(name: str, value: Any, want: str, example: str) -> ConfigError:
+    return ConfigError(
+        f"data option {name} must be {want}, got {value!r}; e.g. {OPT} {name}={example}"
+    )
+
+
+def _name_option(name: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise _bad(name, value, "an array or column name", "NAME")
+    if isinstance(value, numbers.Integral):
+        return str(int(value))  # a CSV column index read as a number
+    if name == "x" and isinstance(value, list | tuple) and value:
+        return ",".join(str(_name_option(name, v)) for v in value)  # several CSV columns
+    if not isinstance(value, str) or not value.strip():
+        raise _bad(name, value, "an array or column name", "NAME")
+    return value.strip()
+
+
+def _int_option(name: str, value: Any, minimum: int) -> int:
+    number: int | None = None
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        number = int(value)
+    elif isinstance(value, str):
+        try:
+            number = int(value.strip())
+        except ValueError:
+            number = None
+    if number is None or number < minimum:
+        raise _bad(name, value, f"an integer >= {minimum}", str(max(minimum, 1)))
+    return number
+
+
+def _test_option(value: Any) -> float | str | None:
+    want = "a fraction in (0, 1), or 'all' (test on the training rows)"
+    if value is None:
+        return None
+    number: float | None = None
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == "all":
+            return "all"
+        try:
+            number = float(text)
+        except ValueError:
+            raise _bad("test", value, want, "0.2") from None
+    elif isinstance(value, numbers.Real) and not isinstance(value, bool):
+        number = float(value)
+    if number is None or not math.isfinite(number) or not 0.0 < number < 1.0:
+        raise _bad("test", value, want, "0.2")
+    return number
+
+
+def _normalize_option(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        items: list[Any] = value.split(",")
+    elif isinstance(value, list | tuple):
+        items = list(value)
+    else:
+        raise _bad("normalize", value, "a list of steps", "log,zscore")
+    steps: list[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise _bad("normalize", value, "a list of steps", "log,zscore")
+        step = item.strip().lower()
+        if not step:
+            continue
+        if step not in NORMALIZE_STEPS:
+            raise ConfigError(
+                f"data option normalize: unknown step {item.strip()!r}; steps: "
+                f"{', '.join(NORMALIZE_STEPS)}, applied in order (e.g. normalize=log,zscore)"
+            )
+        if step in steps:
+            raise ConfigError(f"data option normalize: step {step!r} is given twice; give it once")
+        steps.append(step)
+    return tuple(steps)
+
+
+@dataclass(frozen=True)
+class FileOptions:
+    """How to read a data file; see the module docstring. Values are checked and normalised
+    (numbers given as text are read, ``normalize`` may be ``"log,zscore"`` or a list)."""
+
+    x: str | None = None
+    y: str | None = None
+    x_test: str | None = None
+    y_test: str | None = None
+    test: float | str | None = None
+    seed: int = 0
+    size: int | None = None
+    channels: int | None = None
+    normalize: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("x", "y", "x_test", "y_test"):
+            object.__setattr__(self, name, _name_option(name, getattr(self, name)))
+        object.__setattr__(self, "test", _test_option(self.test))
+        object.__setattr__(self, "seed", _int_option("seed", self.seed, 0))
+        if self.size is not None:
+            object.__setattr__(self, "size", _int_option("size", self.size, 1))
+        if self.channels is not None:
+            channels = _int_option("channels", self.channels, 1)
+            if channels not in (1, 3):
+                raise _bad("channels", self.channels, "1 (grey) or 3 (RGB)", "3")
+            object.__setattr__(self, "channels", channels)
+        object.__setattr__(self, "normalize", _normalize_option(self.normalize))
+        given = [n for n in ("x_test", "y_test") if getattr(self, n) is not None]
+        if given and self.test is not None:
+            raise ConfigError(
+                f"data options {given[0]} and test={self.test} both choose the test split: "
+                f"{given[0]} names the file's test arrays, test splits the training rows; set one"
+            )
+
+
+FILE_OPTIONS: tuple[str, ...] = tuple(f.name for f in fields(FileOptions))
+
+
+def parse_file_options(options: Mapping[str, Any] | None) -> FileOptions:
+    """FileOptions from a dict such as ``{"x": "fts", "test": 0.2, "normalize": "log,zscore"}``.
+
+    An unknown key or a bad value raises ConfigError naming it and the fix.
+    """
+    if options is None:
+        return FileOptions()
+    if isinstance(options, FileOptions):
+        return options
+    if not isinstance(options, Mapping):
+        raise ConfigError(
+            f"data options must be a mapping of option names to values, got "
+            f"{type(options).__name__}; valid options: {', '.join(FILE_OPTIONS)}"
+        )
+    unknown = sorted(str(k) for k in options if k not in FILE_OPTIONS)
+    if unknown:
+        raise ConfigError(
+            f"unknown data option {unknown[0]!r}; valid options: {', '.join(FILE_OPTIONS)}"
+        )
+    return FileOptions(**{str(k): v for k, v in options.items()})
+
+
+def is_data_path(spec: str) -> bool:
+    """True for an existing folder or any name ending in .npz, .mat or .csv (existing or not,
+    so that a missing file gets a clear error). A folder that has the name of a registered
+    dataset (e.g. ``mnist`` in the working directory) is not taken for data: write ``./mnist``.
+    """
+    text = str(spec)
+    if text.lower().endswith(FEATURE_SUFFIXES):
+        return True
+    return text not in DATASETS and Path(text).is_dir()
+
+
+def _check_applicable(options: FileOptions, kinds: set[str], what: str) -> None:
+    for name, (formats, words) in _APPLIES.items():
+        if getattr(options, name) is not None and not kinds & formats:
+            raise ConfigError(f"data option {name} applies to {words}, not to {what}; remove it")
+
+
+def _kind(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix in FEATURE_SUFFIXES:
+        if not path.is_file():
+            why = "is a folder" if path.is_dir() else "does not exist"
+            raise DataError(f"data file {path} {why}; give the path of a {suffix} file")
+        return suffix[1:]
+    if path.is_dir():
+        return "images"
+    if path.exists():
+        raise DataError(
+            f"data file {path} has an unknown format; give a .npz, .mat or .csv file or a folder "
+            "of images with one sub-folder per class"
+        )
+    raise DataError(f"data path {path} does not exist")
+
+
+# --- raw arrays ---------------------------------------------------------------------------------
+
+
+@dataclass
+class _Raw:
+    """What a reader found: inputs and labels as stored, before classes and splits."""
+
+    name: str
+    where: str  # the file or folder, for messages
+    title: str  # its name, for the description
+    x: Tensor
+    labels: np.ndarray
+    x_test: Tensor | None = None
+    labels_test: np.ndarray | None = None
+    own_test: str = ""  # how to describe the file's own test split
+    unused_test: str = ""  # the file's own test split when the options chose another
+    image_note: str = ""  # image folders: "images 3x32x32" and resizing
+    inputs: InputSpec | None = None
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _pick_keys(
+    path: Path, names: Sequence[str], options: FileOptions
+) -> tuple[dict[str, str | None], str]:
+    """Which arrays hold x, y and the test split; the second item names unused test arrays."""
+    present = ", ".join(repr(n) for n in names) or "none"
+
+    def pick(option: str, required: bool) -> str | None:
+        explicit = getattr(options, option)
+        if explicit is not None:
+            if explicit in names:
+                return explicit
+            raise DataError(
+                f"{path}: no array {explicit!r} (option {option}); arrays present: {present}; "
+                f"set {OPT} {option}=NAME"
+            )
+        found = next((k for k in _KEY_DEFAULTS[option] if k in names), None)
+        if found is None and required:
+            looked = ", ".join(_KEY_DEFAULTS[option])
+            what = "inputs" if option == "x" else "labels"
+            raise DataError(
+                f"{path}: no {what} array (looked for {looked}); arrays present: {present}; "
+                f"set {OPT} {option}=NAME"
+            )
+        return found
+
+    keys = {"x": pick("x", True), "y": pick("y", True), "x_test": None, "y_test": None}
+    x_test, y_test = pick("x_test", False), pick("y_test", False)
+    if options.test is not None:
+        unused = "/".join(k for k in (x_test, y_test) if k)
+        return keys, f"the file's {unused} not used" if unused else ""
+    if (x_test is None) != (y_test is None):
+        have, lack = ("x_test", "y_test") if y_test is None else ("y_test", "x_test")
+        raise DataError(
+            f"{path}: has test array {x_test or y_test!r} but no {lack} array; arrays present: "
+            f"{present}; set {OPT} {lack}=NAME, or {OPT} test=0.2 to split the training rows "
+            f"instead ({have} is then unused)"
+        )
+    keys["x_test"], keys["y_test"] = x_test, y_test
+    return keys, ""
+
+
+def _read_npz(path: Path, options: FileOptions) -> tuple[dict[str, np.ndarray], str]:
+    with path.open("rb") as f:
+        head = f.read(8)
+    if head.startswith(b"\x93NUMPY"):
+        raise DataError(
+            f"{path} holds a single .npy array, not an .npz archive; save inputs and labels "
+            "together with np.savez(path, x=x, y=y)"
+        )
+    if not head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        raise DataError(
+            f"{path} is not an .npz archive (no zip header); save it with np.savez(path, x=x, y=y)"
+        )
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise DataError(
+            f"{path}: cannot read the .npz archive ({_first_line(exc)}); save it again "
+            "with np.savez"
+        ) from None
+    with archive:
+        keys, unused = _pick_keys(path, list(archive.files), options)
+        arrays: dict[str, np.ndarray] = {}
+        for role, key in keys.items():
+            if key is None:
+                continue
+            try:
+                arrays[role] = archive[key]
+            except ValueError as exc:
+                if "allow_pickle" in str(exc) or "pickled" in str(exc):
+                    raise DataError(
+                        f"{path}: array {key!r} is a pickled object array; transferkit does not "
+                        "unpickle data (it could run code): save numeric or string arrays"
+                    ) from None
+                raise DataError(f"{path}: cannot read array {key!r} ({_first_line(exc)})") from None
+            except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+                raise DataError(
+                    f"{path}: cannot read array {key!r} ({_first_line(exc)}); the file may be "
+                    "truncated: save it again"
+                ) from None
+    return arrays, unused
+
+
+def _read_mat(path: Path, options: FileOptions) -> tuple[dict[str, np.ndarray], str]:
+    v73 = (
+        f"{path} is a MATLAB v7.3 (HDF5) file, which scipy cannot read; save it with -v7 "
+        "(save(file, 'fts', 'labels', '-v7')) or as .npz"
+    )
+    with path.open("rb") as f:
+        head = f.read(520)
+    if head.startswith(_HDF5_MAGIC) or head[512:520] == _HDF5_MAGIC or b"MATLAB 7.3" in head[:128]:
+        raise DataError(v73)
+    from scipy.io import loadmat  # slow import: only here
+
+    try:
+        contents = loadmat(str(path))
+    except NotImplementedError:
+        raise DataError(v73) from None
+    except Exception as exc:  # scipy raises many types for a damaged or foreign file
+        raise DataError(
+            f"{path}: cannot read as a MATLAB file ({_first_line(exc)}); save it with -v7 "
+            "or as .npz"
+        ) from None
+    names = [k for k in contents if not k.startswith("__")]
+    keys, unused = _pick_keys(path, names, options)
+    arrays = {}
+    for role, key in keys.items():
+        if key is not None:
+            value = contents[key]
+            arrays[role] = value.toarray() if hasattr(value, "toarray") else value  # sparse
+    return arrays, unused
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _csv_column(path: Path, spec: str, option: str, header: list[str] | None, width: int) -> int:
+    if header is not None and spec in header:
+        return header.index(spec)
+    try:
+        index = int(spec)
+    except ValueError:
+        index = None
+    if index is not None and -width <= index < width:
+        return index % width
+    names = f"columns: {', '.join(header)}" if header else "the file has no header row"
+    raise DataError(
+        f"{path}: no column {spec!r} (option {option}); {names}; set {OPT} {option}=NAME or a "
+        f"column index 0..{width - 1}"
+    )
+
+
+def _read_csv(path: Path, options: FileOptions) -> tuple[Tensor, np.ndarray, str]:
+    """(x, labels, feature note) from a CSV file; see the module docstring for the rules."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise DataError(f"{path} is not UTF-8 text; save the CSV as UTF-8") from None
+    first_line = next((line for line in text.splitlines() if line.strip()), "")
+    delimiter = ","
+    if "," not in first_line:
+        delimiter = next((d for d in (";", "\t") if d in first_line), ",")
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    rows: list[tuple[int, list[str]]] = []
+    try:
+        for row in reader:
+            if any(cell.strip() for cell in row):
+                rows.append((reader.line_num, [cell.strip() for cell in row]))
+    except csv.Error as exc:
+        raise DataError(f"{path}, line {reader.line_num}: {exc}") from None
+    if not rows:
+        raise DataError(f"{path} is empty; give one row per example and a label column")
+    first = rows[0][1]
+    header: list[str] | None = None
+    if not all(_is_number(c) for c in first):
+        named = any(c.lower() in CSV_LABEL_NAMES for c in first)
+        second = rows[1][1] if len(rows) > 1 else []
+        switches = any(
+            a and not _is_number(a) and _is_number(b)
+            for a, b in zip(first, second, strict=False)
+        )
+        if named or switches or len(rows) == 1:
+            header = first
+            rows = rows[1:]
+    if not rows:
+        raise DataError(f"{path} has a header row but no data rows")
+    width = len(header) if header is not None else len(rows[0][1])
+    for line, row in rows:
+        if len(row) != width:
+            raise DataError(
+                f"{path}, line {line}: {len(row)} cells, but the "
+                f"{'header' if header is not None else 'first row'} has {width}; give every row "
+                "the same columns"
+            )
+    if width < 2:
+        raise DataError(f"{path} has {width} column; give feature columns and a label column")
+    if options.y is not None:
+        label = _csv_column(path, options.y, "y", header, width)
+    else:
+        lowered = [c.lower() for c in header] if header is not None else []
+        label = next(
+            (lowered.index(n) for n in CSV_LABEL_NAMES if n in lowered), width - 1
+        )
+    if options.x is not None:
+        columns = [_csv_column(path, s.strip(), "x", header, width) for s in options.x.split(",")]
+        if label in columns:
+            raise ConfigError(f"data option x includes the label column of {path}; remove it")
+    else:
+        columns = [j for j in range(width) if j != label]
+    cells = [[row[j] for j in columns] for _, row in rows]
+    try:
+        x = np.array(cells, dtype=np.float64).reshape(len(rows), len(columns))
+    except ValueError:  # find the cell, then parse as Python does
+        for (line, _), values in zip(rows, cells, strict=True):
+            for j, cell in zip(columns, values, strict=True):
+                if not _is_number(cell):
+                    column = f"{header[j]!r}" if header is not None else f"index {j}"
+                    raise DataError(
+                        f"{path}, line {line}, column {column}: {cell!r} is not a number; "
+                        "feature columns must be numeric"
+                    ) from None
+        x = np.array([[float(c) for c in values] for values in cells], dtype=np.float64)
+    labels_text = [row[label] for _, row in rows]
+    for (line, _), cell in zip(rows, labels_text, strict=True):
+        if not cell:
+            raise DataError(f"{path}, line {line}: the label cell is empty; give every row a label")
+    labels: np.ndarray
+    if all(_is_number(c) for c in labels_text):
+        labels = np.array([float(c) for c in labels_text], dtype=np.float64)
+    else:
+        labels = np.array(labels_text, dtype=str)
+    name = header[label] if header is not None else f"column {label}"
+    return _features(path, "x", x), labels, f"label column {name!r}"
+
+
+def _features(path: Path, key: str, value: Any) -> Tensor:
+    array = np.asarray(value)
+    if array.dtype.kind not in "biuf":
+        raise DataError(
+            f"{path}: inputs {key!r} are {array.dtype} ({array.dtype.kind}); give a numeric array"
+        )
+    if array.ndim < 2:
+        raise DataError(
+            f"{path}: inputs {key!r} have shape {array.shape}; give one row per example "
+            "(N x features, or N x C x H x W)"
+        )
+    x = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    bad = int((~torch.isfinite(x)).sum())
+    if bad:
+        raise DataError(
+            f"{path}: inputs {key!r} hold {bad} NaN or infinite values (or values too large for "
+            "float32); drop or fill them"
+        )
+    return x
+
+
+def _label_array(path: Path, key: str, value: Any) -> np.ndarray:
+    """Labels as a 1-D array of int64, float64 (whole numbers) or str."""
+    array = np.asarray(value)
+    if array.ndim == 2 and 1 in array.shape:
+        array = array.reshape(-1)
+    if array.ndim != 1:
+        raise DataError(
+            f"{path}: labels {key!r} have shape {array.shape}; give one label per row "
+            "(shape N; for one-hot rows use y.argmax(1))"
+        )
+    kind = array.dtype.kind
+    if kind == "O":  # a MATLAB cell array of strings
+        try:
+            array = np.array([str(np.asarray(v).reshape(-1)[0]) for v in array], dtype=str)
+        except (IndexError, TypeError, ValueError):
+            raise DataError(
+                f"{path}: labels {key!r} are a cell array that is not one string per row; "
+                "give numbers or strings"
+            ) from None
+    elif kind == "S":
+        array = np.char.decode(array, "utf-8")
+    elif kind in "biu":
+        array = array.astype(np.int64)
+    elif kind == "f":
+        array = array.astype(np.float64)
+    elif kind != "U":
+        raise DataError(f"{path}: labels {key!r} are {array.dtype}; give integers or strings")
+    return array
+
+
+def _read_feature_file(path: Path, kind: str, options: FileOptions) -> _Raw:
+    name = str(path)  # as given: a run records it, and a resume reads the same file
+    if kind == "csv":
+        x, labels, note = _read_csv(path, options)
+        return _Raw(name, str(path), path.name, x, _check_labels(path, note, labels, len(x)))
+    arrays, unused = (_read_npz if kind == "npz" else _read_mat)(path, options)
+    raw = _Raw(name, str(path), path.name, _features(path, "x", arrays["x"]), np.empty(0))
+    raw.labels = _check_labels(path, "y", _label_array(path, "y", arrays["y"]), len(raw.x))
+    if "x_test" in arrays:
+        raw.x_test = _features(path, "x_test", arrays["x_test"])
+        raw.labels_test = _check_labels(
+            path, "y_test", _label_array(path, "y_test", arrays["y_test"]), len(raw.x_test)
+        )
+        if raw.x_test.shape[1:] != raw.x.shape[1:]:
+            raise DataError(
+                f"{path}: x_test has rows of shape {tuple(raw.x_test.shape[1:])} but x "
+                f"{tuple(raw.x.shape[1:])}; give both the same features"
+            )
+        raw.own_test = f"the file's test arrays ({len(raw.x_test)} rows)"
+    raw.unused_test = unused
+    return raw
+
+
+def _check_labels(path: Path, what: str, labels: np.ndarray, rows: int) -> np.ndarray:
+    """Row count and whole numbers; float labels become int64."""
+    if labels.shape[0] != rows:
+        raise DataError(
+            f"{path}: {rows} input rows but {labels.shape[0]} labels ({what}); give one label "
+            "per row"
+        )
+    if rows == 0:
+        raise DataError(f"{path}: no rows ({what}); give at least one example per class")
+    if labels.dtype.kind == "f":
+        bad = ~np.isfinite(labels)
+        bad |= np.where(bad, 0.0, labels) != np.round(np.where(bad, 0.0, labels))
+        if bad.any():
+            raise DataError(
+                f"{path}: {int(bad.sum())} labels ({what}) are not whole numbers (e.g. "
+                f"{labels[bad][0]:g}); give integer or string class labels"
+            )
+        labels = labels.astype(np.int64)
+    return labels
+
+
+# --- image folders --------------------------------------------------------------------------
+
+
+def _image_lib() -> Any:
+    try:
+        from PIL import Image
+    except ImportError:
+        raise ConfigError("reading image folders needs Pillow: pip install pillow") from None
+    return Image
+
+
+def _visible_dirs(folder: Path) -> list[Path]:
+    return sorted(
+        (p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")),
+        key=lambda p: p.name,
+    )
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+    )
+
+
+def _class_folders(root: Path, part: str) -> list[tuple[str, list[Path]]]:
+    dirs = _visible_dirs(root)
+    if not dirs:
+        raise DataError(
+            f"{root} has no class folders; put each class's images in its own sub-folder "
+            f"({part}/CLASS/image.png)"
+        )
+    found = []
+    for folder in dirs:
+        files = _image_files(folder)
+        if not files:
+            raise DataError(
+                f"class folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)}); add "
+                "images or remove the folder"
+            )
+        found.append((folder.name, files))
+    return found
+
+
+def _is_colour(image: Any) -> bool:
+    if image.mode in _GREY_MODES:
+        return False
+    if image.mode in ("P", "PA"):
+        palette = np.asarray(image.getpalette() or [], dtype=np.int64).reshape(-1, 3)
+        return bool((palette != palette[:, :1]).any())
+    return True
+
+
+def _decode(image_lib: Any, path: Path, channels: int, size: int | None) -> np.ndarray:
+    """One image as float32 C x H x W in [0, 1]."""
+    resample = image_lib.Resampling.BILINEAR
+    with image_lib.open(path) as image:
+        image.load()
+        mode = image.mode
+        if mode == "F":
+            raise DataError(f"image {path} holds floating-point pixels; save it as 8- or 16-bit")
+        if mode.startswith("I"):  # 16-bit grey (or 32-bit integer) pixels
+            raw = np.asarray(image).astype(np.float64)
+            if raw.size and (raw.min() < 0 or raw.max() > 65535):
+                raise DataError(f"image {path} has pixels outside 0..65535; save it as 16-bit")
+            grey = image_lib.fromarray((raw / 65535.0).astype(np.float32), mode="F")
+            if size is not None:
+                grey = grey.resize((size, size), resample)
+            pixels = np.asarray(grey, dtype=np.float32)[None]
+            return np.repeat(pixels, channels, axis=0)
+        converted = image.convert("RGB" if channels == 3 else "L")
+        if size is not None:
+            converted = converted.resize((size, size), resample)
+        pixels = np.asarray(converted, dtype=np.float32) / 255.0
+        return pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
+
+
+def _read_image_folder(root: Path, options: FileOptions) -> _Raw:
+    image_lib = _image_lib()
+    subdirs = {p.name for p in _visible_dirs(root)}
+    split_layout = (
+        "train" in subdirs and subdirs <= {"train", "test"} and bool(_visible_dirs(root / "train"))
+    )
+    if split_layout:
+        parts = {"train": _class_folders(root / "train", "root/train")}
+        if "test" in subdirs and options.test is None:
+            parts["test"] = _class_folders(root / "test", "root/test")
+    else:
+        parts = {"train": _class_folders(root, "root")}
+    # Pass 1 reads headers only: every file opens, sizes agree (unless resized), colour or not.
+    colour = False
+    first: tuple[Path, tuple[int, int]] | None = None
+    files: dict[str, list[tuple[Path, str]]] = {}
+    for part, folders in parts.items():
+        files[part] = [(f, label) for label, paths in folders for f in paths]
+        for path, _ in files[part]:
+            try:
+                with image_lib.open(path) as image:
+                    dims, is_colour = image.size, _is_colour(image)
+            except Exception as exc:  # Pillow raises many types for a damaged file
+                raise DataError(
+                    f"image {path} cannot be decoded ({_first_line(exc)}); replace or remove it"
+                ) from None
+            colour |= is_colour
+            if first is None:
+                first = (path, dims)
+            elif options.size is None and dims != first[1]:
+                raise DataError(
+                    f"images differ in size: {first[0]} is {first[1][0]}x{first[1][1]} but "
+                    f"{path} is {dims[0]}x{dims[1]}; set {OPT} size=N to resize every image "
+                    "to N x N"
+                )
+    assert first is not None
+    channels = options.channels or (3 if colour else 1)
+    width, height = (options.size, options.size) if options.size else first[1]
+    tensors = {}
+    for part, items in files.items():
+        x = torch.empty(len(items), channels, height, width, dtype=torch.float32)
+        for i, (path, _) in enumerate(items):
+            try:
+                x[i] = torch.from_numpy(_decode(image_lib, path, channels, options.size))
+            except DataError:
+                raise
+            except Exception as exc:
+                raise DataError(
+                    f"image {path} cannot be decoded ({_first_line(exc)}); replace or remove it"
+                ) from None
+        tensors[part] = x
+    name = str(root)  # as given: a run records it, and a resume reads the same folder
+    raw = _Raw(
+        name,
+        str(root),
+        f"{root.name or root.resolve().name}/",
+        tensors["train"],
+        np.array([label for _, label in files["train"]], dtype=str),
+        inputs=UNIT,
+    )
+    shape = "x".join(str(d) for d in (channels, height, width))
+    raw.image_note = f"images {shape}" + (" (resized, bilinear)" if options.size else "")
+    if "test" in tensors:
+        raw.x_test = tensors["test"]
+        raw.labels_test = np.array([label for _, label in files["test"]], dtype=str)
+        raw.own_test = f"the test/ folder ({len(raw.x_test)} images)"
+    elif split_layout and "test" in subdirs:
+        raw.unused_test = "the test/ folder not used"
+    return raw
+
+
+# --- classes, splits, normalisation -----------------------------------------------------------
+
+
+def _preview(values: Sequence[Any], limit: int = 10) -> str:
+    shown = ", ".join(repr(v) for v in values[:limit])
+    return f"{shown}, ... ({len(values)} in all)" if len(values) > limit else shown
+
+
+def _infer_classes(where: str, labels: np.ndarray) -> tuple[Any, ...]:
+    classes = tuple(v.item() for v in np.unique(labels))
+    if len(classes) < 2:
+        raise DataError(
+            f"{where}: the training labels hold one class only ({classes[0]!r}); "
+            "classification needs at least 2 classes"
+        )
+    return classes
+
+
+def _map_labels(
+    where: str, labels: np.ndarray, classes: tuple[Any, ...], classes_from: str, part: str
+) -> Tensor:
+    index = {c: i for i, c in enumerate(classes)}
+    values = labels.tolist()
+    y = np.fromiter((index.get(v, -1) for v in values), dtype=np.int64, count=len(values))
+    missing = y < 0
+    if missing.any():
+        unknown = sorted({values[i] for i in np.flatnonzero(missing)}, key=repr)
+        hint = ""
+        if classes and isinstance(classes[0], str) != isinstance(unknown[0], str):
+            words = ("strings", "numbers")
+            if not isinstance(unknown[0], str):
+                words = words[::-1]
+            hint = f" (these labels are {words[0]}, the classes {words[1]})"
+        raise DataError(
+            f"{where}: {part} label {unknown[0]!r} is not among {classes_from}: "
+            f"{_preview(classes)}{hint}; {int(missing.sum())} rows have labels outside them"
+        )
+    return torch.from_numpy(y)
+
+
+def _stratified(y: Tensor, num_classes: int, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
+    """(train rows, test rows), each in file order; see the module docstring for the rule."""
+    labels = y.numpy()
+    order = np.argsort(labels, kind="stable")
+    counts = np.bincount(labels, minlength=num_classes)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rng = np.random.default_rng(seed)
+    held: list[np.ndarray] = []
+    for c in range(num_classes):
+        n = int(counts[c])
+        if n < 2:
+            continue
+        k = min(n - 1, max(1, math.floor(fraction * n + 0.5)))
+        rows = order[starts[c] : starts[c] + n]
+        held.append(rng.permutation(rows)[:k])
+    test = np.sort(np.concatenate(held)) if held else np.empty(0, dtype=np.int64)
+    is_test = np.zeros(len(labels), dtype=bool)
+    is_test[test] = True
+    return torch.from_numpy(np.flatnonzero(~is_test)), torch.from_numpy(test)
+
+
+def _normalize(
+    where: str, steps: tuple[str, ...], train: Tensor, test: Tensor | None
+) -> tuple[Tensor, Tensor | None]:
+    """Apply the steps in order; zscore uses the training split's statistics only."""
+    for i, step in enumerate(steps):
+        if step == "log":
+            for x in (train, test):
+                if x is None:
+                    continue
+                negative = int((x < 0).sum())
+                if negative:
+                    hint = ""
+                    if "zscore" in steps[:i]:
+                        hint = "; zscore before log makes values negative: put log first"
+                    raise DataError(
+                        f"{where}: normalize step log (log1p) needs values >= 0, but "
+                        f"{negative} values are negative (min {float(x.min()):g}){hint}"
+                    )
+            train, test = torch.log1p(train), None if test is None else torch.log1p(test)
+        elif step == "l1":
+
+            def l1(x: Tensor) -> Tensor:
+                norm = x.abs().flatten(1).sum(1, dtype=torch.float64)
+                norm[norm == 0] = 1.0
+                return (x.double() / norm.view(-1, *([1] * (x.dim() - 1)))).float()
+
+            train, test = l1(train), None if test is None else l1(test)
+        else:  # zscore
+            dims = [0, *range(2, train.dim())]
+            data = train.double()
+            mean = data.mean(dims, keepdim=True)
+            std = data.std(dims, correction=0, keepdim=True)
+            std[std == 0] = 1.0
+
+            def zscore(x: Tensor, mean: Tensor = mean, std: Tensor = std) -> Tensor:
+                return ((x.double() - mean) / std).float()
+
+            train, test = zscore(train), None if test is None else zscore(test)
+    return train, test
+
+
+def _steps_words(steps: tuple[str, ...]) -> str:
+    stats = " (statistics of the training split)" if "zscore" in steps else ""
+    return f"{', '.join(steps)}{stats}"
+
+
+def _build(
+    raw: _Raw,
+    options: FileOptions,
+    classes: Sequence[Any] | None,
+    classes_from: str = "the given classes",
+) -> Dataset:
+    where = raw.where
+    if classes is None:
+        known = _infer_classes(where, raw.labels)
+        classes_from = "the training labels"
+    else:
+        known = tuple(v.item() if isinstance(v, np.generic) else v for v in classes)
+        if not known:
+            raise ConfigError("classes must list at least one class label")
+    y = _map_labels(where, raw.labels, known, classes_from, "training")
+    x = raw.x
+    rows = len(x)
+    if options.test == "all":
+        split_note = "test = all training rows (transductive)"
+        test_x, test_y = None, y
+    elif options.test is None and raw.x_test is not None:
+        assert raw.labels_test is not None
+        split_note = f"test = {raw.own_test}"
+        test_x = raw.x_test
+        test_y = _map_labels(where, raw.labels_test, known, classes_from, "test")
+    else:
+        fraction = DEFAULT_TEST_FRACTION if options.test is None else float(options.test)
+        train_rows, test_rows = _stratified(y, len(known), fraction, options.seed)
+        if len(test_rows) == 0:
+            raise DataError(
+                f"{where}: every class has one training row, so none can be held out for "
+                f"testing; add rows, or set {OPT} test=all to test on the training rows"
+            )
+        default = "; the default" if options.test is None else ""
+        split_note = (
+            f"test = {fraction * 100:g}% of each class held out (stratified, seed "
+            f"{options.seed}{default}): {len(train_rows)} train / {len(test_rows)} test"
+        )
+        x, y, test_x, test_y = x[train_rows], y[train_rows], x[test_rows], y[test_rows]
+    if raw.unused_test:
+        split_note += f"; {raw.unused_test}"
+    inputs = raw.inputs
+    if options.normalize:
+        x, test_x = _normalize(where, options.normalize, x, test_x)
+        inputs = None
+        split_note += f"; normalized: {_steps_words(options.normalize)}"
+    if test_x is None:  # test == "all": the same tensors
+        test_x = x
+    unit = "images" if raw.image_note else "rows"
+    extra = f" (+ {len(raw.x_test)} test {unit})" if raw.x_test is not None else ""
+    if raw.image_note:
+        what = f"{rows} {raw.image_note}{extra}"
+    elif x.dim() == 2:
+        what = f"{rows} rows{extra} x {x.shape[1]} features"
+    else:
+        what = f"{rows} rows{extra} of inputs {'x'.join(str(d) for d in x.shape[1:])}"
+    description = f"{raw.title}: {what}, {len(known)} classes; {split_note}"
+    return Dataset(
+        raw.name, Split(x, y), Split(test_x, test_y), len(known), description, inputs, known
+    )
+
+
+def _read(path: Path, kind: str, options: FileOptions) -> _Raw:
+    if kind == "images":
+        return _read_image_folder(path, options)
+    return _read_feature_file(path, kind, options)
+
+
+def load_file_dataset(
+    spec: str | Path,
+    options: FileOptions = FileOptions(),
+    classes: Sequence[Any] | None = None,
+) -> Dataset:
+    """A Dataset read from a ``.npz``, ``.mat`` or ``.csv`` file or an image folder.
+
+    ``classes`` (original label values in class-index order) fixes the class indices; a label
+    not among them raises DataError. ``Dataset.classes`` records the classes used.
+    """
+    options = parse_file_options(options)
+    path = Path(spec)
+    kind = _kind(path)
+    _check_applicable(options, {kind}, f"{path} ({_KIND_WORDS[kind]})")
+    return _build(_read(path, kind, options), options, classes)
+
+
+# --- pairs ------------------------------------------------------------------------------------
+
+
+def _registered(
+    name: str,
+    options: FileOptions,
+    classes: tuple[Any, ...] | None,
+    classes_from: str,
+    data_dir: str | Path | None,
+    download: bool,
+    check_shape: Callable[[tuple[int, ...]], None] | None = None,
+) -> Dataset:
+    """A registered dataset as one side of a file pair: its own splits; ``normalize`` applies,
+    and a target's labels (class indices) are mapped with the source's classes."""
+    data = load_dataset(name, data_dir, download)
+    if check_shape is not None:
+        check_shape(data.input_shape)
+    changes: dict[str, Any] = {}
+    if classes is not None:
+        for part in ("train", "test"):
+            split = getattr(data, part)
+            y = _map_labels(name, split.y.numpy(), classes, classes_from, f"{part} split")
+            changes[part] = Split(split.x, y)
+        changes["num_classes"], changes["classes"] = len(classes), classes
+    if options.normalize:
+        train = changes.get("train", data.train)
+        test = changes.get("test", data.test)
+        train_x, test_x = _normalize(name, options.normalize, train.x, test.x)
+        changes["train"], changes["test"] = Split(train_x, train.y), Split(test_x, test.y)
+        changes["inputs"] = None
+        note = f"normalized: {_steps_words(options.normalize)}"
+        changes["description"] = f"{data.description}; {note}"
+    return replace(data, **changes) if changes else data
+
+
+def _shape_words(shape: tuple[int, ...], other: tuple[int, ...] | None = None) -> str:
+    """``features 800`` or ``inputs 3x32x32``; the word is left out when ``other``'s is the same."""
+    flat = len(shape) == 1
+    word, size = ("features", str(shape[0])) if flat else ("inputs", "x".join(map(str, shape)))
+    return size if other is not None and (len(other) == 1) == flat else f"{word} {size}"
+
+
+def load_file_pair(
+    source: str,
+    target: str,
+    options: FileOptions = FileOptions(),
+    *,
+    data_dir: str | Path | None = None,
+    download: bool = True,
+) -> DomainPair:
+    """A DomainPair whose sides are data files (or registered dataset names).
+
+    The target's labels are mapped with the source's classes (a registered dataset's classes
+    are its indices 0..K-1); each side is split and normalised on its own (statistics of its own
+    training split). ``data_dir`` and ``download`` apply to a registered side.
+    """
+    options = parse_file_options(options)
+    sides = {"source": str(source), "target": str(target)}
+    kinds = {role: _kind(Path(s)) for role, s in sides.items() if is_data_path(s)}
+    if not kinds:
+        raise ConfigError(
+            f"neither {source!r} nor {target!r} is a data file; name a registered pair with "
+            "load_pair instead"
+        )
+    what = " and ".join(f"{sides[r]} ({_KIND_WORDS[k]})" for r, k in kinds.items())
+    _check_applicable(options, set(kinds.values()), what)
+    if "source" in kinds:
+        src = _build(_read(Path(source), kinds["source"], options), options, None)
+    else:
+        src = _registered(str(source), options, None, "", data_dir, download)
+    classes = src.classes if src.classes is not None else tuple(range(src.num_classes))
+    src_name = Path(source).name
+    name = f"{source}->{target}"  # as given: a run records it, and a resume reads the same
+
+    def check_shape(shape: tuple[int, ...]) -> None:  # before labels: the likelier mistake
+        if src.input_shape != shape:
+            raise DataError(
+                f"pair {name}: source {_shape_words(src.input_shape)} vs target "
+                f"{_shape_words(shape, src.input_shape)} ({source} vs {target}); both domains "
+                "need the same input shape"
+            )
+
+    classes_from = f"the source's classes ({src_name})"
+    if "target" in kinds:
+        raw = _read(Path(target), kinds["target"], options)
+        check_shape(tuple(raw.x.shape[1:]))
+        tgt = _build(raw, options, classes, classes_from)
+    else:
+        tgt = _registered(str(target), options, classes, classes_from, data_dir, download,
+                          check_shape)
+    return DomainPair(name, src, tgt)
+
+
+def data_digest(spec: str) -> dict[str, str]:
+    """``{path: sha256}`` of each data file in ``spec`` (``a->b``: both sides), so a run can
+    notice at a resume that a file changed; an image folder's digest covers its files' names
+    and sizes. Registered names are left out."""
+    import hashlib
+
+    digests: dict[str, str] = {}
+    for side in spec.split("->"):
+        if not is_data_path(side):
+            continue
+        path, digest = Path(side), hashlib.sha256()
+        if path.is_dir():
+            for item in sorted(p for p in path.rglob("*") if p.is_file()):
+                digest.update(f"{item.relative_to(path)}\0{item.stat().st_size}\n".encode())
+        else:
+            with path.open("rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+        digests[side] = digest.hexdigest()
+    return digests
