@@ -79,9 +79,16 @@ from transferkit.methods import (
     check_needs,
     method_names,
 )
-from transferkit.models import MODELS, build_model, count_parameters, load_factory
+from transferkit.models import (
+    MODELS,
+    build_model,
+    count_parameters,
+    load_factory,
+    load_torchscript,
+)
 from transferkit.models.base import eval_mode, weights_sha256
 from transferkit.models.features import features_and_logits
+from transferkit.models.onnx import OnnxModel, is_torchscript
 
 MODEL_FILE = "model.pt"
 SUMMARY_FILE = "summary.json"
@@ -341,6 +348,12 @@ def _load_record(
     path = Path(path)
     if path.is_dir():
         path = path / MODEL_FILE
+    if path.suffix.lower() == ".onnx" or is_torchscript(path):  # from another toolchain
+        if model is not None:
+            raise ConfigError(f"{path} is a whole network; load it without a model to fill")
+        foreign = OnnxModel(path) if path.suffix.lower() == ".onnx" else load_torchscript(path)
+        setattr(foreign, INPUTS_ATTR, None)  # its input convention is not recorded
+        return foreign, {"spec": None, "format": path.suffix.lower().lstrip(".")}
     state = load_torch(path)
     if "objective" in state:  # a training checkpoint: take the model's part
         weights = {k[6:]: v for k, v in state["objective"].items() if k.startswith("model.")}

@@ -32,6 +32,14 @@ class TapRecorder:
         self.active = False
         self._handles: list[Any] = []
         wanted: dict[tuple[str, str], list[Tap]] = {}
+        taps = list(taps)
+        inner = [tap for tap in taps if tap.layer != LOGITS]
+        if inner and getattr(model, "logits_only", False):
+            raise ConfigError(
+                f"a method reads layer {inner[0].layer!r} of the {who}, which gives only its "
+                f"logits ({type(model).__name__}); give a PyTorch teacher for feature methods, "
+                "or use a logit method (kd, dkd, dist, l2)"
+            )
         for tap in taps:
             if tap.layer == LOGITS:
                 continue  # the forward's return value: stored by the objective

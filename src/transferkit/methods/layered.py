@@ -36,6 +36,12 @@ def stage_layers(model: nn.Module) -> list[str]:
 
 def default_layers(model: nn.Module, kind: str) -> list[str]:
     """Layers of ``model`` for a default ``kind`` (see :data:`DEFAULTS`)."""
+    if getattr(model, "logits_only", False):
+        raise ConfigError(
+            f"this method reads the teacher's inner layers, and the teacher "
+            f"({type(model).__name__}) gives only its logits; give a PyTorch teacher for "
+            "feature methods, or use a logit method (kd, dkd, dist, l2)"
+        )
     stages = stage_layers(model)
     if kind == "embedding" or not stages:
         names = layer_names(model)

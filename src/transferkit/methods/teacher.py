@@ -42,7 +42,9 @@ class TeacherMethod(Method):
             [(p, p.requires_grad, p.device) for p in teacher.parameters()],
             [(b, b.device) for b in teacher.buffers()],
         )
-        object.__setattr__(self, "teacher", teacher.eval().requires_grad_(False))
+        for param in teacher.parameters():  # (a ScriptModule has no requires_grad_())
+            param.requires_grad_(False)
+        object.__setattr__(self, "teacher", teacher.eval())
         self.inputs = inputs
         self.cache_teacher = bool(cache_teacher)
         # Plain attributes, not buffers: kept out of checkpoints and DDP's buffer broadcast.
