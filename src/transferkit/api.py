@@ -23,7 +23,13 @@ import torch
 import yaml
 from torch import nn
 
-from transferkit.config import OptimConfig, TrainConfig, read_yaml, settings_diff, validate
+from transferkit.config import (
+    OptimConfig,
+    TrainConfig,
+    read_yaml,
+    settings_diff,
+    validate,
+)
 from transferkit.data import (
     Dataset,
     DomainPair,
@@ -88,7 +94,7 @@ from transferkit.models import (
 )
 from transferkit.models.base import eval_mode, weights_sha256
 from transferkit.models.features import features_and_logits
-from transferkit.models.onnx import OnnxModel, is_torchscript
+from transferkit.models.onnx import OnnxModel, is_torchscript, torchscript_inputs_record
 
 MODEL_FILE = "model.pt"
 SUMMARY_FILE = "summary.json"
@@ -351,8 +357,10 @@ def _load_record(
     if path.suffix.lower() == ".onnx" or is_torchscript(path):  # from another toolchain
         if model is not None:
             raise ConfigError(f"{path} is a whole network; load it without a model to fill")
-        foreign = OnnxModel(path) if path.suffix.lower() == ".onnx" else load_torchscript(path)
-        setattr(foreign, INPUTS_ATTR, None)  # its input convention is not recorded
+        onnx = path.suffix.lower() == ".onnx"
+        foreign = OnnxModel(path) if onnx else load_torchscript(path)
+        text = foreign.inputs_record if onnx else torchscript_inputs_record(path)
+        setattr(foreign, INPUTS_ATTR, _exported_inputs(text, path))  # None: not recorded
         return foreign, {"spec": None, "format": path.suffix.lower().lstrip(".")}
     state = load_torch(path)
     if "objective" in state:  # a training checkpoint: take the model's part
@@ -384,6 +392,23 @@ def _load_record(
         inputs = InputSpec(inputs.mean, inputs.std, tuple(saved["input_shape"]))
     setattr(model, INPUTS_ATTR, inputs)
     return model, {k: v for k, v in saved.items() if k != "state_dict"}
+
+
+def _exported_inputs(text: str | None, path: Path) -> InputSpec | None:
+    """The input convention ``transferkit export`` wrote into an ONNX/TorchScript file."""
+    if text is None:
+        return None
+    try:
+        record = json.loads(text)
+        spec = record.get("inputs")
+        if spec is None:
+            return None
+        inputs = InputSpec.from_dict(spec)
+        shape = record.get("input_shape")
+        return inputs if shape is None else InputSpec(inputs.mean, inputs.std, tuple(shape))
+    except (ValueError, TypeError, AttributeError, TransferkitError) as exc:
+        raise CheckpointError(f"{path}: its transferkit input record is damaged ({exc})"
+                              ) from None
 
 
 def _check_model_record(path: Path, saved: dict[str, Any]) -> None:
@@ -1066,6 +1091,49 @@ def inspect(
     if is_main():
         target_dir.mkdir(parents=True, exist_ok=True)
         save_json(report, target_dir / "inspect.json")
+    return report
+
+
+def export(
+    run: str | Path,
+    fmt: str = "onnx",
+    *,
+    quantize: str | None = None,
+    data: Dataset | DomainPair | str | None = None,
+    data_dir: str | Path | None = None,
+    data_options: dict[str, Any] | None = None,
+    out: str | Path | None = None,
+    rows: int = 2000,
+    threads: int = 1,
+) -> dict[str, Any]:
+    """Write the run's model as ONNX or TorchScript (``quantize="int8"``: dynamic int8), check
+    it against PyTorch on the test split of ``data`` (by default the data the run recorded; on
+    a pair, the target's), and measure file size and CPU latency (batch 1 and 256). Writes
+    ``<run>/model[.int8].onnx`` (or ``.ts``) and the report beside it as ``.json``."""
+    from transferkit.deploy import FORMATS, SUFFIX, export_model
+
+    if fmt not in FORMATS:
+        raise ConfigError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    run_dir = Path(run)
+    model_file = run_dir / MODEL_FILE if run_dir.is_dir() else run_dir
+    model = load_model(model_file)
+    if data is None:
+        record_file = model_file.parent / "config.yaml"
+        record = read_yaml(record_file, "run record") if record_file.is_file() else None
+        if not isinstance(record, dict) or not isinstance(record.get("data"), str):
+            raise ConfigError(f"{model_file.parent} does not record its data; give --data")
+        data, data_options = record["data"], data_options or record.get("data_options")
+    data = resolve_data(data, data_dir, data_options)
+    split = data.target.test if isinstance(data, DomainPair) else data.test
+    splits, _ = fit_splits(model, data, {"test": split}, f"model {model_file}")
+    x, y = splits["test"].x[:rows], splits["test"].y[:rows]
+    tag = ".int8" if quantize == "int8" else ""
+    path = Path(out) if out is not None else model_file.parent / f"model{tag}{SUFFIX[fmt]}"
+    report = export_model(model, x, path, fmt=fmt, quantize=quantize, y=y, threads=threads)
+    report["data"] = data.name
+    report["parameters"] = count_parameters(model)
+    if is_main():
+        save_json(report, path.with_suffix(path.suffix + ".json"))
     return report
 
 

@@ -1,4 +1,5 @@
-"""Command line: ``transferkit demo | train | distill | adapt | evaluate | inspect | list``.
+"""Command line: ``transferkit demo | train | distill | adapt | evaluate | export | inspect |
+list``.
 
 Every training command writes one run directory (``--out``, default ``runs/<command>-<time>``)
 and accepts ``--config run.yaml`` (fields of :class:`transferkit.config.RunConfig`); flags
@@ -159,6 +160,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_file_flags(evaluate)
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--json", action="store_true", help="print the scores as JSON")
+    export = sub.add_parser("export", help="write a run's model as ONNX or TorchScript, check "
+                            "it against PyTorch, measure size and latency")
+    export.add_argument("run", help="run directory (or its model.pt)")
+    export.add_argument("--format", default="onnx", choices=["onnx", "torchscript"])
+    export.add_argument("--quantize", choices=["int8"], help="dynamic int8 weights")
+    export.add_argument("--data", help="data to check on (default: what the run recorded)")
+    export.add_argument("--data-dir")
+    _add_data_file_flags(export)
+    export.add_argument("--out", help="the file to write (default RUN/model[.int8].onnx|.ts)")
+    export.add_argument("--rows", type=int, default=2000, help="test rows to check parity on")
+    export.add_argument("--threads", type=int, default=1, help="CPU threads for the latency")
     inspect = sub.add_parser("inspect", help="proxy A-distance and t-SNE of source vs target "
                              "features, before and after adaptation")
     inspect.add_argument("run", help="run directory (or its model.pt)")
@@ -514,6 +526,23 @@ def print_scores(scores: dict[str, dict[str, Any]], as_json: bool = False,
         print(f"validators (no target labels; higher is better): {shown}")
 
 
+def print_export(report: dict[str, Any]) -> None:
+    """Where, how big, how faithful, how fast: three lines."""
+    size = report["bytes"] / 1024
+    accuracy = (f", accuracy {report['accuracy']:.2%} (PyTorch {report['pytorch_accuracy']:.2%})"
+                if "accuracy" in report else "")
+    print(f"wrote {report['file']} ({report['format']}, {report['quantize']}): {size:,.1f} KiB, "
+          f"{report['parameters']:,} parameters")
+    print(f"parity on {report['rows_checked']} test rows of {report['data']}: max |diff| "
+          f"{report['max_abs_diff']:.2e}, top-1 agreement {report['top1_agreement']:.2%}"
+          f"{accuracy}")
+    shown = "; ".join(
+        f"{name.replace('_', ' ')}: median {v['median_ms']:.3f} ms (p95 {v['p95_ms']:.3f}, "
+        f"{v['per_image_ms']:.4f} ms/image)" for name, v in report["latency"].items())
+    print(f"CPU latency ({report['threads']} thread{'s' if report['threads'] != 1 else ''}): "
+          f"{shown}")
+
+
 def print_inspection(report: dict[str, Any]) -> None:
     """``after: proxy A-distance 1.23 (domain classifier error 19.2%), picture PATH``."""
     for when in ("before", "after"):
@@ -554,6 +583,14 @@ def main(argv: list[str] | None = None) -> int:
                                   device=args.device, validators=args.validators)
             if is_main():
                 print_scores(scores, args.json, scores.validators)
+            return 0
+        if args.command == "export":
+            check_data_dir(args.data_dir)
+            report = api.export(args.run, args.format, quantize=args.quantize, data=args.data,
+                                data_dir=args.data_dir, data_options=data_options(args) or None,
+                                out=args.out, rows=args.rows, threads=args.threads)
+            if is_main():
+                print_export(report)
             return 0
         if args.command == "inspect":
             check_data_dir(args.data_dir)

@@ -46,6 +46,9 @@ class OnnxModel(nn.Module):
             raise ConfigError(f"{self.path}: a teacher takes one input and gives logits first; "
                               f"this graph has {len(inputs)} inputs and {len(outputs)} outputs")
         self.input_name = inputs[0].name
+        # The input convention transferkit's export wrote (JSON), if this file came from it.
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.inputs_record: str | None = meta.get("transferkit_inputs")
         digest = hashlib.sha256(data).digest()
         self.register_buffer("onnx_sha256", torch.tensor(list(digest), dtype=torch.uint8))
 
@@ -61,6 +64,17 @@ class OnnxModel(nn.Module):
 
     def extra_repr(self) -> str:
         return f"path={str(self.path)!r}"
+
+
+def torchscript_inputs_record(path: Path) -> str | None:
+    """The ``transferkit.json`` extra file of a TorchScript archive transferkit exported."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        for name in archive.namelist():
+            if name.endswith("/extra/transferkit.json"):
+                return archive.read(name).decode("utf-8", "replace")
+    return None
 
 
 def is_torchscript(path: Path) -> bool:

@@ -1,0 +1,169 @@
+"""The student leaves as a deployable file: ONNX or TorchScript, optionally int8.
+
+``export_model`` writes the file (atomically) with the model's input convention inside
+(ONNX metadata ``transferkit_inputs``; TorchScript extra file ``transferkit.json``), then
+checks it against the PyTorch model on the given inputs (largest absolute logit difference
+and top-1 agreement, plus accuracy when labels are given) and measures its size and CPU
+latency per batch (median and 95th percentile, onnxruntime for ONNX). ``int8`` is dynamic
+quantisation of the weights of linear layers (onnxruntime's ``quantize_dynamic``, or
+torch's for TorchScript): smaller and often faster on CPU, at some cost in accuracy.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import statistics
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from transferkit.data.inputs import INPUTS_ATTR
+from transferkit.errors import ConfigError
+from transferkit.files import atomic_write
+from transferkit.models.base import eval_mode
+
+FORMATS = ("onnx", "torchscript")
+SUFFIX = {"onnx": ".onnx", "torchscript": ".ts"}
+QUANTIZE = (None, "int8")
+
+
+def _inputs_record(model: nn.Module, input_shape: Sequence[int]) -> str:
+    spec = getattr(model, INPUTS_ATTR, None)
+    return json.dumps({"input_shape": list(input_shape),
+                       "inputs": None if spec is None else spec.to_dict()})
+
+
+def _onnx_bytes(model: nn.Module, example: Tensor, record: str, int8: bool) -> bytes:
+    try:
+        import onnx
+    except ImportError:
+        raise ConfigError("ONNX export needs the onnx extra: pip install 'transferkit[onnx]'"
+                          ) from None
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():  # the TorchScript-based exporter: no onnxscript needed
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (example,), buffer, dynamo=False, input_names=["input"],
+                          output_names=["logits"],
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    graph = onnx.load_from_string(buffer.getvalue())
+    entry = graph.metadata_props.add()
+    entry.key, entry.value = "transferkit_inputs", record
+    data = graph.SerializeToString()
+    if not int8:
+        return data
+    import tempfile
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory() as tmp:
+        source, target = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        source.write_bytes(data)
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+        return target.read_bytes()
+
+
+def _torchscript_bytes(model: nn.Module, example: Tensor, record: str, int8: bool) -> bytes:
+    if int8:
+        model = torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(model, example, check_trace=False)
+        torch.jit.save(traced, buffer, _extra_files={"transferkit.json": record})
+    return buffer.getvalue()
+
+
+def _runner(fmt: str, data: bytes, threads: int) -> Callable[[Tensor], Tensor]:
+    """A function running the exported bytes as a deployment would: onnxruntime or torch."""
+    if fmt == "onnx":
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        return lambda x: torch.from_numpy(session.run(None, {name: x.numpy()})[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loaded = torch.jit.load(io.BytesIO(data))
+    loaded.eval()
+
+    def run(x: Tensor) -> Tensor:
+        with torch.inference_mode():
+            return loaded(x)
+
+    return run
+
+
+def _latency(run: Callable[[Tensor], Tensor], x: Tensor, repeats: int) -> dict[str, float]:
+    run(x)  # warm-up (allocation, lazy initialisation)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run(x)
+        times.append(time.perf_counter() - start)
+    times.sort()
+    p95 = times[min(len(times) - 1, round(0.95 * (len(times) - 1)))]
+    return {"median_ms": 1000 * statistics.median(times), "p95_ms": 1000 * p95,
+            "per_image_ms": 1000 * statistics.median(times) / len(x), "repeats": repeats}
+
+
+def export_model(
+    model: nn.Module,
+    x: Tensor,
+    path: str | Path,
+    *,
+    fmt: str = "onnx",
+    quantize: str | None = None,
+    y: Tensor | None = None,
+    batch_sizes: Sequence[int] = (1, 256),
+    repeats: int = 30,
+    threads: int = 1,
+) -> dict[str, Any]:
+    """Write ``model`` to ``path`` and return the parity, size and latency report; ``x`` are
+    inputs in the model's convention (a test split), ``y`` their labels when known."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if quantize not in QUANTIZE:
+        raise ConfigError(f"quantize must be int8 or left out, got {quantize!r}")
+    if x.dim() < 2 or len(x) == 0:
+        raise ConfigError(f"export needs a batch of example inputs, got shape {tuple(x.shape)}")
+    model = model.cpu()
+    x = x.detach().float().cpu()
+    record = _inputs_record(model, tuple(x.shape[1:]))
+    with eval_mode(model):
+        example = x[: min(2, len(x))]
+        writer = _onnx_bytes if fmt == "onnx" else _torchscript_bytes
+        data = writer(model, example, record, quantize == "int8")
+        with torch.inference_mode():
+            reference = torch.cat([model(chunk) for chunk in x.split(256)])
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda f: f.write(data))
+    run = _runner(fmt, data, threads)
+    exported = torch.cat([run(chunk) for chunk in x.split(256)])
+    agree = float((exported.argmax(1) == reference.argmax(1)).float().mean())
+    report: dict[str, Any] = {
+        "file": str(path), "format": fmt, "quantize": quantize or "none",
+        "bytes": len(data), "rows_checked": len(x),
+        "max_abs_diff": float((exported - reference).abs().max()),
+        "top1_agreement": agree, "threads": threads,
+    }
+    if y is not None:
+        y = y.cpu()
+        report["accuracy"] = float((exported.argmax(1) == y).float().mean())
+        report["pytorch_accuracy"] = float((reference.argmax(1) == y).float().mean())
+    latency = {}
+    for batch in batch_sizes:
+        rows = x[:batch] if len(x) >= batch else x.repeat((batch + len(x) - 1) // len(x),
+                                                         *[1] * (x.dim() - 1))[:batch]
+        latency[f"batch_{batch}"] = _latency(run, rows, repeats if batch == 1 else
+                                             max(5, repeats // 3))
+    report["latency"] = latency
+    return report

@@ -1,0 +1,77 @@
+"""The student leaves as a deployable file: ONNX and TorchScript, fp32 and int8, checked
+against PyTorch, with size and latency; the files carry the input convention back in."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import transferkit as tk
+from conftest import FAST
+from transferkit.errors import ConfigError
+
+pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+pytest.importorskip("onnx", reason="the onnx extra is not installed")
+RUN = {**FAST, "epochs": 2, "steps_per_epoch": 8}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("export") / "run"
+    tk.train("mlp", "digits", model_options={"widths": [32]}, out=out, **RUN)
+    return out
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_export_matches_pytorch_and_reads_back(run: Path, fmt: str) -> None:
+    report = tk.export(run, fmt, rows=200)
+    assert report["rows_checked"] == 200 and report["data"] == "digits"
+    assert report["max_abs_diff"] < 1e-4 and report["top1_agreement"] == 1.0
+    assert report["accuracy"] == report["pytorch_accuracy"]
+    assert Path(report["file"]).stat().st_size == report["bytes"] > 0
+    for batch in ("batch_1", "batch_256"):
+        timing = report["latency"][batch]
+        assert 0 < timing["median_ms"] <= timing["p95_ms"]
+    saved = json.loads(Path(report["file"] + ".json").read_text())
+    assert saved["max_abs_diff"] == report["max_abs_diff"]
+    # the file is a model again, with its input convention, for evaluate or as a teacher
+    model = tk.load_model(report["file"])
+    assert model.transferkit_inputs is not None and model.transferkit_inputs.shape == (1, 8, 8)
+    ours = tk.evaluate(run, "digits")["test"]["accuracy"]
+    assert tk.evaluate(report["file"], "digits")["test"]["accuracy"] == ours
+
+
+def test_int8_is_smaller_and_close(run: Path) -> None:
+    fp32 = tk.export(run, "onnx", rows=200)
+    int8 = tk.export(run, "onnx", quantize="int8", rows=200)
+    assert int8["file"].endswith("model.int8.onnx") and int8["bytes"] < fp32["bytes"]
+    assert int8["top1_agreement"] >= 0.8 and int8["quantize"] == "int8"
+
+
+def test_an_exported_pair_model_keeps_its_scale(tmp_path: Path) -> None:
+    """Trained on a pair in [-1, 1]; the ONNX file, evaluated on [0, 1] digits, converts."""
+    out = tmp_path / "adapted"
+    tk.adapt("mlp", "digits->digits_shifted", method="dann", model_options={"widths": [16]},
+             out=out, **RUN)
+    report = tk.export(out, "onnx", rows=100)
+    assert report["data"] == "digits->digits_shifted"  # its target test split
+    assert tk.evaluate(report["file"], "digits")["test"]["accuracy"] == tk.evaluate(
+        out, "digits")["test"]["accuracy"]
+
+
+def test_export_refusals_and_cli(cli, run: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="format"):
+        tk.export(run, "tflite")
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    (lone / "model.pt").write_bytes((run / "model.pt").read_bytes())
+    with pytest.raises(ConfigError, match="does not record its data"):
+        tk.export(lone, "onnx")
+    code, out, err = cli("export", str(run), "--format", "torchscript", "--rows", "50",
+                         "--out", str(tmp_path / "student.ts"))
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert lines[0].startswith(f"wrote {tmp_path / 'student.ts'} (torchscript, none)")
+    assert "top-1 agreement 100.00%" in lines[1] and "batch 256" in lines[2]
