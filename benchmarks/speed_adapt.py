@@ -51,7 +51,8 @@ def adaptation_methods() -> list[str]:
 
 def adapt_row(spec: str, model: torch.nn.Module, x, y, xt, steps: int, epochs: int, seed: int,
               device: str) -> Row:
-    methods = build_methods(spec)
+    # adda: one source epoch, so its adaptation stage (timed below) starts at epoch 1
+    methods = build_methods(spec, None, {"source_epochs": 1} if spec == "adda" else {})
     source_free = all(m.source_free for m in methods)
     if source_free:
         data = TrainData(xt, None, CLASSES)
@@ -59,9 +60,6 @@ def adapt_row(spec: str, model: torch.nn.Module, x, y, xt, steps: int, epochs: i
         data = TrainData(x, y, CLASSES, xt)
         if not any(m.replaces_supervised for m in methods):
             methods.insert(0, build_methods("supervised")[0])
-    options = {"adda": {"source_epochs": 1}}.get(spec, {})
-    if options:
-        methods = [*[m for m in methods if m.name != spec], *build_methods(spec, None, options)]
     cfg = TrainConfig(epochs=epochs, batch_size=BATCH, steps_per_epoch=steps, seed=seed,
                       device=device, progress=False, optim=OPTIM)
     trainer = Trainer(copy.deepcopy(model), methods, data, cfg)

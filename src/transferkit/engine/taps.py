@@ -15,7 +15,7 @@ from torch import Tensor, jit, nn
 
 from transferkit.errors import ConfigError
 from transferkit.methods.base import Tap
-from transferkit.models.layers import resolve_layer
+from transferkit.models.layers import refuse_logits_only, resolve_layer
 
 LOGITS = "logits"
 
@@ -32,17 +32,10 @@ class TapRecorder:
         self.active = False
         self._handles: list[Any] = []
         wanted: dict[tuple[str, str], list[Tap]] = {}
-        taps = list(taps)
-        inner = [tap for tap in taps if tap.layer != LOGITS]
-        if inner and getattr(model, "logits_only", False):
-            raise ConfigError(
-                f"a method reads layer {inner[0].layer!r} of the {who}, which gives only its "
-                f"logits ({type(model).__name__}); give a PyTorch teacher for feature methods, "
-                "or use a logit method (kd, dkd, dist, l2)"
-            )
         for tap in taps:
             if tap.layer == LOGITS:
                 continue  # the forward's return value: stored by the objective
+            refuse_logits_only(model, tap.layer, who)
             path = resolve_layer(model, tap.layer, who)
             wanted.setdefault((path, tap.io), []).append(tap)
         if wanted and isinstance(model, jit.ScriptModule):

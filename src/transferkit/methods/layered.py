@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from transferkit.errors import ConfigError
 from transferkit.methods.base import Batch, Outputs, Tap, TrainInfo, check_layers, check_positive
 from transferkit.methods.teacher import TEACHER, TeacherMethod
-from transferkit.models.layers import layer_names
+from transferkit.models.layers import layer_names, refuse_logits_only
 
 # What a method reads when no layers are given: every stage, the middle or last stage, or
 # the feature vector (the output of ``features``, the head's input).
@@ -36,12 +36,7 @@ def stage_layers(model: nn.Module) -> list[str]:
 
 def default_layers(model: nn.Module, kind: str) -> list[str]:
     """Layers of ``model`` for a default ``kind`` (see :data:`DEFAULTS`)."""
-    if getattr(model, "logits_only", False):
-        raise ConfigError(
-            f"this method reads the teacher's inner layers, and the teacher "
-            f"({type(model).__name__}) gives only its logits; give a PyTorch teacher for "
-            "feature methods, or use a logit method (kd, dkd, dist, l2)"
-        )
+    refuse_logits_only(model, kind, "teacher")
     stages = stage_layers(model)
     if kind == "embedding" or not stages:
         names = layer_names(model)

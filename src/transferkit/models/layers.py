@@ -43,6 +43,17 @@ def _listing(model: nn.Module) -> str:
     return ", ".join(shown) + (f", ... ({more} more)" if more > 0 else "") if names else "(none)"
 
 
+def refuse_logits_only(model: nn.Module, layer: str, who: str) -> None:
+    """One line for a network that gives only its logits (an ONNX file) when a method reads
+    one of its inner layers."""
+    if getattr(model, "logits_only", False):
+        raise ConfigError(
+            f"a method reads layer {layer!r} of the {who}, which gives only its logits "
+            f"({type(model).__name__}); give a PyTorch teacher for feature methods, or use a "
+            "logit method (kd, dkd, dist, l2)"
+        )
+
+
 def resolve_layer(model: nn.Module, layer: str, who: str = "model") -> str:
     """The full module path that ``layer`` names in ``model`` (exact, or a unique ending)."""
     paths = [name for name, _ in model.named_modules() if name]
