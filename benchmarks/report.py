@@ -526,6 +526,255 @@ def section_speed_adapt() -> list[str]:
     return [*out, "", result["protocol"], ""]
 
 
+def section_precision_cpu() -> list[str]:
+    result = load("precision_cpu")
+    out = ["## q. Precision on this CPU: fp32 vs bf16 autocast", "",
+           "Each step is a transferkit Trainer built with `amp=\"off\"` and with "
+           "`amp=\"bf16\"`, timed in interleaved rounds in one process; the speed is fp32's "
+           "median seconds per step over bf16's (above 1: bf16 is faster).", ""]
+    if result is None:
+        return [*out, "_Not run yet._", ""]
+    out += [f"`OMP_WAIT_POLICY=PASSIVE {result['command']}`", "", env_line(result), ""]
+    kind = result["bf16_kind"]
+    unit = result["cpu_bf16_units"] or "no AMX or AVX-512 BF16"
+    names = {"kd": "MNIST KD step (mlp 1200-1200 -> 800-800, batch 128)",
+             "dann": "digits DANN step (LeNet, bottleneck 256, batch 64 + 64)"}
+    rows = [[names.get(step, step), v["fp32_ms_per_step"], v["bf16_ms_per_step"],
+             f"{v['bf16_speed_vs_fp32']:.2f}× ({kind})"]
+            for step, v in result["steps"].items()]
+    out += table(["step", "fp32 ms/step", "bf16 ms/step", "bf16 speed vs fp32"], rows)
+    out += ["", f"This CPU: {unit}, so bf16 here is {kind}. `--amp auto` picks "
+                f"{result['auto_picks']}: \"{result['auto_reason']}\" (recorded in each run's "
+                "`summary.json` as `precision`). A CPU with native bf16 units would fill the "
+                "native column; none was available to this project.", ""]
+    return out
+
+
+def _size(n: int) -> str:
+    return f"{n / 1024:.1f} KiB" if n < 1024**2 else f"{n / 1024**2:.2f} MiB"
+
+
+def _small(v: float) -> str:
+    """Two decimals, or two significant digits below 0.1 (ratios and times of tiny models)."""
+    return f"{v:.2f}" if v >= 0.1 else f"{v:.2g}"
+
+
+def section_deploy_table() -> list[str]:
+    result = load("deploy_table")
+    out = ["## o. The students as deployable files: accuracy, size and latency", "",
+           "The teacher, the student alone and the distilled students of two benchmarks above, "
+           "each exported with `transferkit export` as ONNX (run by onnxruntime) and "
+           "TorchScript, in fp32 and int8 (dynamic quantisation: onnxruntime quantises the "
+           "weights of convolutions, as `ConvInteger` with the activations quantised on every "
+           "call, and of linear layers; torch those of `nn.Linear` only). "
+           "Accuracy is the exported file's, on the whole test split; latency is per image on "
+           "1 CPU thread, at batch 1 (median and 95th percentile of single calls) and at batch "
+           "256 (median). Digits: the `transferkit demo` runs (section h's recipe); the other "
+           "group: section f's teacher and seed-0 students, with its student alone retrained "
+           "under the same settings (that grid keeps no run of it).", ""]
+    if result is None:
+        return [*out, "_Not run yet._", ""]
+    machine, settings = result["machine"], result["settings"]
+    load_start = machine["load_average_start"][0]
+    out += [f"`OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=1 {result['command']}`", "",
+            f"{env_line(result)} The milliseconds come from one noisy {machine['cpu_count']}-"
+            f"core machine shared with other work (load average {load_start:.2f} when the run "
+            "started): they move with that load, the 95th percentiles most. The comparable "
+            f"figure is the ratio: each file's time over {settings['reference']}, timed in the "
+            f"same interleaved rounds ({settings['rounds']} rounds in a random order, "
+            f"{settings['calls']} batch-1 calls and one batch of 256 per file per round; median "
+            "over rounds of the per-round ratios).", ""]
+    if absent := result["groups"].get("distill_table", {}).get("absent"):
+        out += [f"Only the digits rows: {absent}.", ""]
+    for group in dict.fromkeys(r["group"] for r in result["rows"]):
+        rows = [r for r in result["rows"] if r["group"] == group]
+        source = result["groups"].get(group, {})
+        out += [f"### {group} ({rows[0]['test_rows']:,} test images)", ""]
+        out += table(["model", "role", "method", "format", "precision", "accuracy %",
+                      "parameters", "size", "ms/image b1 (median / p95)", "ms/image b256",
+                      "× teacher b1", "× teacher b256"],
+                     [[r["model"], r["role"], f"`{r['method']}`" if r["method"] else "",
+                       r["format"], r["precision"], f"{100 * r['accuracy']:.2f}",
+                       f"{r['parameters']:,}", _size(r["bytes"]),
+                       f"{r['b1_median_ms']:.3g} / {r['b1_p95_ms']:.3g}",
+                       f"{r['b256_per_image_ms']:.3g}", _small(r["ratio_b1"]),
+                       _small(r["ratio_b256"])] for r in rows])
+        out += ["", _deploy_summary(rows)]
+        alone = source.get("student_alone")
+        if alone and alone.get("accuracy_in_distill_table") is not None:
+            here, there = alone["accuracy_here"], alone["accuracy_in_distill_table"]
+            out += ["", f"The student alone retrained here scores {100 * here:.2f}% in "
+                    f"PyTorch; section f's run of it (same seed and settings) scored "
+                    f"{100 * there:.2f}%."]
+        out += [""]
+    return out
+
+
+def _span(values: list[float], fmt=_small) -> str:
+    """``low to high`` (one value when both print alike)."""
+    low, high = fmt(min(values)), fmt(max(values))
+    return low if low == high else f"{low} to {high}"
+
+
+def _deploy_summary(rows: list[dict]) -> str:
+    """What the group's table shows, in one paragraph computed from its rows."""
+    fmt = "onnx" if any(r["format"] == "onnx" for r in rows) else rows[0]["format"]
+
+    def pick(role: str, precision: str, form: str = fmt) -> list[dict]:
+        return [r for r in rows if (r["role"], r["format"], r["precision"])
+                == (role, form, precision)]
+
+    teacher, alone = pick("teacher", "fp32"), pick("student alone", "fp32")
+    if not teacher or not pick("distilled", "fp32"):
+        return ""
+    t = teacher[0]
+    methods = ", ".join(f"`{r['method']}`" for r in pick("distilled", "fp32"))
+    parts = []
+    for precision in ("fp32", "int8"):
+        if students := pick("distilled", precision):
+            smaller = _span([t["bytes"] / r["bytes"] for r in students], lambda v: f"{v:.0f}")
+            accuracy = _span([100 * r["accuracy"] for r in students])
+            b1 = _span([r["ratio_b1"] for r in students])
+            b256 = _span([r["ratio_b256"] for r in students])
+            parts.append(f"in {precision}, {smaller}× smaller, {accuracy}% accuracy, {b1}× "
+                         f"the teacher's time per image at batch 1 and {b256}× at batch 256")
+    text = (f"Against the teacher's fp32 {fmt} file ({_size(t['bytes'])}, "
+            f"{100 * t['accuracy']:.2f}%), the distilled students ({methods}) as {fmt} "
+            f"files: {'; '.join(parts)}.")
+    if alone:
+        text += (f" The student alone in fp32 {fmt}: {100 * alone[0]['accuracy']:.2f}%, "
+                 f"{_small(alone[0]['ratio_b1'])}× at batch 1.")
+    for form in dict.fromkeys(r["format"] for r in rows):
+        pairs = [(q, f) for q in rows for f in rows if q["format"] == f["format"] == form
+                 and q["run"] == f["run"] and (q["precision"], f["precision"]) == ("int8", "fp32")]
+        if pairs:
+            size = _span([q["bytes"] / f["bytes"] for q, f in pairs])
+            moved = _span([100 * (q["accuracy"] - f["accuracy"]) for q, f in pairs],
+                          lambda v: f"{v:+.2f}")
+            time = _span([q["ratio_b1"] / f["ratio_b1"] for q, f in pairs])
+            text += (f" int8 over fp32 in {form}, every model: {size}× the size, {time}× the "
+                     f"batch-1 time, accuracy {moved} points.")
+    return text
+
+
+FEATURE_VALIDATORS = ("entropy", "im", "snd")
+
+
+def _feature_table_meta() -> tuple[dict, dict]:
+    """feature_table.py's datasets and published numbers (one copy)."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from feature_table import DATASETS, PUBLISHED
+    except ImportError:  # transferkit not installed: the page renders without them
+        return {}, {}
+    return DATASETS, PUBLISHED
+
+
+FEATURE_DATASETS, PUBLISHED_FEATURES = _feature_table_meta()
+
+
+def _pair_means(runs: list[dict], pairs: list[str], pick) -> list[float]:
+    """Per seed that has every pair (none diverged), the mean of ``pick(row)`` over pairs."""
+    means = []
+    for seed in sorted({r["seed"] for r in runs}):
+        values = {r["pair"]: pick(r) for r in runs if r["seed"] == seed}
+        if set(pairs) <= set(values) and all(values[p] is not None for p in pairs):
+            means.append(sum(values[p] for p in pairs) / len(pairs))
+    return means
+
+
+def _seed_mean(runs: list[dict], pair: str, seeds: set[int]) -> float | None:
+    values = [r["target_test_last"] for r in runs if r["pair"] == pair and r["seed"] in seeds
+              and r["target_test_last"] is not None]
+    return sum(values) / len(values) if values else None
+
+
+def section_feature_table() -> list[str]:
+    rows = jsonl("feature_table")
+    seeds = sorted({r["seed"] for r in rows})
+    command = (f"{DATA} OMP_NUM_THREADS=1 python benchmarks/feature_table.py --seeds "
+               f"{','.join(map(str, seeds or [0]))} --device cpu")
+    out = ["## p. Feature-vector adaptation on Office-Caltech10 SURF and Amazon reviews", "",
+           "Every ordered pair of the four Office-Caltech10 domains (800-d SURF bag of words, "
+           "10 classes) and of the four Amazon review domains (400-d, positive/negative), read "
+           "from the `.mat` files with `test=all` and `normalize=zscore`: the shallow "
+           "literature's \"all data\" protocol, transductive (training on every labelled "
+           "source sample and every unlabelled target sample, testing on those same target "
+           "samples), each domain z-scored with its own statistics. One budget for every row: "
+           "`mlp` 256-128 (the 128-d bottleneck is the aligned feature), dropout 0.5, max-norm "
+           "3, batch 32 source + 32 target, SGD lr 0.01, momentum 0.9, weight decay 5e-4, "
+           "inverse schedule, 400 iterations and 5 evaluations; adversaries with 256 hidden "
+           "units, methods otherwise at their default weights. `shot` starts from the same "
+           "seed's source-only model, reads no source data (200 iterations, lr 0.001); `tent` "
+           "and `adabn` need BatchNorm, which the `mlp` has not, so they are absent. Target "
+           "accuracy %: at the **last** epoch (mean over the 12 pairs; ± the standard "
+           "deviation of that mean over seeds), at the epoch each target-only validator "
+           "prefers (no source rows are held out, so `source_accuracy` and `dev` do not run), "
+           "and the oracle (best epoch by target labels: reported, never used to choose). "
+           "\"Beats source-only\" counts the pairs where the method's last-epoch accuracy "
+           "(mean over seeds) is above source-only's. Published rows are shallow methods (a "
+           "projection, then 1-NN) from their papers under the same protocol: TCA and JDA "
+           "from Long et al. ICCV 2013, SA as reported by Zhang et al. CVPR 2017 (JGSA); no "
+           "attributable numbers under this protocol were found for the Amazon features.", "",
+           f"`{command}`", ""]
+    if not rows:
+        return [*out, "_Not run yet._", ""]
+    minutes = {s: sum(r["seconds"] for r in rows if r["seed"] == s) / 60 for s in seeds}
+    out += [f"{env_line(rows[0])} Seeds so far: {', '.join(map(str, seeds))}; run time per "
+            "seed (sum over its rows): "
+            + ", ".join(f"seed {s} {m:.0f} min" for s, m in minutes.items()) + ".", ""]
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        runs = [r for r in rows if r["dataset"] == dataset]
+        title, files = FEATURE_DATASETS.get(dataset, (dataset, {}))
+        letters = list(files)
+        pairs = ([f"{s}->{t}" for s in letters for t in letters if s != t] if letters
+                 else list(dict.fromkeys(r["pair"] for r in runs)))
+        baseline = [r for r in runs if r["method"] == "source-only"]
+        table_rows, per_pair = [], []
+        for method in dict.fromkeys(r["method"] for r in runs):
+            mine = [r for r in runs if r["method"] == method]
+            last = _pair_means(mine, pairs, lambda r: r["target_test_last"])
+            picked = [_pair_means(mine, pairs, lambda r, v=v: r["choices"].get(v, {})
+                                  .get("target_test")) for v in (*FEATURE_VALIDATORS, "oracle")]
+            if last:
+                cell = _pct(last)
+            else:  # no seed has every pair yet
+                done = [r["target_test_last"] for r in mine if r["target_test_last"] is not None]
+                cell = (f"{100 * sum(done) / len(done):.2f} ({len({r['pair'] for r in mine})}"
+                        f"/{len(pairs)} pairs)") if done else ""
+            beats = ""
+            if method != "source-only" and baseline:
+                wins = 0
+                for pair in pairs:
+                    common = ({r["seed"] for r in mine if r["pair"] == pair}
+                              & {r["seed"] for r in baseline if r["pair"] == pair})
+                    a, b = _seed_mean(mine, pair, common), _seed_mean(baseline, pair, common)
+                    wins += a is not None and b is not None and a > b
+                beats = f"{wins}"
+            diverged = sum(r["target_test_last"] is None for r in mine)
+            name = f"`{method}`" + (" (source-free)" if method in SOURCE_FREE_ROWS else "")
+            table_rows.append([name, cell, *(_pct(p) if p else "" for p in picked), beats,
+                               len(last), diverged or ""])
+            seeds_of = {r["seed"] for r in mine}
+            per_pair.append([name, *(f"{100 * v:.1f}" if (v := _seed_mean(mine, p, seeds_of))
+                                     is not None else "" for p in pairs)])
+        for name, values in PUBLISHED_FEATURES.get(dataset, {}).items():
+            mean = sum(values[p] for p in pairs) / len(pairs)
+            table_rows.append([f"{name} (published)", f"{mean:.2f}", "", "", "", "", "", "",
+                               ""])
+            per_pair.append([f"{name} (published)", *(f"{values[p]:.1f}" for p in pairs)])
+        out += [f"### {title}", ""]
+        out += table(["method", "last %", *(f"`{v}` %" for v in FEATURE_VALIDATORS),
+                      "oracle %", f"beats source-only (of {len(pairs)} pairs)", "seeds",
+                      "diverged runs"], table_rows)
+        out += ["", "Per pair, last epoch, mean over seeds (%):", ""]
+        out += table(["method", *pairs], per_pair)
+        out += [""]
+    return out
+
+
 def render() -> str:
     """The whole page as text."""
     lines = ["# Benchmarks", "",
@@ -553,7 +802,37 @@ def render() -> str:
     lines += section_adapt_table()
     lines += section_validators()
     lines += section_speed_adapt()
+    lines += section_precision_cpu()
+    lines += section_deploy_table()
+    lines += section_feature_table()
+    lines += section_teacher_cache()
     return "\n".join(lines).rstrip() + "\n"
+
+
+def section_teacher_cache() -> list[str]:
+    result = load("teacher_cache")
+    out = ["## r. Teacher logits: live, cached for the run, or on disk across runs", "",
+           "The MNIST `kd` step (1200-1200 teacher, 800-800 student, batch 128) on the 60,000 "
+           "training images, in one process: the live teacher, `cache_teacher=true` (logits "
+           "computed once at setup, in memory) and `cache_teacher=disk` on its second run "
+           "(read back from the file the first run wrote). Steps are timed in interleaved "
+           "rounds; setups are the seconds a Trainer takes to build beyond the live one's.", ""]
+    if result is None:
+        return [*out, "_Not run yet._", ""]
+    out += [f"`{DATA} {result['command']}`", "", env_line(result), ""]
+    rows = [[name, r["ms_per_step"], f"{r['ratio_to_live']:.2f}", f"{r['ratio_to_live_min']:.2f}"]
+            for name, r in result["rows"].items()]
+    out += table(["teacher logits", "ms/step (median)", "× live (median)",
+                  "× live (fastest rounds)"], rows)
+    names = {"memory": "in-run cache: the teacher over every row",
+             "disk_cold": "disk, first run: the same, hashed and written",
+             "disk_warm": "disk, later runs: hashed, read and checked"}
+    setup = [[names[k], v["extra_seconds_over_live"], v["extra_in_live_steps"],
+              v.get("minus_memory_paired_median", "")]
+             for k, v in result["setup"].items() if k in names]
+    out += ["", *table(["one-time setup", "seconds", "in live steps",
+                        "seconds − in-run cache's (paired)"], setup)]
+    return [*out, "", result["protocol"], ""]
 
 
 def main() -> None:

@@ -75,3 +75,25 @@ def test_export_refusals_and_cli(cli, run: Path, tmp_path: Path) -> None:
     lines = out.strip().splitlines()
     assert lines[0].startswith(f"wrote {tmp_path / 'student.ts'} (torchscript, none)")
     assert "top-1 agreement 100.00%" in lines[1] and "batch 256" in lines[2]
+
+
+def test_torchscript_latency_runs_on_the_threads_asked(run: Path, monkeypatch) -> None:
+    """``threads`` reached onnxruntime only: TorchScript was timed on all of torch's threads."""
+    import torch
+
+    from transferkit import deploy
+
+    seen, timed = [], deploy._latency
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return timed(*args, **kwargs)
+
+    monkeypatch.setattr(deploy, "_latency", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        tk.export(run, "torchscript", rows=20, threads=1)
+        assert seen == [1, 1] and torch.get_num_threads() == 2  # restored afterwards
+    finally:
+        torch.set_num_threads(before)

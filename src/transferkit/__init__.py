@@ -11,6 +11,7 @@ from transferkit.api import (
     load_data,
     load_model,
     load_run,
+    report_runs,
     train,
 )
 from transferkit.errors import TransferkitError
@@ -30,5 +31,6 @@ __all__ = [
     "load_data",
     "load_model",
     "load_run",
+    "report_runs",
     "train",
 ]

@@ -46,6 +46,12 @@ from transferkit.data.inputs import (
     fit_splits,
     fit_teacher,
 )
+from transferkit.data.teacher_input import (
+    TeacherInput,
+    check_declared,
+    parse_teacher_input,
+    with_teacher_input,
+)
 from transferkit.engine.checkpoint import (
     atomic_write,
     load_torch,
@@ -222,9 +228,15 @@ def _probe(model: nn.Module, x: torch.Tensor, who: str) -> int:
     except TransferkitError:
         raise
     except Exception as exc:  # foreign models raise ValueError, TypeError, IndexError, ...
-        reason = (str(exc).splitlines() or [""])[0] or type(exc).__name__
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        # TorchScript puts its own header first and the cause last
+        reason = (lines[-1] if "TorchScript" in lines[0] else lines[0]) if lines else type(
+            exc).__name__
+        fix = ("; if it was trained on other inputs, convert them with --teacher-input "
+               "'mean=[...],std=[...],size=N,channels=C' (teacher_input= in the API)"
+               if who == "teacher" else "")
         raise ConfigError(
-            f"{who} cannot take inputs of shape {tuple(x.shape[1:])}: {reason}"
+            f"{who} cannot take inputs of shape {tuple(x.shape[1:])}: {reason[:300]}{fix}"
         ) from None
     if not isinstance(out, torch.Tensor):
         raise ConfigError(f"{who} must return a tensor of N x classes logits, got "
@@ -506,6 +518,7 @@ def _run(plan: RunPlan, out: str | Path | None, resume: bool) -> RunResult:
             "selection": _selection_note(cfg.select, trainer.selected),
             "resumed": bool(resumed),
             "seconds_this_session": round(time.perf_counter() - start, 2),
+            "precision": trainer.precision.record(),
         }
         peers = {name: net for name, net in trainer.networks.items() if net is not trainer.model}
         if peers:  # DML's peers: each evaluated and saved beside the student
@@ -523,6 +536,9 @@ def _run(plan: RunPlan, out: str | Path | None, resume: bool) -> RunResult:
             summary["selected"] = summary.get("choices", {}).get(cfg.select)
         if trainer.warning:
             summary["warning"] = trainer.warning
+        disk_caches = {m.name: m.cache_record for m in methods if getattr(m, "cache_record", None)}
+        if disk_caches:  # cache_teacher=disk: hit or written, and which file
+            summary["teacher_cache"] = disk_caches
         setattr(trainer.model, INPUTS_ATTR, getattr(data, "inputs", None))  # as load_model
         if run_dir is not None and is_main():
             save_model(trainer.model, run_dir / MODEL_FILE, spec, data)
@@ -613,6 +629,7 @@ def distill(
     data_options: dict[str, Any] | None = None,
     student_options: dict[str, Any] | None = None,
     method_options: dict[str, Any] | None = None,
+    teacher_input: str | dict[str, Any] | TeacherInput | None = None,
     generations: int = 1,
     **settings: Any,
 ) -> RunResult:
@@ -625,6 +642,9 @@ def distill(
     path to a ``model.pt`` / run directory, or a list of them (``ensemble``). A teacher module
     is frozen (eval mode, no grad) only while the student trains: its mode, ``requires_grad``
     flags and device are given back afterwards. A student module is trained in place.
+    ``teacher_input`` (``{"mean": [...], "std": [...], "size": 28, "channels": 3}`` or the
+    CLI's ``'mean=[0.1307],std=[0.3081],size=28'``) converts each batch to what a teacher
+    trained elsewhere expects (data/teacher_input.py); the student sees the data as it is.
     ``generations=N`` (born-again networks, Furlanello et al. 2018): each generation's student
     teaches the next, fresh one; run directories ``<out>/gen1`` ... and the last is returned.
     """
@@ -634,7 +654,7 @@ def distill(
         return _born_again(teacher, student, data, generations, method=method, out=out,
                            resume=resume, data_dir=data_dir, data_options=data_options,
                            student_options=student_options, method_options=method_options,
-                           **settings)
+                           teacher_input=teacher_input, **settings)
     names = method_names(method)
     data = resolve_data(data, data_dir, data_options)
     cfg, options = split_settings(dict(settings), method_options)
@@ -642,13 +662,13 @@ def distill(
     given = list(teacher) if isinstance(teacher, list | tuple) else [teacher]
     if not given:
         raise ConfigError("distill needs a teacher; the list of teachers is empty")
+    conversion = None if teacher_input is None else parse_teacher_input(teacher_input)
     teachers, sources, conventions = [], [], []
     for one in given:
         source = f"module {type(one).__name__} (from Python)"
         if isinstance(one, str | Path):
             source, one = str(one), load_model(one)
-        # A teacher that records another input convention sees each batch converted to it.
-        one, convention = fit_teacher(one, data.inputs, data.input_shape, data.name)
+        one, convention = _fit_teacher_inputs(one, conversion, data)
         if isinstance(one, InputConverted):
             note(f"teacher inputs {convention}", cfg.progress and is_main())
         teachers.append(one)
@@ -687,11 +707,13 @@ def distill(
     one_teacher = len(teachers) == 1
     record = {"data": data.name, **_data_record(data, data_options), "model": spec,
               "method": _method_spec(method),
-              "methods": [m.name for m in methods], "method_options": options,
+              "methods": [m.name for m in methods], "method_options": _recorded_options(options),
               "teacher": described[0][0] if one_teacher else [d[0] for d in described],
               "teacher_accuracy": described[0][1] if one_teacher else [d[1] for d in described],
               "teacher_parameters": sum(count_parameters(t) for t in teachers),
               "teacher_inputs": conventions[0] if one_teacher else conventions}
+    if conversion is not None:  # part of what a resume must match
+        record["teacher_input"] = conversion.to_dict()
     if synthetic:
         record["training_data"] = f"{len(train_data.x)} inputs synthesised from the teacher " \
             "(no real training image)"
@@ -766,15 +788,38 @@ def _method_spec(method: str | list[str]) -> str:
     return "+".join(method_names(method))
 
 
+def _recorded_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Method options for config.yaml: a module given from Python (DANN's ``discriminator``)
+    is named, since YAML cannot hold it."""
+    return {k: f"module {type(v).__name__} (from Python)" if isinstance(v, nn.Module) else v
+            for k, v in options.items()}
+
+
+def _fit_teacher_inputs(
+    teacher: nn.Module, conversion: TeacherInput | None, data: Dataset | DomainPair,
+    inputs: InputSpec | None = None,
+) -> tuple[nn.Module, str]:
+    """The teacher fed batches of ``data`` in what it expects, and one line for the record:
+    the user's ``teacher_input`` conversion, else the teacher's recorded convention."""
+    inputs = inputs or data.inputs
+    if conversion is not None:
+        return with_teacher_input(teacher, conversion, inputs, tuple(data.input_shape))
+    if getattr(teacher, INPUTS_ATTR, None) is None:  # else fit_teacher checks the shape
+        check_declared(teacher, tuple(data.input_shape), f"data {data.name!r}")
+    # A teacher that records another input convention sees each batch converted to it.
+    return fit_teacher(teacher, inputs, data.input_shape, data.name)
+
+
 def _adapt_teacher(
-    teacher: nn.Module | str | Path, data: DomainPair, module: nn.Module, cfg: TrainConfig
+    teacher: nn.Module | str | Path, data: DomainPair, module: nn.Module, cfg: TrainConfig,
+    conversion: TeacherInput | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """A teacher for adaptation methods composed with distillation (``dann+kd``)."""
     source = f"module {type(teacher).__name__} (from Python)"
     if isinstance(teacher, str | Path):
         source, teacher = str(teacher), load_model(teacher)
-    teacher, _ = fit_teacher(teacher, getattr(module, INPUTS_ATTR, None) or data.inputs,
-                             data.input_shape, data.name)
+    teacher, _ = _fit_teacher_inputs(teacher, conversion, data,
+                                     getattr(module, INPUTS_ATTR, None))
     _check_classes(teacher, data.source.train.x, data.num_classes, "teacher")
     record, _ = _describe_teacher(teacher, source, _evals(data), cfg)
     return teacher, record
@@ -813,12 +858,14 @@ def adapt(
     feature_layer: str | None = None,
     method_options: dict[str, Any] | None = None,
     teacher: nn.Module | str | Path | None = None,
+    teacher_input: str | dict[str, Any] | TeacherInput | None = None,
     **settings: Any,
 ) -> RunResult:
     """Adapt ``model`` from a pair's labelled source to its unlabelled target.
 
     ``method`` may be a list (``"dann+kd"``); methods that compare with a teacher (``kd``)
-    need ``teacher`` (a module, or a saved model.pt / run directory).
+    need ``teacher`` (a module, or a saved model.pt / run directory); ``teacher_input``
+    converts the teacher's batches as in :func:`distill`.
 
     An ``nn.Module`` given as ``model`` is trained in place; pass a copy to keep the original.
 
@@ -829,6 +876,9 @@ def adapt(
     keeps its convention).
     """
     names = method_names(method)
+    if teacher_input is not None and teacher is None:
+        raise ConfigError("teacher_input (--teacher-input) converts a teacher's inputs, and "
+                          "this run has no teacher; remove it or give --teacher")
     free = [n for n in names if METHODS.get(n).source_free]
     if free:
         if teacher is not None:
@@ -862,9 +912,10 @@ def adapt(
     if converted:
         note(converted, cfg.progress and is_main())
     _check_classes(module, data.source.train.x, data.num_classes, "model")
+    conversion = None if teacher_input is None else parse_teacher_input(teacher_input)
     teacher_module, teacher_record = None, None
     if teacher is not None:
-        teacher_module, teacher_record = _adapt_teacher(teacher, data, module, cfg)
+        teacher_module, teacher_record = _adapt_teacher(teacher, data, module, cfg, conversion)
     methods = build_methods(names, teacher_module, options)
     provides = {"labels", "target"} | ({"teacher"} if teacher is not None else set())
     check_needs(methods, provides, "adapt")
@@ -876,9 +927,11 @@ def adapt(
     validation = ValidationSets.build(source.x[held], source.y[held], data.target.train.x)
     record = {"data": data.name, **_data_record(data, data_options), "model": spec,
               "method": _method_spec(method),
-              "methods": [m.name for m in methods], "method_options": options}
+              "methods": [m.name for m in methods], "method_options": _recorded_options(options)}
     if teacher_record is not None:
         record["teacher"] = teacher_record
+    if conversion is not None:
+        record["teacher_input"] = conversion.to_dict()
     if feature_layer is not None:  # it changes what is aligned: part of what a resume matches
         record["feature_layer"] = feature_layer
     if start is not None:  # recorded as given, so a resume names the same file
@@ -1170,3 +1223,23 @@ def list_components() -> dict[str, dict[str, str]]:
             name: f"{v.description} ({v.paper.split(',')[0]})" for name, v in VALIDATORS.items()
         },
     }
+
+
+def report_runs(
+    runs: str | Path | list[str | Path],
+    out: str | Path = "report.html",
+    *,
+    data_dir: str | Path | None = None,
+    tsne_points: int | None = None,
+    seed: int = 0,
+) -> Path:
+    """Write one self-contained HTML page comparing ``runs`` (run directories, or a folder of
+    runs such as the demo's): comparison table (methods, final accuracy, parameters, model
+    size, CPU latency, training time, adapt's label-free and oracle choices), learning curves,
+    confusion matrix on the test split (the target's for a pair) and, for a pair, t-SNE
+    (``tsne_points`` rows per domain, default 500) and proxy A-distance. Needs the ``report``
+    extra."""
+    from transferkit.report.html import Readers, write_report
+
+    return write_report(runs, out, Readers(_load_record, resolve_data), data_dir=data_dir,
+                        tsne_points=tsne_points, seed=seed)

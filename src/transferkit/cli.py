@@ -1,5 +1,5 @@
 """Command line: ``transferkit demo | train | distill | adapt | evaluate | export | inspect |
-list``.
+report | list``.
 
 Every training command writes one run directory (``--out``, default ``runs/<command>-<time>``)
 and accepts ``--config run.yaml`` (fields of :class:`transferkit.config.RunConfig`); flags
@@ -31,6 +31,7 @@ from transferkit.config import (
     validate,
 )
 from transferkit.data import DATASETS, ENV_VAR, PAIRS
+from transferkit.data.teacher_input import parse_teacher_input
 from transferkit.engine.distributed import is_main, local_device, shutdown
 from transferkit.errors import CheckpointError, ConfigError, TransferkitError
 from transferkit.methods import METHODS, build_methods, check_needs, method_names
@@ -106,7 +107,11 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-divergence-check", action="store_true",
                    help="finish a run whose loss explodes or whose predictions collapse")
-    p.add_argument("--amp", action="store_true", help="bfloat16 autocast (CUDA)")
+    p.add_argument("--amp", nargs="?", const="bf16", choices=["off", "auto", "bf16"],
+                   help="bfloat16 autocast: bf16 (the flag alone), off, or auto (bf16 only "
+                   "where the GPU or CPU computes it natively); the run records its choice")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also log the per-epoch scalars to OUT/tensorboard (tensorboard extra)")
     p.add_argument("--opt", action="append", metavar="KEY=VALUE", help="method option")
     p.add_argument("--lr-factor", action="append", metavar="LAYER=FACTOR",
                    help="learning-rate factor of a student layer, e.g. features=0.1")
@@ -122,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default=None, help="run directory (default runs/demo-<time>)")
     demo.add_argument("--epochs-scale", type=float, default=1.0, help="scale every budget")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--report", action="store_true",
+                      help="also write report.html of the demo's runs into its run directory")
 
     train = sub.add_parser("train", help="supervised training (teachers, source-only)")
     train.add_argument("--model", help="model name or package.module:factory")
@@ -137,6 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="born-again generations: each student teaches the next")
     distill.add_argument("--teacher-opt", action="append", metavar="KEY=VALUE")
     distill.add_argument("--teacher-epochs", type=int, help="epochs when training the teacher")
+    distill.add_argument("--teacher-input", metavar="SPEC",
+                         help="what a teacher trained elsewhere expects, e.g. "
+                         "'mean=[0.1307],std=[0.3081],size=28' (also channels=3, range=[-1,1]); "
+                         "each batch is converted for the teacher only")
     distill.add_argument("--student", "--model", dest="model", help="student model name")
     distill.add_argument("--model-opt", action="append", metavar="KEY=VALUE")
     distill.add_argument("--method", help="method or list such as kd+fitnet (default kd)")
@@ -151,6 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
     adapt.add_argument("--teacher", help="teacher model.pt / run dir, or a model name to train "
                        "on the source, for lists such as dann+kd")
     adapt.add_argument("--teacher-opt", action="append", metavar="KEY=VALUE")
+    adapt.add_argument("--teacher-input", metavar="SPEC",
+                       help="what a teacher trained elsewhere expects, e.g. "
+                       "'mean=[0.1307],std=[0.3081],size=28' (also channels=3, range=[-1,1]); "
+                       "each batch is converted for the teacher only")
     _add_training_flags(adapt)
 
     evaluate = sub.add_parser("evaluate", help="accuracy of a saved model on a dataset or pair")
@@ -187,6 +202,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--validators", action="store_true",
                           help="also print the label-free validators' scores (pairs: held-out "
                           "source rows and unlabelled target inputs)")
+
+    report = sub.add_parser("report", help="one self-contained HTML page comparing runs: "
+                            "curves, table, confusion matrices, t-SNE")
+    report.add_argument("runs", nargs="+", metavar="RUN",
+                        help="run directories (a folder of runs stands for its runs)")
+    report.add_argument("--out", default="report.html", help="the page to write "
+                        "(default report.html)")
+    report.add_argument("--data-dir", help="folder with the runs' dataset files")
+    report.add_argument("--tsne-points", type=int, default=None,
+                        help="rows per domain in the t-SNE pictures (pairs; default 500)")
+    report.add_argument("--seed", type=int, default=0)
 
     sub.add_parser("list", help="datasets, pairs, models and methods")
     return parser
@@ -231,6 +257,10 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         else:
             raw["teacher"] = {"name": args.teacher,
                               "options": parse_options(args.teacher_opt, "--teacher-opt")}
+    if getattr(args, "teacher_input", None) is not None:
+        raw["teacher_input"] = args.teacher_input
+    if raw.get("teacher_input") is not None:  # one spelling in config.yaml, checked now
+        raw["teacher_input"] = parse_teacher_input(raw["teacher_input"]).to_dict()
     raw["method_options"] = {**_mapping(raw.get("method_options"), "method_options", where),
                              **parse_options(args.opt, "--opt")}
     raw["data_options"] = data_options(args, _mapping(raw.get("data_options"), "data_options",
@@ -247,7 +277,9 @@ def run_config(args: argparse.Namespace) -> RunConfig:
     if args.no_progress:  # without a terminal: one line per epoch
         flags["progress"] = False
     if args.amp:
-        flags["amp"] = True
+        flags["amp"] = args.amp
+    if args.tensorboard:
+        flags["tensorboard"] = True
     if args.no_divergence_check:
         flags["check_divergence"] = False
     train.update(flags)
@@ -374,6 +406,10 @@ def check_run_config(cfg: RunConfig) -> None:
         if spec is not None and ":" not in spec.name and not saved:  # adapt may start from
             MODELS.get(spec.name)  # a saved model.pt / run directory
     local_device(cfg.train.device)
+    if cfg.train.tensorboard:  # before any data is loaded or teacher trained
+        from transferkit.engine.tensorboard import require_tensorboard
+
+        require_tensorboard()
     if cfg.teacher_train is not None:
         local_device(cfg.teacher_train.device)
 
@@ -457,11 +493,12 @@ def execute(cfg: RunConfig, resume: bool) -> api.RunResult:
         teacher = cfg.teacher_checkpoint or (_train_teacher(cfg) if cfg.teacher else None)
         return api.adapt(cfg.model.name, cfg.data, method=cfg.method,
                          model_options=cfg.model.options, feature_layer=cfg.feature_layer,
-                         teacher=teacher, **common, **settings)
+                         teacher=teacher, teacher_input=cfg.teacher_input, **common,
+                         **settings)
     teacher = cfg.teacher_checkpoint or _train_teacher(cfg)
     return api.distill(teacher, cfg.model.name, cfg.data, method=cfg.method,
                        student_options=cfg.model.options, generations=cfg.generations,
-                       **common, **settings)
+                       teacher_input=cfg.teacher_input, **common, **settings)
 
 
 def _train_teacher(cfg: RunConfig) -> str:
@@ -573,7 +610,13 @@ def main(argv: list[str] | None = None) -> int:
             if args.out is not None and not args.out.strip():
                 raise ConfigError("--out is empty; give the run directory, e.g. --out runs/demo")
 
-            run_demo(out=args.out, scale=args.epochs_scale, seed=args.seed)
+            run_demo(out=args.out, scale=args.epochs_scale, seed=args.seed, report=args.report)
+            return 0
+        if args.command == "report":
+            check_data_dir(args.data_dir)
+            page = api.report_runs(args.runs, args.out, data_dir=args.data_dir,
+                                   tsne_points=args.tsne_points, seed=args.seed)
+            print(f"wrote {page}")
             return 0
         if args.command == "evaluate":
             check_data_dir(args.data_dir)

@@ -120,7 +120,9 @@ class TrainConfig(_Strict):
     check_divergence: Bool = Field(
         True, description="stop a run whose loss explodes or whose predictions collapse"
     )
-    amp: Bool = False
+    amp: Annotated[Literal["off", "auto", "bf16"], BeforeValidator(_amp_value)] = Field(
+        "off", description="bf16 autocast: off, bf16, or auto (bf16 only where the GPU or CPU "
+        "computes it natively: AMX / AVX-512 BF16); true means bf16")
     jitter: Int = Field(0, ge=0, description="random translation of up to N pixels (images)")
     augment: Literal["none", "flip", "cifar"] = Field(
         "none", description="cifar: random crop with 4-pixel padding + horizontal flip"
@@ -131,6 +133,9 @@ class TrainConfig(_Strict):
     source_holdout: float = Field(
         0.1, ge=0.0, lt=0.5, description="share of the source training set held out for the "
         "validators (adapt); the same rows for every seed")
+    tensorboard: Bool = Field(
+        False, description="also write the per-epoch scalars to RUN/tensorboard (needs the "
+        "tensorboard extra)")
     optim: OptimConfig = Field(default_factory=OptimConfig)
 
 
@@ -202,6 +207,15 @@ class ModelSpec(_Strict):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+def _amp_value(value: Any) -> Any:
+    """The old boolean flag reads as ``bf16`` / ``off``; names are case-insensitive."""
+    if value is True:
+        return "bf16"
+    if value is False:
+        return "off"
+    return value.strip().lower() if isinstance(value, str) else value
+
+
 def _method_list(value: Any) -> Any:
     """``[kd, fitnet]`` (YAML) -> ``"kd+fitnet"``; the methods are checked by name later."""
     if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
@@ -223,6 +237,8 @@ class RunConfig(_Strict):
     teacher: ModelSpec | None = None
     teacher_checkpoint: str | list[str] | None = None
     teacher_train: TrainConfig | None = None
+    teacher_input: str | dict[str, Any] | None = Field(
+        None, description="what a foreign teacher expects: mean, std, size, channels, range")
     train: TrainConfig = Field(default_factory=TrainConfig)
     out: str | None = None
     feature_layer: str | None = None

@@ -54,7 +54,13 @@ def milliseconds_per_batch(model: nn.Module, x: torch.Tensor, repeats: int = 20)
     return 1000.0 * sorted(times)[len(times) // 2]
 
 
-def run_demo(out: str | None = None, scale: float = 1.0, seed: int = 0) -> list[dict]:
+def run_demo(out: str | None = None, scale: float = 1.0, seed: int = 0,
+             report: bool = False) -> list[dict]:
+    """Run the demo into ``out``; ``report=True`` also writes ``report.html`` of its runs."""
+    if report:  # refused now, not after minutes of training
+        from transferkit.report.plotting import require_matplotlib
+
+        require_matplotlib("demo --report")
     console = Console()
     run_dir = Path(out or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}")
     teacher_epochs = max(1, round(TEACHER_SETTINGS["epochs"] * scale))
@@ -127,4 +133,10 @@ def run_demo(out: str | None = None, scale: float = 1.0, seed: int = 0) -> list[
     lines += [f"| {r['section']} | {r['model']} | {r['accuracy']:.4f} | {r['parameters']:,} | "
               f"{r['ms_per_batch']:.2f} |" for r in rows]
     atomic_write(run_dir / "demo.md", lambda f: f.write(("\n".join(lines) + "\n").encode()))
+    if report:
+        runs = [run_dir / name for name in ("teacher", "student-alone",
+                                            *(f"student-{m}" for m, _ in DISTIL_RECIPES),
+                                            "source-only", "dann")]
+        page = api.report_runs(runs, run_dir / "report.html", seed=seed)
+        console.print(f"Report: {page}", markup=False, highlight=False, soft_wrap=True)
     return rows

@@ -34,7 +34,8 @@ from transferkit.engine.optim import (
     set_learning_rate,
     weight_matrices,
 )
-from transferkit.engine.progress import ProgressBar
+from transferkit.engine.precision import choose_precision
+from transferkit.engine.progress import ProgressBar, note
 from transferkit.engine.selection import (
     LAST,
     ValidationSets,
@@ -42,6 +43,7 @@ from transferkit.engine.selection import (
     needs_of,
     validator_scores,
 )
+from transferkit.engine.tensorboard import ScalarLog, require_tensorboard
 from transferkit.errors import (
     CheckpointError,
     ConfigError,
@@ -56,7 +58,9 @@ SELECTED = "selected.pt"  # the weights of the epoch that ``select`` prefers
 METRICS = "metrics.jsonl"
 # Settings that may differ between a run and its resumption: they do not change its numbers,
 # or (``epochs``) a resumed run may be extended.
-RESUME_FREE = {"device", "progress", "eval_batch_size", "epochs", "check_divergence"}
+# May change at a resume: where and how the arithmetic runs, and what is shown or logged.
+RESUME_FREE = {"device", "amp", "progress", "eval_batch_size", "epochs", "check_divergence",
+               "tensorboard"}
 # A training loss this many times the untrained model's (at least EXPLODE_FLOOR) has diverged.
 EXPLODE_FACTOR = 1e3
 EXPLODE_FLOOR = 0.1
@@ -100,6 +104,10 @@ class Trainer:
     ) -> None:
         self.config = config
         self.validation = validation
+        if config.tensorboard:  # before anything is built or trained
+            require_tensorboard()
+            if run_dir is None:
+                raise ConfigError("tensorboard=True writes into the run directory: give out=")
         if config.select != LAST and validation is None:
             raise ConfigError(
                 f"select={config.select} chooses an epoch by scores on target data; only "
@@ -117,6 +125,9 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.device = distributed.local_device(config.device)
         distributed.init_from_env(self.device)
+        self.precision = choose_precision(config.amp, self.device)  # fp32 or native bf16
+        if self.precision.requested != "off":
+            note(f"precision: {self.precision.reason}", config.progress and distributed.is_main())
         self._check_data(methods)
         torch.manual_seed(config.seed)  # before networks that methods create (DML's peers)
         self.objective = Objective(model, methods, feature_layer)
@@ -173,6 +184,7 @@ class Trainer:
         self.validation_layer = None if feature_tap is None else feature_tap.layer
         if self.validation_layer is None:
             self.validation_layer = feature_layer
+        self.board: ScalarLog | None = None  # RUN/tensorboard, opened by fit (rank 0)
 
     @property
     def model(self) -> nn.Module:
@@ -357,6 +369,8 @@ class Trainer:
             torch.manual_seed(_rank_seed(cfg.seed, distributed.rank()))
             if self.run_dir is not None and main:  # left by a run killed before its 1st epoch
                 (self.run_dir / METRICS).unlink(missing_ok=True)
+        if cfg.tensorboard and self.run_dir is not None and main and self.board is None:
+            self.board = ScalarLog(self.run_dir, self.history)  # the checkpoint's epochs
         with ProgressBar(cfg.progress and main, cfg.epochs) as bar:
             for epoch in range(self.start_epoch, cfg.epochs):
                 row = self._train_epoch(epoch, bar)
@@ -379,6 +393,8 @@ class Trainer:
                     if main:
                         save_torch(self.state(epoch + 1, rank_rngs), self.run_dir / CHECKPOINT)
                         self._rewrite_metrics()
+                        if self.board is not None:  # after the checkpoint, as the metrics
+                            self.board.add(row)
                 self._keep_if_selected()  # after the checkpoint: see _restore_selected
                 distributed.barrier()
         trained = self.start_epoch < cfg.epochs and self.total_steps >= COLLAPSE_MIN_STEPS
@@ -430,6 +446,9 @@ class Trainer:
         # The first to freeze a module is the last to restore it.
         for method in reversed(list(self.objective.methods.values())):
             method.close()
+        if self.board is not None:
+            self.board.close()
+            self.board = None
 
     def _train_epoch(self, epoch: int, bar: ProgressBar) -> dict[str, Any]:
         cfg, data, device = self.config, self.data, self.device
@@ -458,7 +477,7 @@ class Trainer:
                 set_learning_rate(optimizer, cfg.optim.lr)
         lr = cfg.optim.lr
         start = time.perf_counter()
-        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp)
+        autocast = self.precision.autocast(device)
         single = len(self.phases) == 1
         for step in range(steps if self.optimizers else 0):
             if not constant_lr:

@@ -6,6 +6,8 @@ trained through a gradient reversal layer, it pushes the features to be domain-i
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -14,19 +16,22 @@ from transferkit.errors import ConfigError
 
 
 class DomainDiscriminator(nn.Module):
-    """``Linear(in, h) -> [BN] -> ReLU -> [Dropout]`` twice, then ``Linear(h, 1)``; returns ``N``
-    logits.
+    """``Linear(in, h_k) -> [BN] -> ReLU -> [Dropout]`` for each hidden width ``h_k``, then
+    ``Linear(h_last, 1)``; returns ``N`` logits.
 
-    ``batch_norm=True`` (default) is the digits discriminator of the DANN literature
-    (Linear-BN-ReLU x2); without it, that literature uses ``dropout=0.5``. With BatchNorm the
-    training batch needs more than one sample.
+    ``hidden`` is the list of widths; an int ``h`` means ``[h, h]``: two layers of ``h``, the
+    1024-1024 discriminator of TLlib's DANN. ``batch_norm=True`` (default) is the digits
+    discriminator of the DANN literature (Linear-BN-ReLU); without it, that literature uses
+    ``dropout=0.5``. With BatchNorm the training batch needs more than one sample.
     """
 
     def __init__(
-        self, in_features: int, hidden: int = 1024, batch_norm: bool = True, dropout: float = 0.0
+        self, in_features: int, hidden: int | Sequence[int] = 1024, batch_norm: bool = True,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        if in_features < 1 or hidden < 1:
+        widths = [hidden, hidden] if isinstance(hidden, int) else list(hidden)
+        if in_features < 1 or not widths or any(w < 1 for w in widths):
             raise ConfigError(
                 f"discriminator sizes must be >= 1, got in_features={in_features}, hidden={hidden}"
             )
@@ -34,15 +39,15 @@ class DomainDiscriminator(nn.Module):
             raise ConfigError(f"discriminator dropout must be in [0, 1), got {dropout}")
         layers: list[nn.Module] = []
         width = in_features
-        for _ in range(2):
-            layers.append(nn.Linear(width, hidden))
+        for out in widths:
+            layers.append(nn.Linear(width, out))
             if batch_norm:
-                layers.append(nn.BatchNorm1d(hidden))
+                layers.append(nn.BatchNorm1d(out))
             layers.append(nn.ReLU())
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
-            width = hidden
-        layers.append(nn.Linear(hidden, 1))
+            width = out
+        layers.append(nn.Linear(width, 1))
         self.net = nn.Sequential(*layers)
 
     def forward(self, features: Tensor) -> Tensor:

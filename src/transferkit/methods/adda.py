@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from transferkit.errors import ConfigError
-from transferkit.losses import DomainDiscriminator
 from transferkit.methods.base import Batch, Method, Outputs, Phase, TrainInfo, check_count
+from transferkit.methods.dann import build_discriminator, check_discriminator_spec, check_hidden
 from transferkit.methods.registry import METHODS
 from transferkit.models.base import copy_module, eval_mode
 from transferkit.models.features import FeatureTap
@@ -32,12 +32,16 @@ class ADDA(Method):
     needs_labels = True
     replaces_supervised = True
 
-    def __init__(self, source_epochs: int | None = None, hidden: int = 500) -> None:
+    def __init__(self, source_epochs: int | None = None, hidden: int | list[int] = 500,
+                 discriminator: nn.Module | str | None = None) -> None:
         super().__init__()
         self.source_epochs = None if source_epochs is None else check_count("source_epochs",
                                                                             source_epochs)
-        self.hidden = check_count("hidden", hidden)
-        self.discriminator: DomainDiscriminator | None = None
+        self.hidden = check_hidden(hidden)
+        # Not a registered submodule: a module given here is registered once, at setup,
+        # as ``discriminator`` (no duplicate in the state_dict).
+        object.__setattr__(self, "discriminator_spec", check_discriminator_spec(discriminator))
+        self.discriminator: nn.Module | None = None
         self.source_encoder: nn.Module | None = None  # frozen; saved, so a resume keeps it
         self._tap: FeatureTap | None = None
         self._student: list[nn.Module] = []
@@ -55,7 +59,8 @@ class ADDA(Method):
                               f"{epochs} for adaptation; lower it or train more epochs")
         self._student = [info.student]
         if self.discriminator is None:
-            self.discriminator = DomainDiscriminator(info.feature_dim, hidden=self.hidden)
+            self.discriminator = build_discriminator(self.discriminator_spec, self.hidden,
+                                                     info.feature_dim, self.name)
         if self.source_encoder is None:
             self.source_encoder = copy_module(info.student).requires_grad_(False)
             self._tap = FeatureTap(self.source_encoder, info.feature_layer, detach=True)

@@ -11,18 +11,17 @@ per domain, so confident predictions count more.
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from transferkit.errors import ConfigError
 from transferkit.losses import (
-    DomainDiscriminator,
     RandomizedMultilinear,
     entropy_weights,
     multilinear_map,
     weighted_domain_loss,
 )
 from transferkit.methods.base import Batch, Outputs, TrainInfo, check_count
-from transferkit.methods.dann import DANN
+from transferkit.methods.dann import DANN, build_discriminator
 from transferkit.methods.registry import METHODS
 
 RANDOMIZE_ABOVE = 4096  # d * K above which the paper switches to the randomized map
@@ -36,15 +35,16 @@ class CDAN(DANN):
     def __init__(
         self,
         trade_off: float = 1.0,
-        hidden: int = 1024,
+        hidden: int | list[int] = 1024,
         gamma: float = 10.0,
         warmup: bool = True,
         warmup_steps: int | None = None,
         entropy: bool = False,
         randomized: bool | None = None,
         random_dim: int = 1024,
+        discriminator: nn.Module | str | None = None,
     ) -> None:
-        super().__init__(trade_off, hidden, gamma, warmup, warmup_steps)
+        super().__init__(trade_off, hidden, gamma, warmup, warmup_steps, discriminator)
         if not isinstance(entropy, bool):
             raise ConfigError(f"entropy must be true or false, got {entropy!r}")
         if randomized is not None and not isinstance(randomized, bool):
@@ -66,7 +66,8 @@ class CDAN(DANN):
                 info.feature_dim, info.num_classes, self.random_dim, seed=0)
         if self.discriminator is None:
             width = self.random_dim if randomized else joint
-            self.discriminator = DomainDiscriminator(width, hidden=self.hidden)
+            self.discriminator = build_discriminator(self.discriminator_spec, self.hidden,
+                                                     width, self.name)
 
     def losses(self, batch: Batch, out: Outputs, progress: float) -> dict[str, Tensor]:
         assert self.discriminator is not None, "call setup() first"
@@ -79,7 +80,7 @@ class CDAN(DANN):
             joint = torch.cat([out.features, out.target_features])
         g = torch.cat([out.logits, out.target_logits]).softmax(1).detach()
         h = multilinear_map(joint, g) if self.random_map is None else self.random_map(joint, g)
-        domain_logits = self.discriminator(self.grl(h))
+        domain_logits = self.discriminator(self.grl(h)).reshape(len(h))
         source_d, target_d = domain_logits[:n], domain_logits[n:]
         self._last_domain_logits = (source_d.detach(), target_d.detach())
         weights = (entropy_weights(g[:n]), entropy_weights(g[n:])) if self.entropy else (None,
@@ -95,12 +96,13 @@ class CDANE(CDAN):
     def __init__(
         self,
         trade_off: float = 1.0,
-        hidden: int = 1024,
+        hidden: int | list[int] = 1024,
         gamma: float = 10.0,
         warmup: bool = True,
         warmup_steps: int | None = None,
         randomized: bool | None = None,
         random_dim: int = 1024,
+        discriminator: nn.Module | str | None = None,
     ) -> None:
         super().__init__(trade_off, hidden, gamma, warmup, warmup_steps, True, randomized,
-                         random_dim)
+                         random_dim, discriminator)

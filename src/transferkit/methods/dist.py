@@ -31,9 +31,12 @@ class DIST(TeacherMethod):
         gamma: float = 2.0,
         temperature: float = 4.0,
         inputs: str = "source",
-        cache_teacher: bool = False,
+        cache_teacher: bool | str = False,
+        teacher_cache_dir: str | None = None,
+        teacher_cache_max_gb: float | None = None,
     ) -> None:
-        super().__init__(teacher, inputs, cache_teacher)
+        super().__init__(teacher, inputs, cache_teacher, teacher_cache_dir,
+                         teacher_cache_max_gb)
         self.beta = check_nonnegative("beta", beta)
         self.gamma = check_nonnegative("gamma", gamma)
         self.temperature = check_positive("temperature", temperature)

@@ -44,14 +44,17 @@ class DecoupledKD(TeacherMethod):
         warmup: float = 20,
         standardize: bool = False,
         inputs: str = "source",
-        cache_teacher: bool = False,
+        cache_teacher: bool | str = False,
+        teacher_cache_dir: str | None = None,
+        teacher_cache_max_gb: float | None = None,
     ) -> None:
         if inputs != "source":
             raise ConfigError(f"dkd needs the labels of the rows it compares, so inputs must be "
                               f"'source' (target rows are unlabelled), got {inputs!r}")
         if not isinstance(standardize, bool):
             raise ConfigError(f"standardize must be true or false, got {standardize!r}")
-        super().__init__(teacher, inputs, cache_teacher)
+        super().__init__(teacher, inputs, cache_teacher, teacher_cache_dir,
+                         teacher_cache_max_gb)
         self.alpha = check_nonnegative("alpha", alpha)
         self.beta = check_nonnegative("beta", beta)
         self.temperature = check_positive("temperature", temperature)

@@ -42,12 +42,15 @@ class SoftTargetDistillation(TeacherMethod):
         temperature: float = 4.0,
         alpha: float = 0.9,
         inputs: str = "source",
-        cache_teacher: bool = False,
+        cache_teacher: bool | str = False,
         standardize: bool = False,
         kd_weight: float | None = None,
         ce_weight: float | None = None,
+        teacher_cache_dir: str | None = None,
+        teacher_cache_max_gb: float | None = None,
     ) -> None:
-        super().__init__(teacher, inputs, cache_teacher)
+        super().__init__(teacher, inputs, cache_teacher, teacher_cache_dir,
+                         teacher_cache_max_gb)
         self.temperature = check_positive("temperature", temperature)
         self.alpha = check_fraction("alpha", alpha)
         if not isinstance(standardize, bool):

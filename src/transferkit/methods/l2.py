@@ -49,11 +49,14 @@ class L2Distillation(TeacherMethod):
         weighting: str = "uniform",
         ce_weight: float = 0.0,
         inputs: str = "source",
-        cache_teacher: bool = False,
+        cache_teacher: bool | str = False,
         reduction: str = "sum",
         scale: float | str = "auto",
+        teacher_cache_dir: str | None = None,
+        teacher_cache_max_gb: float | None = None,
     ) -> None:
-        super().__init__(teacher, inputs, cache_teacher)
+        super().__init__(teacher, inputs, cache_teacher, teacher_cache_dir,
+                         teacher_cache_max_gb)
         if weighting not in WEIGHTINGS:
             valid = ", ".join(WEIGHTINGS)
             raise ConfigError(f"weighting must be one of {valid}, got {weighting!r}")

@@ -4,30 +4,51 @@ The teacher is deliberately not a registered submodule: its weights stay out of 
 optimizer, the student's checkpoints and DistributedDataParallel's gradient buckets.
 It is moved with the method (``.to(device)``) and always runs in eval mode without grad.
 
-With ``cache_teacher=True`` the teacher's logits on every training row are computed once at
-setup and looked up by row index: exact when inputs are not augmented (the engine refuses
-the cache with ``jitter``), and it removes the teacher's forward pass from every step.
+With ``cache_teacher=True`` (or ``"memory"``) the teacher's logits on every training row are
+computed once at setup and looked up by row index: exact when inputs are not augmented (the
+engine refuses the cache with ``jitter``), and it removes the teacher's forward pass from every
+step. ``cache_teacher="disk"`` also keeps them on disk across runs (keyed by the teacher's
+weights, modules, input conversion and the exact rows; see :mod:`teacher_cache`), so a sweep
+of students over one teacher runs the teacher over the data once.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from transferkit.errors import ConfigError
-from transferkit.methods.base import Batch, Method, Outputs, Tap, TrainInfo
+from transferkit.methods.base import Batch, Method, Outputs, Tap, TrainInfo, check_positive
+from transferkit.methods.teacher_cache import CHUNK, DEFAULT_MAX_GB, TeacherOutputCache
 from transferkit.models.base import module_modes, restore_modes
 
 INPUTS = ("source", "target", "both")
 ROWS = {"source": "source", "target": "target", "both": "all"}
 TEACHER = "teacher"
+CACHE_MODES = {False: "off", True: "memory", "off": "off", "memory": "memory", "disk": "disk"}
+
+
+def cache_mode(value: object) -> str:
+    """``cache_teacher`` as ``off``, ``memory`` (this run) or ``disk`` (across runs)."""
+    mode = CACHE_MODES.get(value) if isinstance(value, bool | str) else None
+    if mode is None:
+        raise ConfigError(f"cache_teacher must be false, true (= memory: computed once per run) "
+                          f"or disk (kept across runs), got {value!r}")
+    return mode
 
 
 class TeacherMethod(Method):
     """Base for methods that compare the student with a frozen teacher."""
 
     def __init__(
-        self, teacher: nn.Module, inputs: str = "source", cache_teacher: bool = False
+        self,
+        teacher: nn.Module,
+        inputs: str = "source",
+        cache_teacher: bool | str = False,
+        teacher_cache_dir: str | None = None,
+        teacher_cache_max_gb: float | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(teacher, nn.Module):
@@ -46,7 +67,20 @@ class TeacherMethod(Method):
             param.requires_grad_(False)
         object.__setattr__(self, "teacher", teacher.eval())
         self.inputs = inputs
-        self.cache_teacher = bool(cache_teacher)
+        self.cache_mode = cache_mode(cache_teacher)
+        self.cache_teacher = self.cache_mode != "off"
+        if self.cache_mode != "disk" and (teacher_cache_dir, teacher_cache_max_gb) != (None, None):
+            raise ConfigError("teacher_cache_dir and teacher_cache_max_gb apply to "
+                              "cache_teacher=disk; set it, or drop them")
+        if teacher_cache_dir is not None and (not isinstance(teacher_cache_dir, str)
+                                              or not teacher_cache_dir.strip()):
+            raise ConfigError(f"teacher_cache_dir must be a folder path, got "
+                              f"{teacher_cache_dir!r}")
+        self.disk_cache = None if self.cache_mode != "disk" else TeacherOutputCache(
+            teacher_cache_dir, DEFAULT_MAX_GB if teacher_cache_max_gb is None
+            else check_positive("teacher_cache_max_gb", teacher_cache_max_gb))
+        # What the disk cache did, per rows ("source"/"target"): the run summary records it.
+        self.cache_record: dict[str, Any] = {}
         # Plain attributes, not buffers: kept out of checkpoints and DDP's buffer broadcast.
         self.cached_logits: Tensor | None = None
         self.cached_target_logits: Tensor | None = None
@@ -104,13 +138,26 @@ class TeacherMethod(Method):
             raise ConfigError("cache_teacher needs fixed inputs: it cannot be used with jitter "
                               "or augment")
         if self.inputs != "target" and info.x is not None:
-            self.cached_logits = self._all_logits(info.x)
+            self.cached_logits = self._cache_rows("source", info.x)
         if self.inputs != "source" and info.x_target is not None:
-            self.cached_target_logits = self._all_logits(info.x_target)
+            self.cached_target_logits = self._cache_rows("target", info.x_target)
+
+    def _cache_rows(self, rows: str, x: Tensor) -> Tensor:
+        """The teacher's logits on every row of ``x``: computed now, or read from disk."""
+        if self.disk_cache is None:
+            return self._all_logits(x)
+        device = self._teacher_device()
+        logits, info = self.disk_cache.logits(self.teacher, x, device, self._all_logits)
+        self.cache_record = {"mode": "disk", "dir": str(self.disk_cache.folder),
+                             **self.cache_record, rows: info}
+        return logits
+
+    def _teacher_device(self) -> torch.device:
+        return next((p.device for p in self.teacher.parameters()), torch.device("cpu"))
 
     @torch.no_grad()
-    def _all_logits(self, x: Tensor, chunk: int = 1024) -> Tensor:
-        device = next((p.device for p in self.teacher.parameters()), torch.device("cpu"))
+    def _all_logits(self, x: Tensor, chunk: int = CHUNK) -> Tensor:
+        device = self._teacher_device()
         return torch.cat([self.teacher(part.to(device)) for part in x.split(chunk)])
 
     @torch.no_grad()

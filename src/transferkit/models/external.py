@@ -17,12 +17,13 @@ from transferkit.errors import CheckpointError, ConfigError, TransferkitError
 _ARGS = ("input_shape", "num_classes")
 
 
-def _import_attribute(path: str) -> Any:
-    """The object at ``package.module:attr`` (``attr`` may be dotted, e.g. ``Class.build``)."""
+def _import_attribute(path: str, what: str = "model") -> Any:
+    """The object at ``package.module:attr`` (``attr`` may be dotted, e.g. ``Class.build``);
+    ``what`` names it in errors (a model, a discriminator)."""
     module_name, sep, attr = path.partition(":")
     if not sep or not module_name or not attr:
         raise ConfigError(
-            f"model path {path!r} must look like 'package.module:factory' "
+            f"{what} path {path!r} must look like 'package.module:factory' "
             "(module path, a colon, then the factory's name)"
         )
     try:
@@ -31,7 +32,7 @@ def _import_attribute(path: str) -> Any:
         missing = exc.name or ""
         if module_name == missing or module_name.startswith(missing + "."):
             raise TransferkitError(
-                f"cannot import module {module_name!r} for model {path!r}: no module named "
+                f"cannot import module {module_name!r} for {what} {path!r}: no module named "
                 f"{missing!r}; is its folder on PYTHONPATH?"
             ) from exc
         raise TransferkitError(f"importing module {module_name!r} failed: {exc}") from exc

@@ -46,6 +46,9 @@ class OnnxModel(nn.Module):
             raise ConfigError(f"{self.path}: a teacher takes one input and gives logits first; "
                               f"this graph has {len(inputs)} inputs and {len(outputs)} outputs")
         self.input_name = inputs[0].name
+        # One input's dimensions as the graph fixes them (None where symbolic, e.g. batch).
+        self.input_dims = tuple(d if isinstance(d, int) and d > 0 else None
+                                for d in list(inputs[0].shape or [])[1:]) or None
         # The input convention transferkit's export wrote (JSON), if this file came from it.
         meta = self.session.get_modelmeta().custom_metadata_map
         self.inputs_record: str | None = meta.get("transferkit_inputs")
@@ -59,7 +62,9 @@ class OnnxModel(nn.Module):
         except Exception as exc:  # e.g. a batch whose shape the graph does not take
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise ConfigError(f"ONNX model {self.path} refused inputs of shape "
-                              f"{tuple(x.shape)}: {first[:200]}") from None
+                              f"{tuple(x.shape)}: {first[:200]}; if it expects other inputs, "
+                              "convert them with --teacher-input (teacher_input= in the API)"
+                              ) from None
         return torch.from_numpy(out).float().to(x.device)
 
     def extra_repr(self) -> str:
