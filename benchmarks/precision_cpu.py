@@ -100,7 +100,7 @@ def main() -> None:
     payload = {
         "command": "python benchmarks/precision_cpu.py"
                    + (f" --threads {args.threads}" if args.threads else ""),
-        "steps": steps,
+        "rows": steps,
         "cpu_bf16_units": units,
         "bf16_kind": "native" if units else "emulated",
         "auto_picks": auto.name,

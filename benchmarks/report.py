@@ -541,12 +541,12 @@ def section_precision_cpu() -> list[str]:
              "dann": "digits DANN step (LeNet, bottleneck 256, batch 64 + 64)"}
     rows = [[names.get(step, step), v["fp32_ms_per_step"], v["bf16_ms_per_step"],
              f"{v['bf16_speed_vs_fp32']:.2f}× ({kind})"]
-            for step, v in result["steps"].items()]
+            for step, v in result["rows"].items()]
     out += table(["step", "fp32 ms/step", "bf16 ms/step", "bf16 speed vs fp32"], rows)
     out += ["", f"This CPU: {unit}, so bf16 here is {kind}. `--amp auto` picks "
                 f"{result['auto_picks']}: \"{result['auto_reason']}\" (recorded in each run's "
-                "`summary.json` as `precision`). A CPU with native bf16 units would fill the "
-                "native column; none was available to this project.", ""]
+                "`summary.json` as `precision`). On a CPU with AMX or AVX-512 BF16 the same "
+                "command measures native bf16; none was available to this project.", ""]
     return out
 
 
@@ -564,9 +564,9 @@ def section_deploy_table() -> list[str]:
     out = ["## o. The students as deployable files: accuracy, size and latency", "",
            "The teacher, the student alone and the distilled students of two benchmarks above, "
            "each exported with `transferkit export` as ONNX (run by onnxruntime) and "
-           "TorchScript, in fp32 and int8 (dynamic quantisation: onnxruntime quantises the "
-           "weights of convolutions, as `ConvInteger` with the activations quantised on every "
-           "call, and of linear layers; torch those of `nn.Linear` only). "
+           "TorchScript, in fp32 and int8 (dynamic quantisation of the weights of linear "
+           "layers only: MatMul/Gemm in onnxruntime, `nn.Linear` in torch; convolutions stay "
+           "fp32, so a network of convolutions gets no smaller). "
            "Accuracy is the exported file's, on the whole test split; latency is per image on "
            "1 CPU thread, at batch 1 (median and 95th percentile of single calls) and at batch "
            "256 (median). Digits: the `transferkit demo` runs (section h's recipe); the other "
@@ -696,7 +696,7 @@ def section_feature_table() -> list[str]:
     seeds = sorted({r["seed"] for r in rows})
     command = (f"{DATA} OMP_NUM_THREADS=1 python benchmarks/feature_table.py --seeds "
                f"{','.join(map(str, seeds or [0]))} --device cpu")
-    out = ["## p. Feature-vector adaptation on Office-Caltech10 SURF and Amazon reviews", "",
+    out = ["## n. Feature-vector adaptation on Office-Caltech10 SURF and Amazon reviews", "",
            "Every ordered pair of the four Office-Caltech10 domains (800-d SURF bag of words, "
            "10 classes) and of the four Amazon review domains (400-d, positive/negative), read "
            "from the `.mat` files with `test=all` and `normalize=zscore`: the shallow "
@@ -802,16 +802,16 @@ def render() -> str:
     lines += section_adapt_table()
     lines += section_validators()
     lines += section_speed_adapt()
-    lines += section_precision_cpu()
-    lines += section_deploy_table()
     lines += section_feature_table()
+    lines += section_deploy_table()
+    lines += section_precision_cpu()
     lines += section_teacher_cache()
     return "\n".join(lines).rstrip() + "\n"
 
 
 def section_teacher_cache() -> list[str]:
     result = load("teacher_cache")
-    out = ["## r. Teacher logits: live, cached for the run, or on disk across runs", "",
+    out = ["## s. Teacher logits: live, cached for the run, or on disk across runs", "",
            "The MNIST `kd` step (1200-1200 teacher, 800-800 student, batch 128) on the 60,000 "
            "training images, in one process: the live teacher, `cache_teacher=true` (logits "
            "computed once at setup, in memory) and `cache_teacher=disk` on its second run "
