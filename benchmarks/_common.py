@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shlex
@@ -17,6 +18,15 @@ from transferkit.data import Dataset
 from transferkit.engine.checkpoint import save_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def append(path: Path, row: dict) -> None:
+    """One JSON line appended, flushed and synced: a killed grid keeps every finished run."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        handle.write(json.dumps(row) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def parser(description: str) -> argparse.ArgumentParser:

@@ -17,14 +17,13 @@ method.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
 import torch
 
 import transferkit as tk
-from _common import RESULTS, environment, parser
+from _common import RESULTS, append, environment, parser
 from transferkit.data import load_pair
 
 PAIRS = ["mnist->usps", "usps->mnist", "mnist->mnist_m"]
@@ -69,14 +68,6 @@ def done(path: Path) -> set[tuple[str, str, int]]:
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return {(r["pair"], r["method"], r["seed"]) for r in rows}
 
-
-def append(path: Path, row: dict) -> None:
-    """One JSON line, flushed and synced: a killed grid keeps every finished run."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        handle.write(json.dumps(row) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 def record(pair: str, name: str, seed: int, result, seconds: float, steps: int) -> dict:

@@ -55,7 +55,7 @@ import torch
 import torch.nn.functional as F
 
 import transferkit as tk
-from _common import RESULTS, environment, limit_train, parser, write_result
+from _common import RESULTS, append, environment, limit_train, parser, write_result
 from transferkit.config import OptimConfig, TrainConfig
 from transferkit.data import load_dataset
 from transferkit.engine.distributed import local_device
@@ -116,14 +116,6 @@ def done(path: Path) -> set[tuple]:
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return {(r["seed"], r["method"], r["epochs"], r.get("train_limit")) for r in rows}
 
-
-def append(path: Path, row: dict) -> None:
-    """One JSON line, flushed and synced: a killed grid keeps every finished run."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        handle.write(json.dumps(row) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 def use_amp(args: argparse.Namespace, device: torch.device) -> bool:

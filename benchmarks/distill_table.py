@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 import transferkit as tk
-from _common import RESULTS, environment, limit_train, parser
+from _common import RESULTS, append, environment, limit_train, parser
 from transferkit.data import load_dataset
 
 TEACHER = ("resnet32x4", {"width": 0.25})
@@ -63,16 +63,6 @@ def done(path: Path) -> set[tuple[int, str]]:
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return {(r["seed"], r["method"]) for r in rows}
 
-
-def append(path: Path, row: dict) -> None:
-    """One JSON line, flushed and synced: a killed grid keeps every finished run."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        handle.write(json.dumps(row) + "\n")
-        handle.flush()
-        import os
-
-        os.fsync(handle.fileno())
 
 
 def main() -> None:

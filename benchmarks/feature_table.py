@@ -49,7 +49,6 @@ keeps them; a rerun skips finished (dataset, pair, method, seed)):
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +56,7 @@ from pathlib import Path
 import torch
 
 import transferkit as tk
-from _common import RESULTS, environment, parser
+from _common import RESULTS, append, environment, parser
 from transferkit.errors import NonFiniteLossError
 
 # dataset folder -> (title, {domain letter: file})
@@ -161,14 +160,6 @@ def done(path: Path) -> set[tuple[str, str, str, int]]:
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return {(r["dataset"], r["pair"], r["method"], r["seed"]) for r in rows}
 
-
-def append(path: Path, row: dict) -> None:
-    """One JSON line, flushed and synced: a killed grid keeps every finished run."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        handle.write(json.dumps(row) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 def record(dataset: str, pair: str, name: str, seed: int, result, seconds: float,
