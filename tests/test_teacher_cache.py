@@ -324,3 +324,23 @@ def test_every_cached_teacher_method_takes_the_disk(digits: Dataset, tmp_path: P
                               {"cache_teacher": "disk", "teacher_cache_dir": str(tmp_path)})
     assert method.cache_mode == "disk" and method.disk_cache is not None
     assert method.disk_cache.folder == tmp_path
+
+
+def test_temporaries_of_killed_writers_are_removed_after_a_day(tmp_path: Path) -> None:
+    """A writer killed mid-write leaves ``.logits-<key>.pt.<random>.tmp``; the next write into
+    the folder removes those older than a day and keeps a younger one (maybe a live writer)."""
+    import os
+    import time
+
+    from transferkit.methods.teacher_cache import STALE_SECONDS, remove_stale_temporaries
+
+    old = tmp_path / ".logits-abc.pt.x1.tmp"
+    young = tmp_path / ".logits-def.pt.x2.tmp"
+    kept = tmp_path / "logits-abc.pt"
+    for path in (old, young, kept):
+        path.write_bytes(b"partial")
+    now = time.time()
+    os.utime(old, (now - STALE_SECONDS - 60, now - STALE_SECONDS - 60))
+    os.utime(kept, (now - 10 * STALE_SECONDS, now - 10 * STALE_SECONDS))
+    assert remove_stale_temporaries(tmp_path, now) == 1
+    assert not old.exists() and young.exists() and kept.exists()

@@ -57,6 +57,24 @@ def default_dir() -> Path:
     return cache_dir() / FOLDER
 
 
+STALE_SECONDS = 24 * 3600  # a writer still busy after a day was killed
+
+
+def remove_stale_temporaries(folder: Path, now: float | None = None) -> int:
+    """Delete the temporary files that killed writers left (``.logits-*.tmp`` older than a
+    day; a younger one may belong to a run writing now); returns how many went."""
+    now = time.time() if now is None else now
+    removed = 0
+    for tmp in folder.glob(".logits-*.tmp"):
+        try:
+            if now - tmp.stat().st_mtime > STALE_SECONDS:
+                tmp.unlink()
+                removed += 1
+        except OSError:  # gone already, or not ours to remove
+            continue
+    return removed
+
+
 def tensor_sha256(x: Tensor) -> str:
     """sha256 over ``dtype | shape |`` and the raw bytes: the exact rows the teacher sees."""
     value = x.detach().cpu().contiguous()
@@ -194,6 +212,7 @@ class TeacherOutputCache:
                    "sha256": tensor_sha256(values), "logits": values}
         buffer = io.BytesIO()
         torch.save(payload, buffer)
+        remove_stale_temporaries(path.parent)
         try:
             atomic_write(path, lambda f: f.write(buffer.getbuffer()))
         except RunDirError as exc:  # a full disk or a read-only folder: run on
