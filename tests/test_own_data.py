@@ -53,10 +53,12 @@ def test_api_trains_and_adapts_on_files(files, tmp_path: Path) -> None:
 def test_cli_pair_of_files_resumes_and_evaluates(cli, files, tmp_path: Path) -> None:
     out = tmp_path / "run"
     pair = f"{files['a']}->{files['b']}"
-    code, _, err = cli("adapt", "--data", pair, "--model", "mlp", "--model-opt", "widths=[16]",
-                       "--method", "dann", "--normalize", "zscore", "--data-opt", "test=all",
-                       "--epochs", "1", "--out", str(out), *CLI_FAST)
+    code, cli_out, err = cli("adapt", "--data", pair, "--model", "mlp", "--model-opt",
+                             "widths=[16]", "--method", "dann", "--normalize", "zscore",
+                             "--data-opt", "test=all", "--epochs", "1", "--out", str(out),
+                             *CLI_FAST)
     assert code == 0, err
+    assert "test=all: these are scored on the training rows" in cli_out
     # --resume needs only --out: the files and how to read them come from config.yaml
     code, _, err = cli("adapt", "--out", str(out), "--resume", "--epochs", "2")
     assert code == 0, err

@@ -538,6 +538,9 @@ def print_summary(result: api.RunResult) -> None:
     if summary.get("teacher_parameters"):
         size += f" (teacher {summary['teacher_parameters']:,})"
     print(f"{summary['command']}: {final}; {size}")
+    if str((summary.get("data_options") or {}).get("test", "")).lower() == "all":
+        print("  (test=all: these are scored on the training rows themselves; for a pair, the "
+              "target's are its unlabelled rows, with labels used only to score)")
     for name, peer in (summary.get("networks") or {}).items():
         scores = ", ".join(f"{k} accuracy {v:.2%}" for k, v in peer["final"].items())
         print(f"  {name}: {scores}; {peer['parameters']:,} parameters ({peer['file']})")
