@@ -97,6 +97,24 @@ def test_bf16_autocast_runs_on_this_cpu_and_may_be_switched_at_resume(tmp_path) 
     assert again.summary["precision"]["used"] == "fp32" and again.summary["resumed"]
 
 
+def test_a_checkpoint_from_before_amp_was_resume_free_still_resumes(tmp_path) -> None:
+    """Older checkpoints recorded ``amp: False`` among the binding settings; they resume."""
+    run = tmp_path / "old"
+    tk.train("mlp", "digits", model_options=TINY, out=run, **FAST)
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert "amp" not in state["config"]
+    state["config"]["amp"] = False  # what transferkit wrote before amp became resume-free
+    torch.save(state, run / "checkpoint.pt")
+    again = tk.train("mlp", "digits", model_options=TINY, out=run, resume=True,
+                     **{**FAST, "epochs": 2})
+    assert again.summary["resumed"] and again.summary["epochs"] == 2
+    state["config"]["seed"] = 12345  # a binding setting still binds
+    torch.save(state, run / "checkpoint.pt")
+    with pytest.raises(tk.errors.CheckpointError, match=r"settings differ \(seed\)"):
+        tk.train("mlp", "digits", model_options=TINY, out=run, resume=True,
+                 **{**FAST, "epochs": 3})
+
+
 def test_cli_amp_flag_spellings(cli, tmp_path) -> None:
     base = ["train", "--data", "digits", "--model", "mlp", "--model-opt", "widths=[16]",
             "--epochs", "1", "--steps-per-epoch", "2", "--device", "cpu", "--no-progress"]

@@ -261,6 +261,8 @@ class Trainer:
             return False
         state = load_torch(path)
         old = state.get("config") if isinstance(state.get("config"), dict) else {}
+        # a setting made resume-free after the checkpoint was written no longer binds it
+        old = {k: v for k, v in old.items() if k not in RESUME_FREE}
         defaults = {k: v for k, v in TrainConfig().model_dump().items() if k not in RESUME_FREE}
         diff = settings_diff(old, self._resume_key(), defaults)
         if diff:
