@@ -519,6 +519,8 @@ def _run(plan: RunPlan, out: str | Path | None, resume: bool) -> RunResult:
             "resumed": bool(resumed),
             "seconds_this_session": round(time.perf_counter() - start, 2),
             "precision": trainer.precision.record(),
+            "compile": trainer.compiled.record(),
+            "data_placement": trainer.data_placement,
         }
         peers = {name: net for name, net in trainer.networks.items() if net is not trainer.model}
         if peers:  # DML's peers: each evaluated and saved beside the student

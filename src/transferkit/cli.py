@@ -110,6 +110,13 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--amp", nargs="?", const="bf16", choices=["off", "auto", "bf16"],
                    help="bfloat16 autocast: bf16 (the flag alone), off, or auto (bf16 only "
                    "where the GPU or CPU computes it natively); the run records its choice")
+    p.add_argument("--compile", nargs="?", const="on", choices=["off", "on", "graphs"],
+                   help="torch.compile the training step: on (the flag alone), off, or graphs "
+                   "(plus CUDA graphs on a GPU); what cannot be compiled runs eagerly, said in "
+                   "one line")
+    p.add_argument("--data-on-device", choices=["auto", "off"],
+                   help="auto (default): keep the training tensors on the GPU when they fit; "
+                   "off: copy each batch")
     p.add_argument("--tensorboard", action="store_true",
                    help="also log the per-epoch scalars to OUT/tensorboard (tensorboard extra)")
     p.add_argument("--opt", action="append", metavar="KEY=VALUE", help="method option")
@@ -278,6 +285,10 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         flags["progress"] = False
     if args.amp:
         flags["amp"] = args.amp
+    if args.compile:
+        flags["compile"] = args.compile
+    if args.data_on_device:
+        flags["data_on_device"] = args.data_on_device
     if args.tensorboard:
         flags["tensorboard"] = True
     if args.no_divergence_check:
@@ -288,11 +299,13 @@ def run_config(args: argparse.Namespace) -> RunConfig:
     teacher_epochs = getattr(args, "teacher_epochs", None)
     if raw.get("teacher_train") is not None or teacher_epochs is not None:
         # The teacher takes the run's settings (device, seed, batch size, ...) except those
-        # teacher_train sets itself; --device, --no-progress and --amp apply to both.
+        # teacher_train sets itself; --device, --no-progress, --amp, --compile and
+        # --data-on-device apply to both.
         own = _mapping(raw.get("teacher_train"), "teacher_train", where)
         own_optim = _mapping(own.get("optim"), "teacher_train.optim", where)
         teacher = {**train, **own, "optim": {**optim, **own_optim}}
-        teacher.update({k: v for k, v in flags.items() if k in ("device", "progress", "amp")})
+        teacher.update({k: v for k, v in flags.items()
+                        if k in ("device", "progress", "amp", "compile", "data_on_device")})
         if teacher_epochs is not None:
             teacher["epochs"] = teacher_epochs
         raw["teacher_train"] = teacher

@@ -123,6 +123,13 @@ class TrainConfig(_Strict):
     amp: Annotated[Literal["off", "auto", "bf16"], BeforeValidator(_amp_value)] = Field(
         "off", description="bf16 autocast: off, bf16, or auto (bf16 only where the GPU or CPU "
         "computes it natively: AMX / AVX-512 BF16); true means bf16")
+    compile: Annotated[Literal["off", "on", "graphs"], BeforeValidator(_compile_value)] = Field(
+        "off", description="torch.compile the training step: on, or graphs (plus CUDA graphs on "
+        "a CUDA device); anything that cannot be compiled runs eagerly, with a line saying why; "
+        "true means on")
+    data_on_device: Literal["auto", "off"] = Field(
+        "auto", description="auto: keep the training tensors on the GPU when they take at most "
+        "a quarter of its free memory (no copy per step); off: copy each batch")
     jitter: Int = Field(0, ge=0, description="random translation of up to N pixels (images)")
     augment: Literal["none", "flip", "cifar"] = Field(
         "none", description="cifar: random crop with 4-pixel padding + horizontal flip"
@@ -211,6 +218,15 @@ def _amp_value(value: Any) -> Any:
     """The old boolean flag reads as ``bf16`` / ``off``; names are case-insensitive."""
     if value is True:
         return "bf16"
+    if value is False:
+        return "off"
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+def _compile_value(value: Any) -> Any:
+    """``true`` / ``false`` read as ``on`` / ``off``; names are case-insensitive."""
+    if value is True:
+        return "on"
     if value is False:
         return "off"
     return value.strip().lower() if isinstance(value, str) else value

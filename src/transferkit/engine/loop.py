@@ -23,6 +23,7 @@ from transferkit.data.base import Split
 from transferkit.engine import distributed
 from transferkit.engine.batches import epoch_batches, rank_slice
 from transferkit.engine.checkpoint import load_torch, load_weights, save_torch, write_text
+from transferkit.engine.compiled import CompiledStep, fused_optimizer_ok
 from transferkit.engine.evaluate import evaluate_split
 from transferkit.engine.objective import Objective
 from transferkit.engine.optim import (
@@ -34,6 +35,7 @@ from transferkit.engine.optim import (
     set_learning_rate,
     weight_matrices,
 )
+from transferkit.engine.placement import move, placement
 from transferkit.engine.precision import choose_precision
 from transferkit.engine.progress import ProgressBar, note
 from transferkit.engine.selection import (
@@ -59,8 +61,14 @@ METRICS = "metrics.jsonl"
 # Settings that may differ between a run and its resumption: they do not change its numbers,
 # or (``epochs``) a resumed run may be extended.
 # May change at a resume: where and how the arithmetic runs, and what is shown or logged.
-RESUME_FREE = {"device", "amp", "progress", "eval_batch_size", "epochs", "check_divergence",
-               "tensorboard"}
+RESUME_FREE = {"device", "amp", "compile", "data_on_device", "progress", "eval_batch_size",
+               "epochs", "check_divergence", "tensorboard"}
+# On a GPU, reading the loss back every step stalls the queue of kernels; the finiteness
+# check there looks every this many steps (and at each epoch's end) instead.
+FINITE_CHECK_EVERY_GPU = 25
+# Training tensors stay on the GPU (data_on_device=auto) when they take at most this share
+# of its free memory.
+RESIDENT_SHARE = 0.25
 # A training loss this many times the untrained model's (at least EXPLODE_FLOOR) has diverged.
 EXPLODE_FACTOR = 1e3
 EXPLODE_FLOOR = 0.1
@@ -174,6 +182,23 @@ class Trainer:
             self.step_fn = nn.parallel.DistributedDataParallel(
                 self.objective, find_unused_parameters=len(self.phases) > 1
             )
+        self.compiled = CompiledStep.build(config.compile, self.step_fn, self.device,
+                                           config.progress and distributed.is_main())
+        # A compiled step reads the progress from this tensor: one graph for the whole run.
+        # float64, so schedules computed from it equal the eager step's Python floats.
+        dtype = torch.float32 if self.device.type == "mps" else torch.float64
+        self._progress = torch.zeros((), dtype=dtype, device=self.device)
+        self.finite_every = 1 if self.device.type == "cpu" else FINITE_CHECK_EVERY_GPU
+        self._nonfinite: Tensor | None = None  # any non-finite loss since the last check
+        tensors = [data.x, data.y, data.x_target]
+        on_device, self.data_placement = placement(tensors, self.device, config.data_on_device,
+                                                   RESIDENT_SHARE)
+        # the tensors batches are gathered from: the training data, or its copy on the GPU
+        self.resident = data
+        if on_device:
+            x, y, x_target = move(tensors, self.device)
+            assert x is not None
+            self.resident = TrainData(x, y, data.num_classes, x_target)
         self.history: list[dict[str, Any]] = []
         self.start_epoch = 0
         self.global_step = 0
@@ -229,6 +254,7 @@ class Trainer:
         return build_optimizer(
             [{"params": params, "lr_factor": factor} for factor, params in groups.items()],
             self.config.optim,
+            fused=self.config.compile != "off" and fused_optimizer_ok(self.device),
         )
 
     @property
@@ -467,7 +493,11 @@ class Trainer:
                 rank,
                 world,
             )
-        x, y, xt = data.x, data.y, data.x_target
+        resident = self.resident
+        x, y, xt = resident.x, resident.y, resident.x_target
+        if resident.x.device.type != "cpu":  # the data lives on the GPU: so do the indices
+            order = order.to(device)
+            target_order = None if target_order is None else target_order.to(device)
         sums: dict[str, Tensor] = {}
         self.objective.train()
         for method in self.objective.methods.values():
@@ -501,16 +531,19 @@ class Trainer:
             elif cfg.augment == "flip":
                 batch.x = random_flip(batch.x)
             progress = self.global_step / self.total_steps
+            if self.compiled.active:
+                self._progress.fill_(progress)  # a kernel argument, no copy from the host
             for phase, optimizer in zip(self.phases, self.optimizers, strict=True):
                 for _ in range(phase.repeat):
-                    with autocast:
-                        losses = self.step_fn(batch, progress, None if single else phase.name)
-                    self._backward_step(losses, optimizer, epoch, step)
+                    losses = self._step(batch, progress, None if single else phase.name,
+                                        optimizer, epoch, step, autocast)
                     for key, term in losses.items():
                         detached = term.detach() / phase.repeat
                         sums[key] = sums[key] + detached if key in sums else detached
             if self.max_norm_weights:
                 apply_max_norm(self.max_norm_weights, cfg.optim.max_norm)
+            if step == 0:
+                self.compiled.after_step()
             self.global_step += 1
             if bar.due():  # the epoch's mean loss so far
                 mean = sum(float(v) for v in sums.values()) / (step + 1)
@@ -534,6 +567,28 @@ class Trainer:
             "seconds": round(time.perf_counter() - start, 3),
         }
 
+    def _step(self, batch: Batch, progress: float, phase: str | None,
+              optimizer: torch.optim.Optimizer, epoch: int, step: int,
+              autocast: torch.autocast) -> dict[str, Tensor]:
+        """One phase's forward, backward and update; a compiled step that fails to compile
+        is redone eagerly (the optimizer has not stepped), and the run stays eager."""
+        if self.compiled.active:
+            snapshot = self.compiled.snapshot(phase)
+            try:
+                with autocast:
+                    losses = self.compiled.call(batch, self._progress, phase)
+                self._backward_step(losses, optimizer, epoch, step)
+                self.compiled.ran(phase)
+                return losses
+            except (NonFiniteLossError, DivergenceError):  # the numbers, not the compiler
+                raise
+            except Exception as exc:
+                self.compiled.fall_back(exc, snapshot)
+        with autocast:
+            losses = self.step_fn(batch, progress, phase)
+        self._backward_step(losses, optimizer, epoch, step)
+        return losses
+
     def _backward_step(
         self, losses: dict[str, Tensor], optimizer: torch.optim.Optimizer, epoch: int, step: int
     ) -> None:
@@ -544,20 +599,32 @@ class Trainer:
         assert isinstance(total, Tensor)
         optimizer.zero_grad(set_to_none=True)
         total.backward()
-        value = total.item()
         if self.initial_loss is None:  # the same on every rank: they decide together
-            first = torch.tensor([value], dtype=torch.float64, device=self.device)
+            first = total.detach().double().reshape(1)
             world = distributed.world_size()
             self.initial_loss = float(distributed.all_reduce_sum(first).item()) / world
         # Every rank stops at the same step, also when only one rank's batch gave NaN
         # (DDP has already averaged its gradients into everyone's).
-        if distributed.any_rank(not math.isfinite(value), self.device):
-            self._non_finite(epoch, step, losses)
+        if self.finite_every == 1:
+            if distributed.any_rank(not math.isfinite(total.item()), self.device):
+                self._non_finite(epoch, step, losses)
+        else:  # on a GPU: remember, and look every finite_every steps and at the epoch's end
+            bad = ~torch.isfinite(total.detach())
+            self._nonfinite = bad if self._nonfinite is None else self._nonfinite | bad
+            if (step + 1) % self.finite_every == 0 or step + 1 == self.steps_per_epoch:
+                seen = bool(self._nonfinite.item())
+                self._nonfinite = None
+                if distributed.any_rank(seen, self.device):
+                    self._non_finite(epoch, step, losses, since=step - step % self.finite_every)
         optimizer.step()
 
-    def _non_finite(self, epoch: int, step: int, losses: dict[str, Tensor]) -> None:
+    def _non_finite(self, epoch: int, step: int, losses: dict[str, Tensor],
+                    since: int | None = None) -> None:
         terms = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
-        if all(math.isfinite(v.item()) for v in losses.values()):
+        if since is not None and since < step:  # a checked window: the bad step may be earlier
+            terms = f"checked every {self.finite_every} steps on {self.device.type}; at step " \
+                f"{step + 1}: {terms}"
+        elif all(math.isfinite(v.item()) for v in losses.values()):
             terms = f"on another rank; here {terms}"
         kept = (
             f"the last good checkpoint (epoch {epoch}) is kept in {self.run_dir}"
@@ -565,8 +632,10 @@ class Trainer:
             else "no checkpoint was written yet"
         )
         distributed.shutdown(synchronize=True)  # every rank is here, at the same step
+        where = f"step {step + 1}" if since is None or since >= step else \
+            f"steps {since + 1}-{step + 1}"
         raise NonFiniteLossError(
-            f"loss became non-finite at epoch {epoch + 1}, step {step + 1} ({terms}); {kept}; "
+            f"loss became non-finite at epoch {epoch + 1}, {where} ({terms}); {kept}; "
             "lower the learning rate or check the inputs for NaN"
         )
 

@@ -13,17 +13,20 @@ from transferkit.models.layers import resolve_layer
 
 
 def build_optimizer(
-    params: list[nn.Parameter] | list[dict[str, Any]], cfg: OptimConfig
+    params: list[nn.Parameter] | list[dict[str, Any]], cfg: OptimConfig, fused: bool = False
 ) -> torch.optim.Optimizer:
-    """SGD or Adam over ``params`` (parameters, or groups that may carry an ``lr_factor``)."""
+    """SGD or Adam over ``params`` (parameters, or groups that may carry an ``lr_factor``);
+    ``fused``: one kernel for the whole update (CUDA parameters only)."""
+    extra = {"fused": True} if fused else {}
     if cfg.name == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **extra)
     return torch.optim.SGD(
         params,
         lr=cfg.lr,
         momentum=cfg.momentum,
         nesterov=cfg.nesterov and cfg.momentum > 0,
         weight_decay=cfg.weight_decay,
+        **extra,
     )
 
 

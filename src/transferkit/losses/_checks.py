@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import Tensor
 
 from transferkit.errors import ConfigError
+
+
+def checking_values() -> bool:
+    """False while ``torch.compile`` traces a step: checks that read tensor values (a sync
+    and a graph break) run in eager steps only; shape checks run always."""
+    return not torch.compiler.is_compiling()
 
 
 def check_same_shape(student: Tensor, teacher: Tensor) -> None:

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from transferkit.errors import ConfigError
-from transferkit.losses._checks import check_number, check_same_shape
+from transferkit.losses._checks import check_number, check_same_shape, checking_values
 from transferkit.losses.kd import soft_target_loss
 
 
@@ -98,7 +98,7 @@ def _check_labels(labels: Tensor, n: int, c: int) -> Tensor:
         )
     if labels.dtype == torch.bool:
         raise ConfigError("labels must be integer class indices, got a bool tensor")
-    if n and (int(labels.min()) < 0 or int(labels.max()) >= c):
+    if n and checking_values() and (int(labels.min()) < 0 or int(labels.max()) >= c):
         raise ConfigError(
             f"labels must lie in [0, {c}) for {c} classes, got values from "
             f"{int(labels.min())} to {int(labels.max())}"
@@ -110,8 +110,10 @@ def _dkd_log_probs(z: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
     """Binary log-probabilities ``(log b_target, log b_rest)`` and non-target log-softmax."""
     n, c = z.shape
     z_target = z.gather(1, target[:, None])  # N x 1
-    # Boolean indexing keeps row-major order: row i holds the C - 1 non-target logits.
-    others = z[target[:, None] != torch.arange(c, device=z.device)[None, :]].view(n, c - 1)
+    # Row i's C - 1 non-target logits in column order: column j of ``others`` reads column
+    # j (before the target) or j + 1 (from it on); a gather keeps every shape static.
+    columns = torch.arange(c - 1, device=z.device)[None, :].expand(n, c - 1)
+    others = z.gather(1, columns + (columns >= target[:, None]).long())
     lse_all = torch.logsumexp(z, dim=1, keepdim=True)
     binary = torch.cat([z_target - lse_all, torch.logsumexp(others, 1, keepdim=True) - lse_all], 1)
     return binary, torch.log_softmax(others, dim=1)

@@ -73,7 +73,9 @@ def _normalized_distances(e: Tensor) -> Tensor:
     off = ~torch.eye(e.shape[0], dtype=torch.bool, device=e.device)
     # the diagonal never goes through sqrt: no 0 * inf in the backward pass
     d = torch.where(off, torch.where(off, d2, 1.0).clamp(min=eps).sqrt(), 0.0)
-    return d / d[off].mean().clamp(min=eps)
+    n = e.shape[0]
+    # the diagonal is 0, so the sum over all entries is the sum over the pairs i != j
+    return d / (d.sum() / (n * (n - 1))).clamp(min=eps)
 
 
 def _angle_cosines(e: Tensor) -> Tensor:

@@ -46,7 +46,7 @@ class ADDA(Method):
         self._tap: FeatureTap | None = None
         self._student: list[nn.Module] = []
         self._stage = 1
-        self._domain_acc = float("nan")
+        self._domain_acc: float | Tensor = float("nan")
 
     def setup(self, info: TrainInfo) -> None:
         if info.student is None or info.feature_dim is None or info.feature_layer is None:
@@ -91,8 +91,8 @@ class ADDA(Method):
             assert source is not None
             d_source = self.discriminator(source)
             d_target = self.discriminator(out.target_features.detach())
-            self._domain_acc = float(((d_source > 0).float().mean()
-                                      + (d_target < 0).float().mean()) / 2)
+            self._domain_acc = (((d_source > 0).float().mean()  # read at metrics()
+                                 + (d_target < 0).float().mean()) / 2).detach()
             loss = (F.binary_cross_entropy_with_logits(d_source, torch.ones_like(d_source))
                     + F.binary_cross_entropy_with_logits(d_target, torch.zeros_like(d_target)))
             return {"discriminator": loss / 2}
@@ -102,7 +102,7 @@ class ADDA(Method):
 
     def metrics(self) -> dict[str, float]:
         """The stage, and the discriminator's accuracy on the last batch (stage 2)."""
-        return {"stage": float(self._stage), "domain_acc": self._domain_acc}
+        return {"stage": float(self._stage), "domain_acc": float(self._domain_acc)}
 
     def close(self) -> None:
         if self._tap is not None:

@@ -83,6 +83,17 @@ class Phase:
 DEFAULT_PHASE = Phase()
 
 
+# Training progress p in [0, 1]: a float, or a 0-d tensor on the device in a compiled step.
+Progress = float | Tensor
+
+
+def capped(value: Progress, cap: float = 1.0) -> Progress:
+    """``min(value, cap)`` for a float or a 0-d tensor (no data-dependent branch)."""
+    if isinstance(value, Tensor):
+        return value.clamp(max=cap)
+    return min(value, cap)
+
+
 @dataclass
 class Batch:
     """One training step's data: labelled (or unlabelled) inputs and optional target inputs.
@@ -227,8 +238,13 @@ class Method(nn.Module):
     def end_epoch(self, epoch: int) -> None:
         """Called after each epoch's steps, before evaluation, on every rank."""
 
-    def losses(self, batch: Batch, out: Outputs, progress: float) -> dict[str, Tensor]:
-        """Named loss terms for this batch; ``progress`` runs from 0 to 1 over training."""
+    def losses(self, batch: Batch, out: Outputs, progress: Progress) -> dict[str, Tensor]:
+        """Named loss terms for this batch; ``progress`` runs from 0 to 1 over training.
+
+        A float in eager steps; a 0-d tensor on the device in a compiled step (``compile``),
+        so that the graph does not depend on its value: schedule with tensor-safe arithmetic
+        (:func:`capped`, :func:`~transferkit.losses.dann_warmup`), not ``if`` or ``min``.
+        """
         raise NotImplementedError
 
     def metrics(self) -> dict[str, float]:

@@ -20,7 +20,7 @@ from transferkit.losses import (
     multilinear_map,
     weighted_domain_loss,
 )
-from transferkit.methods.base import Batch, Outputs, TrainInfo, check_count
+from transferkit.methods.base import Batch, Outputs, Progress, TrainInfo, check_count
 from transferkit.methods.dann import DANN, build_discriminator
 from transferkit.methods.registry import METHODS
 
@@ -69,7 +69,7 @@ class CDAN(DANN):
             self.discriminator = build_discriminator(self.discriminator_spec, self.hidden,
                                                      width, self.name)
 
-    def losses(self, batch: Batch, out: Outputs, progress: float) -> dict[str, Tensor]:
+    def losses(self, batch: Batch, out: Outputs, progress: Progress) -> dict[str, Tensor]:
         assert self.discriminator is not None, "call setup() first"
         assert out.features is not None and out.target_features is not None
         assert out.target_logits is not None

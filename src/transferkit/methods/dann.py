@@ -30,7 +30,16 @@ from transferkit.losses import (
     domain_accuracy,
     domain_adversarial_loss,
 )
-from transferkit.methods.base import Batch, Method, Outputs, TrainInfo, check_count, check_positive
+from transferkit.methods.base import (
+    Batch,
+    Method,
+    Outputs,
+    Progress,
+    TrainInfo,
+    capped,
+    check_count,
+    check_positive,
+)
 from transferkit.models.base import eval_mode
 from transferkit.models.external import _import_attribute
 
@@ -144,15 +153,15 @@ class DANN(Method):
             self.discriminator = build_discriminator(self.discriminator_spec, self.hidden,
                                                      info.feature_dim, self.name)
 
-    def coefficient(self, progress: float) -> float:
+    def coefficient(self, progress: Progress) -> Progress:
         """``trade_off * lambda(p)``; p runs over ``warmup_steps`` if given, else the run."""
         if not self.warmup:
             return self.trade_off
         if self.warmup_steps is not None:
-            progress = min(1.0, progress * self.total_steps / self.warmup_steps)
+            progress = capped(progress * self.total_steps / self.warmup_steps)
         return self.trade_off * dann_warmup(progress, self.gamma)
 
-    def losses(self, batch: Batch, out: Outputs, progress: float) -> dict[str, Tensor]:
+    def losses(self, batch: Batch, out: Outputs, progress: Progress) -> dict[str, Tensor]:
         assert self.discriminator is not None, "call setup() first"
         assert out.features is not None and out.target_features is not None
         self.grl.coeff = self.coefficient(progress)

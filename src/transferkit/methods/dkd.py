@@ -21,7 +21,9 @@ from transferkit.losses import dkd_parts
 from transferkit.methods.base import (
     Batch,
     Outputs,
+    Progress,
     TrainInfo,
+    capped,
     check_nonnegative,
     check_positive,
 )
@@ -67,11 +69,11 @@ class DecoupledKD(TeacherMethod):
         super().setup(info)
         self.epochs = info.epochs
 
-    def ramp(self, progress: float) -> float:
+    def ramp(self, progress: Progress) -> Progress:
         """The DKD weight's warm-up factor after ``progress * epochs`` epochs."""
-        return 1.0 if self.warmup == 0 else min(progress * self.epochs / self.warmup, 1.0)
+        return 1.0 if self.warmup == 0 else capped(progress * self.epochs / self.warmup)
 
-    def losses(self, batch: Batch, out: Outputs, progress: float) -> dict[str, Tensor]:
+    def losses(self, batch: Batch, out: Outputs, progress: Progress) -> dict[str, Tensor]:
         if batch.y is None:
             raise ConfigError("dkd needs labels: train on labelled data")
         student, teacher = self.student_and_teacher(batch, out)

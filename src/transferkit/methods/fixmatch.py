@@ -48,7 +48,7 @@ class FixMatch(Method):
         if self.cutout >= 1 or self.jitter >= 1:
             raise ConfigError(f"cutout and jitter must be below 1, got {cutout!r}, {jitter!r}")
         self._student: list[nn.Module] = []  # a plain list: not registered as a submodule
-        self._mask_rate = 0.0
+        self._mask_rate: float | Tensor = 0.0
 
     def setup(self, info: TrainInfo) -> None:
         if info.student is None:
@@ -63,9 +63,9 @@ class FixMatch(Method):
         assert out.target_logits is not None and batch.x_target is not None
         strong = strong_augment(batch.x_target, self.shift, self.cutout, self.jitter)
         loss, rate = fixmatch_loss(out.target_logits, self._student[0](strong), self.threshold)
-        self._mask_rate = float(rate)
+        self._mask_rate = rate.detach() if isinstance(rate, Tensor) else rate  # no sync here
         return {"fixmatch": self.trade_off * loss}
 
     def metrics(self) -> dict[str, float]:
         """The share of the last target batch confident enough to teach its strong view."""
-        return {"mask_rate": self._mask_rate}
+        return {"mask_rate": float(self._mask_rate)}

@@ -44,7 +44,7 @@ class MCD(Method):
         self.head2: nn.Module | None = None
         self._heads: list[nn.Module] = []  # the student's head, not registered here
         self._phases: tuple[Phase, ...] = ()
-        self._discrepancy = 0.0
+        self._discrepancy: float | Tensor = 0.0
 
     def setup(self, info: TrainInfo) -> None:
         if info.student is None or info.feature_layer is None:
@@ -77,7 +77,7 @@ class MCD(Method):
             return {"ce2": F.cross_entropy(second, batch.y)}
         d = classifier_discrepancy(out.target_logits.softmax(1),
                                    self.head2(out.target_features).softmax(1))
-        self._discrepancy = float(d.detach())
+        self._discrepancy = d.detach()  # read at metrics(): no sync per step
         if out.phase == "heads":
             ce = F.cross_entropy(out.logits, batch.y) + F.cross_entropy(second, batch.y)
             return {"ce": ce, "discrepancy": -self.trade_off * d}
@@ -85,4 +85,4 @@ class MCD(Method):
 
     def metrics(self) -> dict[str, float]:
         """The two heads' discrepancy on the last target batch."""
-        return {"discrepancy": self._discrepancy}
+        return {"discrepancy": float(self._discrepancy)}

@@ -15,7 +15,15 @@ from torch import Tensor, nn
 
 from transferkit.errors import ConfigError
 from transferkit.losses import GradientReversal, dann_warmup, mdd_loss
-from transferkit.methods.base import Batch, Method, Outputs, TrainInfo, check_count, check_positive
+from transferkit.methods.base import (
+    Batch,
+    Method,
+    Outputs,
+    Progress,
+    TrainInfo,
+    check_count,
+    check_positive,
+)
 from transferkit.methods.registry import METHODS
 
 
@@ -54,7 +62,7 @@ class MDD(Method):
                 nn.Linear(info.feature_dim, self.hidden), nn.ReLU(), nn.Dropout(0.5),
                 nn.Linear(self.hidden, info.num_classes))
 
-    def losses(self, batch: Batch, out: Outputs, progress: float) -> dict[str, Tensor]:
+    def losses(self, batch: Batch, out: Outputs, progress: Progress) -> dict[str, Tensor]:
         assert self.adversary is not None, "call setup() first"
         assert out.features is not None and out.target_features is not None
         assert out.target_logits is not None

@@ -15,7 +15,15 @@ from torch import Tensor
 
 from transferkit.errors import ConfigError
 from transferkit.losses import confident_pseudo_labels
-from transferkit.methods.base import Batch, Method, Outputs, check_fraction, check_nonnegative
+from transferkit.methods.base import (
+    Batch,
+    Method,
+    Outputs,
+    Progress,
+    capped,
+    check_fraction,
+    check_nonnegative,
+)
 from transferkit.methods.registry import METHODS
 
 
@@ -39,17 +47,17 @@ class PseudoLabel(Method):
             raise ConfigError(f"class_balance must be true or false, got {class_balance!r}")
         self.class_balance = class_balance
         self.warmup = check_fraction("warmup", warmup)
-        self._kept = 0.0
+        self._kept: float | Tensor = 0.0
 
-    def losses(self, batch: Batch, out: Outputs, progress: float) -> dict[str, Tensor]:
+    def losses(self, batch: Batch, out: Outputs, progress: Progress) -> dict[str, Tensor]:
         assert out.target_logits is not None
         labels, mask = confident_pseudo_labels(
             out.target_logits.detach(), self.threshold, self.class_balance)
-        self._kept = float(mask.float().mean())
+        self._kept = mask.float().mean().detach()  # read at metrics(): no sync per step
         ce = F.cross_entropy(out.target_logits, labels, reduction="none")
-        ramp = min(1.0, progress / self.warmup) if self.warmup > 0 else 1.0
+        ramp = capped(progress / self.warmup) if self.warmup > 0 else 1.0
         return {"pseudo_label": self.trade_off * ramp * (mask * ce).mean()}
 
     def metrics(self) -> dict[str, float]:
         """The share of the last target batch that passed the threshold."""
-        return {"kept": self._kept}
+        return {"kept": float(self._kept)}

@@ -26,7 +26,9 @@ from transferkit.losses.reviewkd import ReviewFusion, hcl_loss
 from transferkit.methods.base import (
     Batch,
     Outputs,
+    Progress,
     TrainInfo,
+    capped,
     check_count,
     check_nonnegative,
 )
@@ -110,13 +112,13 @@ class ReviewKD(LayerMethod):
             [(h, w) for _, h, w in teacher],
         )
 
-    def ramp(self, progress: float) -> float:
+    def ramp(self, progress: Progress) -> Progress:
         """``min(progress * epochs / warmup, 1)``; 1 without warmup."""
         if self.warmup == 0:
             return 1.0
-        return min(progress * self.epochs / self.warmup, 1.0)
+        return capped(progress * self.epochs / self.warmup)
 
-    def losses(self, batch: Batch, out: Outputs, progress: float) -> dict[str, Tensor]:
+    def losses(self, batch: Batch, out: Outputs, progress: Progress) -> dict[str, Tensor]:
         if self.fusion is None:
             raise ConfigError("reviewkd reads layers through the engine; train it with "
                               "Trainer / transferkit.distill")
