@@ -87,6 +87,9 @@ def mnist_budget_parser(description: str, teacher_epochs: int, student_epochs: i
     p.add_argument("--teacher-epochs", type=int, default=teacher_epochs)
     p.add_argument("--student-epochs", type=int, default=student_epochs)
     p.add_argument("--train-limit", type=int, help="first N training images (smoke tests)")
+    p.add_argument("--compile", choices=["off", "on", "graphs"], default="off",
+                   help="torch.compile the steps (graphs: plus CUDA graphs on a GPU)")
+    p.add_argument("--amp", choices=["off", "auto", "bf16"], default="off")
     return p
 
 

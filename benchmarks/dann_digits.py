@@ -34,12 +34,16 @@ def main() -> None:
     p.add_argument("--bottleneck", type=int, default=256,
                    help="LeNet feature bottleneck (fc-BN-ReLU) as in TLL's benchmark; 0 = none")
     p.add_argument("--warmup-steps", type=int, help="GRL warm-up length (default: whole run)")
+    p.add_argument("--amp", nargs="+", choices=["off", "auto", "bf16"], default=["off"],
+                   help="precisions to run (issue 9: bf16 within 0.5 points of fp32)")
+    p.add_argument("--compile", choices=["off", "on", "graphs"], default="off")
     args = p.parse_args()
     rows = []
     for pair_name in args.pairs:
         pair = load_pair(pair_name, args.data_dir)
-        for steps, lr in itertools.product(args.steps, args.lr):
-            common = {"seed": args.seed, "device": args.device, "batch_size": args.batch_size,
+        for steps, lr, amp in itertools.product(args.steps, args.lr, args.amp):
+            common = {"amp": amp, "compile": args.compile, "seed": args.seed,
+                      "device": args.device, "batch_size": args.batch_size,
                       "epochs": args.epochs, "steps_per_epoch": steps // args.epochs,
                       "optimizer": args.optimizer, "lr": lr, "momentum": 0.9,
                       "weight_decay": args.weight_decay,
@@ -49,7 +53,8 @@ def main() -> None:
             runs += [("dann", t) for t in args.trade_off]
             for method, trade_off in runs:
                 start = time.perf_counter()
-                name = f"{pair_name.replace('->', '2')}-{method}-s{steps}-lr{lr}-t{trade_off}"
+                name = (f"{pair_name.replace('->', '2')}-{method}-s{steps}-lr{lr}-t{trade_off}"
+                        + ("" if amp == "off" else f"-{amp}"))
                 if method == "source-only":
                     result = tk.train("lenet", pair, model_options=model,
                                       out=run_dir(args.run_dir, name), **common)
@@ -61,7 +66,8 @@ def main() -> None:
                 curve = [round(r["eval"]["target_test"]["accuracy"], 4)
                          for r in result.history if "eval" in r]
                 row = {"pair": pair_name, "method": method, "steps": steps, "lr": lr,
-                       "trade_off": trade_off,
+                       "trade_off": trade_off, "amp": amp,
+                       "precision": result.summary["precision"]["used"],
                        "target_test_last": result.summary["final"]["target_test"],
                        "source_test_last": result.summary["final"]["source_test"],
                        "target_curve": curve, "seconds": round(time.perf_counter() - start, 1)}

@@ -33,7 +33,7 @@ def main() -> None:
     args = p.parse_args()
     mnist = load_mnist(args)
     common = {"seed": args.seed, "device": args.device, "batch_size": 128, "momentum": 0.9,
-              "schedule": "cosine", "progress": False}
+              "schedule": "cosine", "progress": False, "compile": args.compile, "amp": args.amp}
     teacher_settings = {"epochs": args.teacher_epochs, "jitter": 2,
                         "lr": args.teacher_lr or args.lr, "max_norm": args.max_norm,
                         "optimizer": args.teacher_optimizer}

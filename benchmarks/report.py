@@ -829,6 +829,7 @@ def render() -> str:
     lines += section_precision_cpu()
     lines += section_teacher_cache()
     lines += section_dann_discriminator()
+    lines += section_compile_speed()
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -856,6 +857,69 @@ def section_teacher_cache() -> list[str]:
     out += ["", *table(["one-time setup", "seconds", "in live steps",
                         "seconds − in-run cache's (paired)"], setup)]
     return [*out, "", result["protocol"], ""]
+
+
+def _compile_table(result: dict) -> list[str]:
+    names = {"kd": "MNIST KD step (mlp 1200-1200 -> 800-800, batch 128)",
+             "dann": "digits DANN step (LeNet, bottleneck 256, batch 64 + 64)"}
+    out: list[str] = []
+    for kind, rows in result["rows"].items():
+        out += [f"**{names.get(kind, kind)}**", ""]
+        body = []
+        for name, r in rows.items():
+            record = r.get("compile") or {}
+            graphs = "" if not record else (f"{record['used']}, {record['graphs']} graph(s), "
+                                            f"{record['graph_breaks']} break(s)")
+            body.append([name, f"{r['samples_per_s']:,.0f}", r["ms_per_step"],
+                         f"{r['speed_vs_bare_fp32']:.2f}×", graphs])
+        out += [*table(["step", "samples/s", "ms/step (median)", "speed vs bare fp32",
+                        "what ran"], body), ""]
+    return out
+
+
+def _bf16_accuracy() -> list[str]:
+    """Section c's DANN runs in fp32 and bf16 autocast on the GPU (goal: within 0.5 points)."""
+    result = load("dann_digits_bf16")
+    out = ["**bf16 autocast against fp32 on section c's DANN runs (GPU)**", ""]
+    if result is None:
+        return [*out, "_Not run yet (`python benchmarks/dann_digits.py --device cuda --amp off "
+                      "bf16 --out benchmarks/results/dann_digits_bf16.json`)._", ""]
+    out += [f"`{DATA} {result['command']}`", "", env_line(result), ""]
+    by = {(r["pair"], r["method"], r.get("precision", "fp32")): r["target_test_last"]
+          for r in result["rows"]}
+    rows = []
+    for (pair, method, precision), acc in by.items():
+        if precision != "bf16":
+            continue
+        fp32 = by.get((pair, method, "fp32"))
+        gap = "" if fp32 is None else f"{(acc - fp32) * 100:+.2f}"
+        rows.append([pair, method, "" if fp32 is None else f"{fp32 * 100:.2f}",
+                     f"{acc * 100:.2f}", gap])
+    return [*out, *table(["pair", "method", "fp32 target %", "bf16 target %",
+                          "bf16 − fp32 (points)"], rows), ""]
+
+
+def section_compile_speed() -> list[str]:
+    out = ["## u. Compiled steps: bare loop, transferkit eager, compiled, CUDA graphs", "",
+           "The KD and DANN steps of section d as a hand-written loop (its tensors on the "
+           "device, no loss read back), transferkit eager, transferkit `compile=\"on\"` and "
+           "`compile=\"graphs\"` (CUDA only), each in fp32 and bf16 autocast, timed in "
+           "interleaved rounds in one process; speeds are relative to the bare fp32 loop of "
+           "the same rounds (above 1: faster). Issue 9's goal is compiled transferkit at 3× "
+           "the eager bare loop on a GPU.", ""]
+    gpu, cpu = load("compile_speed_cuda"), load("compile_speed_cpu")
+    out += ["### On a GPU", ""]
+    if gpu is None:
+        out += ["_Not run yet: no GPU was lent to this project's sessions so far. The "
+                "command is `python benchmarks/compile_speed.py --device cuda`._", ""]
+    else:
+        out += [f"`{gpu['command']}`", "", env_line(gpu), "", *_compile_table(gpu)]
+    out += _bf16_accuracy()
+    out += ["### On this CPU", ""]
+    if cpu is None:
+        return [*out, "_Not run yet._", ""]
+    return [*out, f"`OMP_WAIT_POLICY=PASSIVE {cpu['command']}`", "", env_line(cpu), "",
+            *_compile_table(cpu)]
 
 
 def main() -> None:

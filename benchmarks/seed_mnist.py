@@ -19,7 +19,8 @@ def main() -> None:
     args = p.parse_args()
     mnist = load_mnist(args)
     common = {"seed": args.seed, "device": args.device, "batch_size": 128, "optimizer": "adam",
-              "lr": 1e-3, "schedule": "cosine", "progress": False}
+              "lr": 1e-3, "schedule": "cosine", "progress": False, "compile": args.compile,
+              "amp": args.amp}
     rows = {}
 
     def record(name: str, result: tk.RunResult, seconds: float, epochs: int) -> None:

@@ -141,6 +141,19 @@ def test_graphs_without_cuda_compile_without_them_and_say_so(digits, traced, cap
     assert "compile: CUDA graphs need a CUDA device (this run is on cpu)" in capsys.readouterr().err
 
 
+def test_cuda_graphs_only_for_one_phase_steps_in_one_process(monkeypatch) -> None:
+    """Decided when the step is built (nothing runs on the device here)."""
+    monkeypatch.setattr(compiled, "BACKEND", "inductor")
+    cuda, step = torch.device("cuda"), nn.Linear(2, 2)
+    built = compiled.CompiledStep.build("graphs", step, cuda, show=False)
+    assert built.used == "inductor+cudagraphs"
+    built = compiled.CompiledStep.build("graphs", step, cuda, show=False, phases=3)
+    assert built.used == "inductor" and "one-phase step (this one has 3)" in built.reason
+    built = compiled.CompiledStep.build("graphs", step, cuda, show=False, processes=2)
+    assert built.used == "inductor" and "several processes" in built.reason
+    assert compiled.CompiledStep.build("off", step, cuda, show=False).used == "eager"
+
+
 def test_compile_flag_spellings_and_resume(cli, traced, tmp_path: Path) -> None:
     base = ["train", "--data", "digits", "--model", "mlp", "--model-opt", "widths=[16]",
             "--epochs", "1", *CLI_FAST]

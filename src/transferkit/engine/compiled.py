@@ -77,12 +77,19 @@ class CompiledStep:
     _proven: set[str | None] = field(default_factory=set)  # phases that ran compiled
     _breaks_before: dict[str, int] = field(default_factory=dict)
     _graphs_before: int = 0
+    _counting: bool = False
     _reported: bool = False
 
     @classmethod
     def build(cls, requested: str, step: nn.Module, device: torch.device,
-              show: bool = True) -> CompiledStep:
-        """``step`` (the objective, or its DDP wrapper) compiled as ``requested`` allows."""
+              show: bool = True, phases: int = 1, processes: int = 1) -> CompiledStep:
+        """``step`` (the objective, or its DDP wrapper) compiled as ``requested`` allows.
+
+        CUDA graphs replay into one memory pool, so a graph's outputs are overwritten by the
+        next replay; with one phase per step the values methods keep for their metrics are
+        the last replay's, still intact when read. Multi-phase steps (``mcd``, ``adda``) and
+        several processes compile without CUDA graphs.
+        """
         self = cls(requested, step, show)
         self.call = step
         if requested == "off":
@@ -90,10 +97,14 @@ class CompiledStep:
             return self
         mode = None
         if requested == "graphs":
-            if device.type == "cuda" and BACKEND == "inductor":
-                mode = "reduce-overhead"
-            else:
+            if device.type != "cuda" or BACKEND != "inductor":
                 self.reason = f"CUDA graphs need a CUDA device (this run is on {device.type}); "
+            elif phases > 1:
+                self.reason = f"CUDA graphs need a one-phase step (this one has {phases}); "
+            elif processes > 1:
+                self.reason = "CUDA graphs are not used with several processes; "
+            else:
+                mode = "reduce-overhead"
         # Dynamo keys its cache on Objective.forward's code, shared by every run in the
         # process, and guards on the modules' structure, not their identity: a graph traced
         # for an earlier run (whose hooks fill that run's tap recorders) could serve this one.
@@ -108,9 +119,7 @@ class CompiledStep:
         backend = BACKEND if isinstance(BACKEND, str) else getattr(BACKEND, "__name__", "custom")
         self.used = backend + ("+cudagraphs" if mode else "")
         self.reason += f"compiled with {self.used}"
-        self._breaks_before = _counter("graph_break")
-        self._graphs_before = _counter("stats").get("unique_graphs", 0)
-        if self.reason.startswith("CUDA graphs"):
+        if mode is None and requested == "graphs":
             note(f"compile: {self.reason}", show)
         return self
 
@@ -118,11 +127,20 @@ class CompiledStep:
     def active(self) -> bool:
         return self.used != "eager"
 
+    def begin_step(self) -> None:
+        """Tell CUDA graph trees a new step starts: the last step's outputs may be reused."""
+        if self.used.endswith("+cudagraphs"):
+            torch.compiler.cudagraph_mark_step_begin()
+
     def snapshot(self, phase: str | None) -> Snapshot | None:
         """Before a phase's first compiled call: the RNG states and the buffers (batch-norm
         statistics, memory banks), which the parts that did run before a failure advanced."""
         if phase in self._proven:
             return None
+        if not self._proven and not self._counting:  # this run's first compiled call
+            self._breaks_before = _counter("graph_break")
+            self._graphs_before = _counter("stats").get("unique_graphs", 0)
+            self._counting = True
         cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
         buffers = {name: b.detach().clone() for name, b in self.eager.named_buffers()}
         return Snapshot(torch.get_rng_state(), cuda, buffers)
@@ -152,7 +170,8 @@ class CompiledStep:
         self.graph_breaks = {reason: count - self._breaks_before.get(reason, 0)
                              for reason, count in now.items()
                              if count > self._breaks_before.get(reason, 0)}
-        self.graphs = _counter("stats").get("unique_graphs", 0) - self._graphs_before
+        # graphs compiled in this process since the run's first compiled call
+        self.graphs = max(0, _counter("stats").get("unique_graphs", 0) - self._graphs_before)
         if self.graph_breaks and not self._reported:
             first = next(iter(self.graph_breaks)).splitlines()[0][:160]
             note(f"compile: {sum(self.graph_breaks.values())} graph break(s); those parts run "

@@ -183,7 +183,8 @@ class Trainer:
                 self.objective, find_unused_parameters=len(self.phases) > 1
             )
         self.compiled = CompiledStep.build(config.compile, self.step_fn, self.device,
-                                           config.progress and distributed.is_main())
+                                           config.progress and distributed.is_main(),
+                                           len(self.phases), distributed.world_size())
         # A compiled step reads the progress from this tensor: one graph for the whole run.
         # float64, so schedules computed from it equal the eager step's Python floats.
         dtype = torch.float32 if self.device.type == "mps" else torch.float64
@@ -575,6 +576,7 @@ class Trainer:
         if self.compiled.active:
             snapshot = self.compiled.snapshot(phase)
             try:
+                self.compiled.begin_step()
                 with autocast:
                     losses = self.compiled.call(batch, self._progress, phase)
                 self._backward_step(losses, optimizer, epoch, step)
