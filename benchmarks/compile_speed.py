@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from _common import parser, write_result
 from speed_methods import OPTIM, Row, _NoBar, ratios, synchronize, timed_rounds, warm_up
 from transferkit.config import TrainConfig
+from transferkit.engine import compiled
 from transferkit.engine.loop import TrainData, Trainer
 from transferkit.losses import grad_reverse
 from transferkit.methods import build_methods
@@ -143,7 +144,10 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--amps", default="off,bf16", help="comma-separated: off, bf16")
     p.add_argument("--kinds", default="kd,dann")
+    p.add_argument("--backend", default="inductor",
+                   help="torch.compile backend (aot_eager: trace only, to check the harness)")
     args = p.parse_args()
+    compiled.BACKEND = args.backend
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
