@@ -203,12 +203,11 @@ def main() -> None:
                "steps_per_round": args.steps,
                "timing_seconds": round(time.perf_counter() - start, 1),
                "reference": "bare fp32 (eager, hand-written, data on the device)"}
-    path = write_result(f"compile_speed_{device.type}", payload, args.out)
+    write_result(f"compile_speed_{device.type}", payload, args.out)
     for kind, table in tables.items():
         for name, entry in table.items():
             print(f"{kind:5s} {name:34s} {entry['samples_per_s']:>10.0f} samples/s  "
                   f"{entry['speed_vs_bare_fp32']:.2f}x the bare fp32 loop's speed")
-    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import re
 import reprlib
+from collections.abc import Callable
 from itertools import islice
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -214,22 +215,22 @@ class ModelSpec(_Strict):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
-def _amp_value(value: Any) -> Any:
-    """The old boolean flag reads as ``bf16`` / ``off``; names are case-insensitive."""
-    if value is True:
-        return "bf16"
-    if value is False:
-        return "off"
-    return value.strip().lower() if isinstance(value, str) else value
+def _switch(on: str) -> Callable[[Any], Any]:
+    """A validator for a named setting that also takes a boolean: ``true`` reads as ``on``,
+    ``false`` as ``off``; names are case-insensitive."""
+
+    def value(given: Any) -> Any:
+        if given is True:
+            return on
+        if given is False:
+            return "off"
+        return given.strip().lower() if isinstance(given, str) else given
+
+    return value
 
 
-def _compile_value(value: Any) -> Any:
-    """``true`` / ``false`` read as ``on`` / ``off``; names are case-insensitive."""
-    if value is True:
-        return "on"
-    if value is False:
-        return "off"
-    return value.strip().lower() if isinstance(value, str) else value
+_amp_value = _switch("bf16")  # the old boolean amp flag
+_compile_value = _switch("on")
 
 
 def _method_list(value: Any) -> Any:
