@@ -226,6 +226,19 @@ def jsonl(name: str) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def adapt_rows() -> list[dict]:
+    """The digits grid's rows, the first of each (pair, method, seed): parts of the grid run
+    on different machines, and a row finished on two of them counts once."""
+    seen: set[tuple[str, str, int]] = set()
+    rows = []
+    for row in jsonl("adapt_table"):
+        key = (row["pair"], row["method"], row["seed"])
+        if key not in seen:
+            seen.add(key)
+            rows.append(row)
+    return rows
+
+
 def mean_std(values: list[float]) -> tuple[float, float]:
     mean = sum(values) / len(values)
     var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
@@ -431,7 +444,7 @@ def validator_gaps(rows: list[dict]) -> dict[str, dict[str, float]]:
 
 
 def section_adapt_table() -> list[str]:
-    rows = jsonl("adapt_table")
+    rows = adapt_rows()
     out = ["## j. Every adaptation method on the digits pairs", "",
            "LeNet with a 256-d fc-BatchNorm-ReLU bottleneck, the budget of section c cut to the "
            "iterations below (batch 128 source + 128 target, SGD lr 0.03, momentum 0.9, weight "
@@ -479,7 +492,7 @@ def section_adapt_table() -> list[str]:
 
 
 def section_validators() -> list[str]:
-    rows = [r for r in jsonl("adapt_table") if r["method"] not in SOURCE_FREE_ROWS]
+    rows = [r for r in adapt_rows() if r["method"] not in SOURCE_FREE_ROWS]
     out = ["## k. Choosing the epoch without target labels: the validators against the oracle",
            "", "For every run of section j (source-free rows aside: they have no held-out "
            "source rows), each validator's preferred epoch against the oracle's (the best "
