@@ -443,6 +443,22 @@ def validator_gaps(rows: list[dict]) -> dict[str, dict[str, float]]:
     return out
 
 
+def _grid_environment(rows: list[dict]) -> str:
+    """Where a grid's rows ran: dates, devices, thread counts and torch versions, over all
+    rows (a grid split across sessions and machines has several of each)."""
+    measured = [r for r in rows if "environment" in r]
+    envs = [r["environment"] for r in measured]
+    if not envs:
+        return ""
+    dates = sorted({e["date"] for e in envs})
+    span = dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]}"
+    threads = sorted({r.get("threads", r["environment"]["threads"]) for r in measured})
+    counts = "/".join(map(str, threads)) + " thread" + ("s" if threads != [1] else "")
+    devices = ", ".join(sorted({e["device"] for e in envs}))
+    torches = ", ".join(sorted({e["torch"] for e in envs}))
+    return f"Measured {span} on {devices} ({counts} per run), torch {torches}."
+
+
 def section_adapt_table() -> list[str]:
     rows = adapt_rows()
     out = ["## j. Every adaptation method on the digits pairs", "",
@@ -462,8 +478,7 @@ def section_adapt_table() -> list[str]:
         return [*out, "_Not run yet._", ""]
     gaps = validator_gaps([r for r in rows if r["method"] not in SOURCE_FREE_ROWS])
     chosen = min(gaps, key=lambda v: gaps[v]["gap_to_oracle"]) if gaps else "im"
-    first = rows[0]
-    out += [f"{env_line(first)} Seeds so far: "
+    out += [f"{_grid_environment(rows)} Seeds so far: "
             f"{', '.join(str(s) for s in sorted({r['seed'] for r in rows}))}.", ""]
     for pair in dict.fromkeys(r["pair"] for r in rows):
         runs = [r for r in rows if r["pair"] == pair]
