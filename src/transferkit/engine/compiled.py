@@ -181,7 +181,8 @@ class CompiledStep:
     def record(self) -> dict[str, Any]:
         return {"requested": self.requested, "used": self.used, "reason": self.reason,
                 "graphs": self.graphs, "graph_breaks": sum(self.graph_breaks.values()),
-                "graph_break_reasons": sorted(self.graph_breaks)[:5]}
+                "graph_break_reasons": sorted({reason.splitlines()[0][:160]
+                                               for reason in self.graph_breaks})[:5]}
 
 
 def fused_optimizer_ok(device: torch.device) -> bool:
