@@ -37,7 +37,7 @@ from speed_methods import OPTIM, Row, _NoBar, ratios, synchronize, timed_rounds,
 from transferkit.config import TrainConfig
 from transferkit.engine import compiled
 from transferkit.engine.loop import TrainData, Trainer
-from transferkit.losses import grad_reverse
+from transferkit.losses import DomainDiscriminator, grad_reverse
 from transferkit.methods import build_methods
 from transferkit.models import build_model
 
@@ -101,8 +101,6 @@ def bare_kd_row(name: str, amp: str, teacher: torch.nn.Module, student: torch.nn
 def bare_dann_row(name: str, amp: str, model: torch.nn.Module, data: TrainData,
                   device: torch.device, seed: int) -> Row:
     """DANN by hand: joint forward, CE on source, GRL + 1024-1024 discriminator BCE."""
-    from transferkit.losses import DomainDiscriminator
-
     model = copy.deepcopy(model).to(device).train()
     torch.manual_seed(seed)
     disc = DomainDiscriminator(256, hidden=(1024, 1024)).to(device).train()

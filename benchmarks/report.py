@@ -34,6 +34,12 @@ def env_line(result: dict) -> str:
     return f"Measured {e['date']} on {e['device']} ({threads}), torch {e['torch']}."
 
 
+def measured_by(result: dict, prefix: str = "OMP_WAIT_POLICY=PASSIVE") -> list[str]:
+    """The command that wrote ``result`` (after its environment ``prefix``) and where it ran."""
+    command = f"{prefix} {result['command']}" if prefix else result["command"]
+    return [f"`{command}`", "", env_line(result), ""]
+
+
 def table(header: list[str], rows: list[list[object]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
@@ -340,7 +346,7 @@ def section_demo_recipe() -> list[str]:
            "over 3 seeds; then the chosen recipe runs on the test split with 3 seeds.", ""]
     if result is None:
         return [*out, "_Not run yet._", ""]
-    out += [f"`OMP_WAIT_POLICY=PASSIVE {result['command']}`", "", env_line(result), ""]
+    out += measured_by(result)
     budgets = [str(b) for b in result["settings"]["budgets"]]
     grid = result["validation"]["grid"]
     out += table(["validation (mean of 3 seeds)", *(f"{b} epochs" for b in budgets)],
@@ -369,7 +375,7 @@ def section_speed_methods() -> list[str]:
            "excluded. `bare` is a hand-written PyTorch loop doing `kd`'s arithmetic.", ""]
     if result is None:
         return [*out, "_Not run yet._", ""]
-    out += [f"`OMP_WAIT_POLICY=PASSIVE {result['command']}`", "", env_line(result), ""]
+    out += measured_by(result)
     if note := result.get("machine", {}).get("note"):
         out += [f"Machine: {note}.", ""]
     rows = sorted(result["rows"].items(), key=lambda item: item[1]["ratio_to_kd"])
@@ -546,7 +552,7 @@ def section_speed_adapt() -> list[str]:
            "round), as `adapt` builds it; `dann` against a hand-written loop is section d.", ""]
     if result is None:
         return [*out, "_Not run yet._", ""]
-    out += [f"`OMP_WAIT_POLICY=PASSIVE {result['command']}`", "", env_line(result), ""]
+    out += measured_by(result)
     rows = [[f"`{name}`", r["ms_per_step"], f"{r['ratio_to_dann']:.2f}",
              f"{r['ratio_to_dann_min']:.2f}", r.get("note", "")]
             for name, r in result["rows"].items()]
@@ -567,7 +573,7 @@ def section_precision_cpu() -> list[str]:
            "median seconds per step over bf16's (above 1: bf16 is faster).", ""]
     if result is None:
         return [*out, "_Not run yet._", ""]
-    out += [f"`OMP_WAIT_POLICY=PASSIVE {result['command']}`", "", env_line(result), ""]
+    out += measured_by(result)
     kind = result["bf16_kind"]
     unit = result["cpu_bf16_units"] or "no AMX or AVX-512 BF16"
     names = {"kd": "MNIST KD step (mlp 1200-1200 -> 800-800, batch 128)",
@@ -594,7 +600,7 @@ def section_dann_discriminator() -> list[str]:
            ""]
     if result is None:
         return [*out, "_Not run yet._", ""]
-    out += [f"`OMP_WAIT_POLICY=PASSIVE {result['command']}`", "", env_line(result), ""]
+    out += measured_by(result)
     rows = [[f"`hidden={name}`", f"{r['discriminator_parameters']:,}", r["ms_per_step"],
              f"{r['ratio_to_1024']:.2f}", f"{r['ratio_to_1024_min']:.2f}"]
             for name, r in result["rows"].items()]
@@ -876,7 +882,7 @@ def section_teacher_cache() -> list[str]:
            "rounds; setups are the seconds a Trainer takes to build beyond the live one's.", ""]
     if result is None:
         return [*out, "_Not run yet._", ""]
-    out += [f"`{DATA} {result['command']}`", "", env_line(result), ""]
+    out += measured_by(result, DATA)
     rows = [[name, r["ms_per_step"], f"{r['ratio_to_live']:.2f}", f"{r['ratio_to_live_min']:.2f}"]
             for name, r in result["rows"].items()]
     out += table(["teacher logits", "ms/step (median)", "× live (median)",
@@ -917,7 +923,7 @@ def _bf16_accuracy() -> list[str]:
     if result is None:
         return [*out, "_Not run yet (`python benchmarks/dann_digits.py --device cuda --amp off "
                       "bf16 --out benchmarks/results/dann_digits_bf16.json`)._", ""]
-    out += [f"`{DATA} {result['command']}`", "", env_line(result), ""]
+    out += measured_by(result, DATA)
     by = {(r["pair"], r["method"], r.get("precision", "fp32")): r["target_test_last"]
           for r in result["rows"]}
     rows = []
@@ -946,7 +952,7 @@ def section_compile_speed() -> list[str]:
         out += ["_Not run yet: no GPU was lent to this project's sessions so far. The "
                 "command is `python benchmarks/compile_speed.py --device cuda`._", ""]
     else:
-        out += [f"`{gpu['command']}`", "", env_line(gpu), "", *_compile_table(gpu)]
+        out += [*measured_by(gpu, ""), *_compile_table(gpu)]
     out += _bf16_accuracy()
     out += ["### On this CPU", ""]
     if cpu is None:
@@ -962,8 +968,7 @@ def section_compile_speed() -> list[str]:
                "to oneDNN whole, so fusing the small operations around them changes the speed "
                "little here, either way; `compile` is meant for GPUs, where small steps wait "
                "on kernel launches.")
-    return [*out, f"`OMP_WAIT_POLICY=PASSIVE {cpu['command']}`", "", env_line(cpu), "",
-            *_compile_table(cpu), summary, ""]
+    return [*out, *measured_by(cpu), *_compile_table(cpu), summary, ""]
 
 
 def main() -> None:
