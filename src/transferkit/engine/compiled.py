@@ -77,7 +77,6 @@ class CompiledStep:
     _proven: set[str | None] = field(default_factory=set)  # phases that ran compiled
     _breaks_before: dict[str, int] = field(default_factory=dict)
     _graphs_before: int = 0
-    _counting: bool = False
     _reported: bool = False
 
     @classmethod
@@ -137,10 +136,9 @@ class CompiledStep:
         statistics, memory banks), which the parts that did run before a failure advanced."""
         if phase in self._proven:
             return None
-        if not self._proven and not self._counting:  # this run's first compiled call
+        if not self._proven:  # this run's first compiled call (a failed one ends compiling)
             self._breaks_before = _counter("graph_break")
             self._graphs_before = _counter("stats").get("unique_graphs", 0)
-            self._counting = True
         cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
         buffers = {name: b.detach().clone() for name, b in self.eager.named_buffers()}
         return Snapshot(torch.get_rng_state(), cuda, buffers)
