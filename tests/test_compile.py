@@ -107,6 +107,31 @@ def test_a_step_that_cannot_compile_runs_eagerly_from_where_it_started(
         assert torch.equal(a, b), name
 
 
+class Broken(nn.Module):
+    """A model with a genuine bug in its training branch: it fails compiled and eagerly
+    alike, after the shape check (which runs in eval mode) passed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.net(x)
+        if self.training:
+            raise ValueError("this model's training branch is broken")
+        return out
+
+
+def test_a_genuine_error_is_reported_as_itself_not_as_a_compile_failure(
+    digits, traced, capsys
+) -> None:
+    with pytest.raises(Exception) as caught:
+        tk.train(Broken(), digits, compile="on", **{**STEPS, "progress": True})
+    assert "compilation failed" not in capsys.readouterr().err
+    assert "compilation failed" not in str(caught.value)
+    assert "training branch is broken" in str(caught.value), caught.value
+
+
 class ItemBranch(nn.Module):
     """A model whose forward reads a tensor's value: dynamo must break the graph there."""
 

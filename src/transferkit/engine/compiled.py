@@ -8,9 +8,10 @@ models leave the GPU waiting for Python. Shapes are static (every batch has the 
 and the training progress enters as a 0-d tensor, so one graph serves the whole run.
 
 Anything that cannot be compiled falls back to eager rather than stopping the run: a failed
-compilation prints ``compile: ... falls back to eager: <reason>`` and the step is redone
-eagerly; graph breaks (parts dynamo leaves to Python) are counted and named once. The run
-records what it used in ``summary.json`` (``compile``).
+compilation is redone eagerly and, once the eager step succeeded, prints ``compile:
+compilation failed (<reason>); the step runs eagerly`` (an error the eager step repeats is the
+step's own, and is raised as itself); graph breaks (parts dynamo leaves to Python) are
+counted and named once. The run records what it used in ``summary.json`` (``compile``).
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ class CompiledStep:
     _breaks_before: dict[str, int] = field(default_factory=dict)
     _graphs_before: int = 0
     _reported: bool = False
+    _pending: bool = False  # a fallback not yet announced
 
     @classmethod
     def build(cls, requested: str, step: nn.Module, device: torch.device,
@@ -152,13 +154,21 @@ class CompiledStep:
 
         Any error counts, the toolkit's own included: a check that passes eagerly may fail on
         the traced values; a real error of the step recurs in the eager redo and stops there.
+        The line is printed by ``fell_back`` once the eager redo succeeded, so a genuine error
+        is not preceded by a misleading "compilation failed".
         """
         if snapshot is not None:
             snapshot.restore(self.eager)
         self.reason = f"compilation failed ({_one_line(exc)}); the step runs eagerly"
         self.used = "eager"
         self.call = self.eager
-        note(f"compile: {self.reason}", self.show)
+        self._pending = True
+
+    def fell_back(self) -> None:
+        """The eager redo after ``fall_back`` succeeded: say once why the run is eager."""
+        if self._pending:
+            self._pending = False
+            note(f"compile: {self.reason}", self.show)
 
     def after_step(self) -> None:
         """Count graph breaks and graphs; name the breaks once, after the first step."""

@@ -589,6 +589,7 @@ class Trainer:
         with autocast:
             losses = self.step_fn(batch, progress, phase)
         self._backward_step(losses, optimizer, epoch, step)
+        self.compiled.fell_back()
         return losses
 
     def _backward_step(
