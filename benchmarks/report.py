@@ -545,6 +545,40 @@ def section_validators() -> list[str]:
     return [*out, ""]
 
 
+def section_source_free() -> list[str]:
+    """SHOT, Tent and AdaBN against the source-only model each of them starts from."""
+    rows = adapt_rows()
+    free = [r for r in rows if r["method"] in SOURCE_FREE_ROWS]
+    out = ["## l. Source-free adaptation: SHOT, Tent and AdaBN from the source-only model", "",
+           "Each source-free run starts from the same seed's `source-only` model of section j "
+           "and sees unlabelled target training rows only: `adapt_table.py` passes the target "
+           "domain alone, and `tests/test_source_free.py::test_the_source_data_is_never_loaded`"
+           " makes loading the source dataset fail during such a run. Gain = the run's last "
+           "epoch − its source-only model, seed by seed, in points of target test accuracy.",
+           "", f"`{ADAPT_COMMAND}`", ""]
+    if not free:
+        return [*out, "_Not run yet._", ""]
+    start = {(r["pair"], r["seed"]): r["target_test_last"] for r in rows
+             if r["method"] == "source-only"}
+    table_rows = []
+    for pair in dict.fromkeys(r["pair"] for r in free):
+        published = PUBLISHED_ADAPT.get(pair, {})
+        for method in SOURCE_FREE_ROWS:
+            mine = [r for r in free if r["pair"] == pair and r["method"] == method
+                    and (pair, r["seed"]) in start]
+            if not mine:
+                continue
+            before = [start[(pair, r["seed"])] for r in mine]
+            after = [r["target_test_last"] for r in mine]
+            gain, spread = mean_std([100 * (a - b) for a, b in zip(after, before, strict=True)])
+            table_rows.append([pair, f"`{method}`", _pct(before), _pct(after),
+                               f"{gain:+.2f}" + (f" ± {spread:.2f}" if len(mine) > 1 else ""),
+                               len(mine), published.get(method, "")])
+    out += table(["pair", "method", "source-only %", "adapted (last) %", "gain (pp)", "seeds",
+                  "published %"], table_rows)
+    return [*out, ""]
+
+
 def section_speed_adapt() -> list[str]:
     result = load("speed_adapt")
     out = ["## m. Speed of a step of each adaptation method, relative to `dann`", "",
@@ -862,6 +896,7 @@ def render() -> str:
     lines += section_speed_methods()
     lines += section_adapt_table()
     lines += section_validators()
+    lines += section_source_free()
     lines += section_speed_adapt()
     lines += section_feature_table()
     lines += section_deploy_table()

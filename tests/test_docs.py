@@ -81,3 +81,23 @@ def test_methods_page_has_a_row_for_every_registered_method() -> None:
     section = page.split("## The list", 1)[1].split("\n## ", 1)[0]
     listed = set(re.findall(r"^\| `([\w+-]+)` \|", section, flags=re.M))
     assert listed == set(METHODS), f"docs/methods.md rows differ: {listed ^ set(METHODS)}"
+
+
+def test_source_free_section_gains_are_seed_by_seed_against_source_only(monkeypatch) -> None:
+    report = load_report()
+
+    def row(method: str, seed: int, acc: float) -> dict:
+        return {"pair": "a->b", "method": method, "seed": seed, "target_test_last": acc}
+
+    rows = [row("source-only", 0, 0.70), row("source-only", 1, 0.80),
+            row("shot", 0, 0.90), row("shot", 1, 0.85), row("tent", 2, 0.99)]
+    monkeypatch.setattr(report, "adapt_rows", lambda: rows)
+    lines = report.section_source_free()
+    shot = next(line for line in lines if "`shot`" in line)
+    cells = [c.strip() for c in shot.strip("|").split("|")]
+    # gains 20 and 5 pp: mean 12.5, sample std sqrt(112.5)
+    assert cells[2] == "75.00 ± 7.07" and cells[3] == "87.50 ± 3.54", cells
+    assert cells[4] == f"+12.50 ± {112.5 ** 0.5:.2f}" and cells[5] == "2", cells
+    assert not any("`tent`" in line for line in lines)  # seed 2 has no source-only model
+    cited = re.search(r"`(tests/\w+\.py)::(\w+)`", "\n".join(lines))
+    assert cited and cited.group(2) in functions_in(ROOT / cited.group(1))
