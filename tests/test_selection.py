@@ -165,11 +165,17 @@ def test_validation_sets_sample_at_most_the_limit() -> None:
 
 def test_cli_select_writes_the_choice(cli, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    cli("adapt", "--data", "digits->digits_shifted", "--model", "mlp", "--model-opt",
-        "widths=[16]", "--method", "dann", "--select", "snd", "--epochs", "2", "--out",
-        str(out), *CLI_FAST)
+    code, stdout, _ = cli("adapt", "--data", "digits->digits_shifted", "--model", "mlp",
+                          "--model-opt", "widths=[16]", "--method", "dann", "--select", "snd",
+                          "--epochs", "2", "--out", str(out), *CLI_FAST)
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["selected"]["epoch"] == summary["choices"]["snd"]["epoch"]
+    assert code == 0 and summary["selected"]["epoch"] == summary["choices"]["snd"]["epoch"]
+    # the printed scores say which epoch model.pt holds, not only the last epoch's
+    kept = next(line for line in stdout.splitlines() if "kept in model.pt" in line)
+    epoch = summary["selected"]["epoch"]
+    assert f"epoch {epoch}, preferred by the snd validator" in kept, kept
+    assert f"target_test accuracy {summary['selected']['target_test']:.2%}" in kept, kept
+    assert stdout.startswith("adapt (last epoch): "), stdout
 
 
 def test_select_by_source_rows_is_refused_when_there_are_none() -> None:

@@ -127,7 +127,9 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="transferkit", description=__doc__.split("\n")[0])
+    parser = _Parser(prog="transferkit", description=(
+        "Knowledge distillation and domain adaptation. Every training command writes one run "
+        "directory (--out) and takes --config FILE; `transferkit COMMAND --help` for each."))
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="distil and adapt on the bundled digits (no download)")
@@ -550,7 +552,12 @@ def print_summary(result: api.RunResult) -> None:
     size = f"{summary['parameters']:,} parameters"
     if summary.get("teacher_parameters"):
         size += f" (teacher {summary['teacher_parameters']:,})"
-    print(f"{summary['command']}: {final}; {size}")
+    selected = summary.get("selected")
+    print(f"{summary['command']}{' (last epoch)' if selected else ''}: {final}; {size}")
+    if selected:  # model.pt holds the chosen epoch, not the last one printed above
+        scores = ", ".join(f"{k} accuracy {v:.2%}" for k, v in selected.items()
+                           if isinstance(v, float))
+        print(f"  kept in model.pt: {summary['selection']}: {scores}")
     if str((summary.get("data_options") or {}).get("test", "")).lower() == "all":
         print("  (test=all: these are scored on the training rows themselves; for a pair, the "
               "target's are its unlabelled rows, with labels used only to score)")
