@@ -3,6 +3,7 @@ and nothing already saved is lost."""
 
 from __future__ import annotations
 
+import fractions
 import gzip
 import shutil
 import struct
@@ -246,6 +247,24 @@ def test_truncated_model_file(cli: CliRunner, trained_run: Path, tmp_path: Path)
     line = fails(cli, "evaluate", broken, "--data", "digits")
     assert str(broken) in line and "truncated" in line
     assert "is not a file or run dir" in fails(cli, "evaluate", "nowhere", "--data", "digits")
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"", "is empty (0 bytes)"),
+        (b"garbage, not a model\n", "is not a PyTorch model or checkpoint file"),
+        ("unsafe", "refused to load"),  # a real torch file holding an arbitrary class
+    ],
+)
+def test_a_model_file_that_is_not_one(cli: CliRunner, tmp_path: Path, content, expected) -> None:
+    path = tmp_path / "model.pt"
+    if content == "unsafe":
+        torch.save({"state": fractions.Fraction(1, 3)}, path)
+    else:
+        path.write_bytes(content)
+    line = fails(cli, "evaluate", path, "--data", "digits")
+    assert str(path) in line and expected in line, line
 
 
 # ---------------------------------------------------------------- settings of the wrong type

@@ -44,6 +44,16 @@ def load_torch(path: Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} not found")
+    with path.open("rb") as f:
+        head = f.read(4)
+    # torch.save writes a zip archive (PK..); older files are a pickle (protocol byte 0x80)
+    if not head:
+        raise CheckpointError(f"{path} is empty (0 bytes): rerun the training that wrote it")
+    if not head.startswith((b"PK\x03\x04", b"\x80")):
+        raise CheckpointError(
+            f"{path} is not a PyTorch model or checkpoint file (it starts with {head!r}); "
+            "give the model.pt or checkpoint.pt of a transferkit run"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
