@@ -134,9 +134,31 @@ def test_npz_default_keys_and_image_shaped_inputs(tmp_path: Path) -> None:
     labels = np.array([[5], [7], [5], [7]])
     np.savez(tmp_path / "d.npz", features=x, labels=labels, extra=np.zeros(3))
     data = load_file_dataset(tmp_path / "d.npz", ALL)
-    assert data.input_shape == (2, 3, 3) and data.classes == (5, 7)
-    assert np.array_equal(data.train.x.numpy(), x.astype(np.float32))
+    assert data.input_shape == (2, 3, 3) and data.classes == (5, 7)  # channels-first kept
+    assert np.allclose(data.train.x.numpy(), x.astype(np.float32) / 255)  # 8-bit pixels
+    assert data.inputs is not None and (data.inputs.mean, data.inputs.std) == (0.0, 1.0)
     assert data.train.y.tolist() == [0, 1, 0, 1]
+
+
+def test_npz_image_arrays_get_a_channel_axis_first(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    grey = rng.random((6, 9, 7)).astype(np.float32)  # N x H x W, as MNIST arrays come
+    hwc = rng.random((6, 9, 7, 3)).astype(np.float32)  # channels-last, as Keras stores them
+    y = np.array([0, 1] * 3)
+    np.savez(tmp_path / "grey.npz", x=grey, y=y)
+    np.savez(tmp_path / "hwc.npz", x=hwc, y=y, x_test=hwc[:2], y_test=y[:2])
+    a = load_file_dataset(tmp_path / "grey.npz", ALL)
+    assert a.input_shape == (1, 9, 7) and np.array_equal(a.train.x[:, 0].numpy(), grey)
+    assert "images 1x9x7 (N x H x W read as one channel)" in a.description
+    assert a.inputs is None  # float arrays: their scale is the user's
+    b = load_file_dataset(tmp_path / "hwc.npz", FileOptions())
+    assert b.input_shape == (3, 9, 7) and b.test.x.shape == (2, 3, 9, 7)
+    assert np.array_equal(b.train.x.numpy(), np.moveaxis(hwc, -1, 1))
+    assert "moved to channels-first" in b.description
+    np.savez(tmp_path / "mixed.npz", x=(grey * 255).astype(np.uint8), y=y, x_test=grey,
+             y_test=y)
+    with pytest.raises(DataError, match=r"mixed\.npz: x is uint8 but x_test float32"):
+        load_file_dataset(tmp_path / "mixed.npz", FileOptions())
 
 
 def test_npz_named_arrays_and_own_test_split(tmp_path: Path) -> None:

@@ -14,12 +14,15 @@ target, options)`` a :class:`DomainPair` (either side may also be a registered d
 - a folder: images in ``root/<class>/`` (or ``root/train/<class>/`` and ``root/test/<class>/``);
   the classes are the sub-folder names.
 
-Feature files give float32 tensors ``N x D`` (or ``N x C x H x W`` kept as stored) with an
-unknown input convention (``inputs=None``); ``.npz``/``.mat`` test arrays are ``x_test``/
-``y_test`` (or ``X_test``/``Y_test``). Image folders give float32 ``N x C x H x W`` in [0, 1]
-(8-bit pixel / 255, 16-bit / 65535) recorded as ``InputSpec(0, 1)``; ``size`` resizes every
-image to ``size x size`` (Pillow, bilinear), ``channels`` is 1 (grey, ITU-R 601 luma) or 3
-(grey repeated), by default 3 when any image is colour. Alpha is dropped.
+Feature files give float32 tensors ``N x D`` with an unknown input convention
+(``inputs=None``). Image arrays become ``N x C x H x W``: ``N x H x W`` gets one channel,
+channels-last ``N x H x W x C`` (C in 1, 3, 4 and H over 4) is moved to channels-first, and
+8-bit ones are divided by 255 (``InputSpec(0, 1)``, as image folders). ``.npz``/``.mat`` test
+arrays are ``x_test``/``y_test`` (or ``X_test``/``Y_test``). Image folders give float32
+``N x C x H x W`` in [0, 1] (8-bit pixel / 255, 16-bit / 65535) recorded as
+``InputSpec(0, 1)``; ``size`` resizes every image to ``size x size`` (Pillow, bilinear),
+``channels`` is 1 (grey, ITU-R 601 luma) or 3 (grey repeated), by default 3 when any image is
+colour. Alpha is dropped.
 
 Labels may be numbers or strings. The classes are the sorted distinct training labels
 (numbers numerically, strings lexicographically), or those given (a pair maps the target's
@@ -536,6 +539,30 @@ def _features(path: Path, key: str, value: Any) -> Tensor:
     return x
 
 
+def _image_array(value: Any) -> tuple[np.ndarray, str]:
+    """Arrays of images as ``N x C x H x W``, and how they were read ("" for feature rows).
+
+    ``N x H x W`` gets one channel; ``N x H x W x C`` with C in (1, 3, 4) and H over 4 (too many
+    for channels: channels-last, as Keras and PIL store images) is moved to channels-first;
+    8-bit images are divided by 255 (as image folders are).
+    """
+    array = np.asarray(value)
+    if array.ndim not in (3, 4) or array.dtype.kind not in "biuf":
+        return array, ""
+    steps = []
+    if array.ndim == 3:
+        array = array[:, None]
+        steps.append("N x H x W read as one channel")
+    elif array.shape[-1] in (1, 3, 4) and array.shape[1] > 4:
+        array = np.moveaxis(array, -1, 1)
+        steps.append("channels-last N x H x W x C moved to channels-first")
+    if array.dtype == np.uint8:
+        array = array.astype(np.float32) / 255.0
+        steps.append("8-bit pixels / 255")
+    shape = "x".join(str(d) for d in array.shape[1:])
+    return array, f"images {shape}" + (f" ({'; '.join(steps)})" if steps else "")
+
+
 def _label_array(path: Path, key: str, value: Any) -> np.ndarray:
     """Labels as a 1-D array of int64, float64 (whole numbers) or str."""
     array = np.asarray(value)
@@ -572,10 +599,19 @@ def _read_feature_file(path: Path, kind: str, options: FileOptions) -> _Raw:
         x, labels, note = _read_csv(path, options)
         return _Raw(name, str(path), path.name, x, _check_labels(path, note, labels, len(x)))
     arrays, unused = (_read_npz if kind == "npz" else _read_mat)(path, options)
-    raw = _Raw(name, str(path), path.name, _features(path, "x", arrays["x"]), np.empty(0))
+    x, raw_note = _image_array(arrays["x"])
+    raw = _Raw(name, str(path), path.name, _features(path, "x", x), np.empty(0))
+    if raw_note:
+        raw.image_note, raw.inputs = raw_note, (UNIT if "/ 255" in raw_note else None)
     raw.labels = _check_labels(path, "y", _label_array(path, "y", arrays["y"]), len(raw.x))
     if "x_test" in arrays:
-        raw.x_test = _features(path, "x_test", arrays["x_test"])
+        x_test, test_note = _image_array(arrays["x_test"])
+        if (test_note and "/ 255" in test_note) != (raw_note and "/ 255" in raw_note):
+            raise DataError(
+                f"{path}: x is {np.asarray(arrays['x']).dtype} but x_test "
+                f"{np.asarray(arrays['x_test']).dtype}; store both with the same type"
+            )
+        raw.x_test = _features(path, "x_test", x_test)
         raw.labels_test = _check_labels(
             path, "y_test", _label_array(path, "y_test", arrays["y_test"]), len(raw.x_test)
         )
