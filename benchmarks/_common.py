@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from _rows import done, read_rows  # noqa: F401  (re-exported for the grid scripts)
 from transferkit.data import Dataset
 from transferkit.engine.checkpoint import save_json
 
@@ -23,6 +24,11 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def append(path: Path, row: dict) -> None:
     """One JSON line appended, flushed and synced: a killed grid keeps every finished run."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_file() and path.stat().st_size:
+        with path.open("r+b") as handle:  # a row cut off mid-write (kill -9): drop its tail
+            data = handle.read()
+            if not data.endswith(b"\n"):
+                handle.truncate(data.rfind(b"\n") + 1)
     with path.open("a") as handle:
         handle.write(json.dumps(row) + "\n")
         handle.flush()

@@ -16,14 +16,13 @@ method.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import torch
 
 import transferkit as tk
-from _common import RESULTS, append, environment, parser
+from _common import RESULTS, append, done, environment, parser
 from transferkit.data import load_pair
 
 PAIRS = ["mnist->usps", "usps->mnist", "mnist->mnist_m"]
@@ -62,14 +61,6 @@ PUBLISHED = {
 RESULT = RESULTS / "adapt_table.jsonl"
 
 
-def done(path: Path) -> set[tuple[str, str, int]]:
-    if not path.is_file():
-        return set()
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return {(r["pair"], r["method"], r["seed"]) for r in rows}
-
-
-
 def record(pair: str, name: str, seed: int, result, seconds: float, steps: int) -> dict:
     s = result.summary
     epoch_seconds = [r["seconds"] for r in result.history]
@@ -103,7 +94,7 @@ def main() -> None:
               "momentum": 0.9, "weight_decay": 1e-3, "schedule": "inverse", "progress": False}
     model = {"bottleneck": 256}
     runs = Path(args.runs)
-    seen = done(out)
+    seen = done(out, "pair", "method", "seed")
     for pair_name in args.pairs.split(","):
         pair = load_pair(pair_name, args.data_dir)
         for seed in (int(s) for s in args.seeds.split(",")):

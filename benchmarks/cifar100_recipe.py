@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import statistics
 import sys
@@ -55,7 +54,7 @@ import torch
 import torch.nn.functional as F
 
 import transferkit as tk
-from _common import RESULTS, append, environment, limit_train, parser, write_result
+from _common import RESULTS, append, done, environment, limit_train, parser, write_result
 from transferkit.config import OptimConfig, TrainConfig
 from transferkit.data import load_dataset
 from transferkit.engine.distributed import local_device
@@ -110,14 +109,6 @@ def budget_tag(epochs: int, train_limit: int | None) -> str:
     return f"e{epochs}" + ("" if train_limit is None else f"-n{train_limit}")
 
 
-def done(path: Path) -> set[tuple]:
-    if not path.is_file():
-        return set()
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return {(r["seed"], r["method"], r["epochs"], r.get("train_limit")) for r in rows}
-
-
-
 def use_amp(args: argparse.Namespace, device: torch.device) -> bool:
     return device.type == "cuda" if args.amp is None else args.amp
 
@@ -134,7 +125,7 @@ def run_recipe(args: argparse.Namespace, device: torch.device) -> None:
     steps = milestones(args.epochs)
     common = {**OPTIM, "milestones": steps, "device": args.device, "batch_size": BATCH,
               "augment": "cifar", "amp": amp, "epochs": args.epochs}
-    seen = done(out)
+    seen = done(out, "seed", "method", "epochs", "train_limit")
 
     def row(seed: int, name: str, methods: str, options: dict, published: float, result,
             seconds: float) -> dict:

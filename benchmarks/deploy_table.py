@@ -41,7 +41,7 @@ import torch
 import yaml
 
 import transferkit as tk
-from _common import RESULTS, limit_train, parser, write_result
+from _common import RESULTS, limit_train, parser, read_rows, write_result
 from transferkit import api
 from transferkit.data.inputs import fit_splits
 from transferkit.deploy import SUFFIX, _runner
@@ -96,8 +96,7 @@ def train_fashion_alone(distilled: Path, out: Path, data_dir: str | None) -> dic
     settings recorded by ``distilled`` (a student run of the same grid) and its subset."""
     record = config(distilled)
     seed = record["train"]["seed"]
-    rows = [json.loads(line) for line in (RESULTS / "distill_table.jsonl").read_text()
-            .splitlines() if line.strip()] if (RESULTS / "distill_table.jsonl").is_file() else []
+    rows = read_rows(RESULTS / "distill_table.jsonl")
     grid = next((r for r in rows if r["method"] == "student alone" and r["seed"] == seed), {})
     train_limit = grid.get("train_limit", 20000)  # distill_table.py's default
     if not finished(out):

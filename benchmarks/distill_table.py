@@ -13,14 +13,13 @@ from whatever the file holds. A run already in the file is skipped.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import torch
 
 import transferkit as tk
-from _common import RESULTS, append, environment, limit_train, parser
+from _common import RESULTS, append, done, environment, limit_train, parser
 from transferkit.data import load_dataset
 
 TEACHER = ("resnet32x4", {"width": 0.25})
@@ -57,14 +56,6 @@ METHODS: dict[str, tuple[str, dict, str]] = {
 RESULT = RESULTS / "distill_table.jsonl"
 
 
-def done(path: Path) -> set[tuple[int, str]]:
-    if not path.is_file():
-        return set()
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return {(r["seed"], r["method"]) for r in rows}
-
-
-
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--seeds", default="0", help="comma-separated seeds")
@@ -88,7 +79,7 @@ def main() -> None:
         print(f"{key} {model} {options}: test {result.summary['final']['test']:.4f} "
               f"({time.perf_counter() - start:.0f} s)", flush=True)
     names = args.methods.split(",") if args.methods else list(METHODS)
-    seen = done(out)
+    seen = done(out, "seed", "method")
     for seed in (int(s) for s in args.seeds.split(",")):
         for name in names:
             if (seed, name) in seen:

@@ -48,7 +48,6 @@ keeps them; a rerun skips finished (dataset, pair, method, seed)):
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +55,7 @@ from pathlib import Path
 import torch
 
 import transferkit as tk
-from _common import RESULTS, append, environment, parser
+from _common import RESULTS, append, done, environment, parser
 from transferkit.errors import NonFiniteLossError
 
 # dataset folder -> (title, {domain letter: file})
@@ -154,14 +153,6 @@ def pair_spec(dataset: str, pair: str, data_dir: str | Path) -> str:
     return f"{folder / files[source]}->{folder / files[target]}"
 
 
-def done(path: Path) -> set[tuple[str, str, str, int]]:
-    if not path.is_file():
-        return set()
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return {(r["dataset"], r["pair"], r["method"], r["seed"]) for r in rows}
-
-
-
 def record(dataset: str, pair: str, name: str, seed: int, result, seconds: float,
            steps: int) -> dict:
     s = result.summary
@@ -209,7 +200,7 @@ def run(datasets: list[str], pairs: list[str] | None, names: list[str], seeds: l
         budget: Budget, data_dir: str | Path, runs: Path, out: Path,
         device: str = "cpu") -> list[dict]:
     """The grid, skipping finished rows of ``out``; returns the rows written now."""
-    seen, written = done(out), []
+    seen, written = done(out, "dataset", "pair", "method", "seed"), []
     for dataset in datasets:
         for pair in pairs or all_pairs(dataset):
             todo = [(seed, n) for seed in seeds for n in names

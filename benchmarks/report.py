@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from _rows import read_rows
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -231,10 +233,7 @@ PUBLISHED_ADAPT = _published_adapt()
 
 
 def jsonl(name: str) -> list[dict]:
-    path = RESULTS / f"{name}.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_rows(RESULTS / f"{name}.jsonl")
 
 
 def adapt_rows() -> list[dict]:
