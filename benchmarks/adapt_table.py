@@ -71,6 +71,8 @@ def record(pair: str, name: str, seed: int, result, seconds: float, steps: int) 
         "choices": s.get("choices", {}), "steps": steps,
         "seconds_per_step": sum(epoch_seconds) / max(steps, 1),
         "seconds": round(seconds, 1), "environment": environment(),
+        "memory_format": s.get("memory_format"),  # absent from rows before the setting
+        **({"warning": s["warning"]} if s.get("warning") else {}),  # e.g. collapsed
         "threads": torch.get_num_threads(),
     }
 
@@ -90,8 +92,10 @@ def main() -> None:
     unknown = [n for n in names if n not in METHODS and n not in SOURCE_FREE]
     if unknown:
         raise SystemExit(f"unknown table rows {unknown}; valid: {[*METHODS, *SOURCE_FREE]}")
+    # A run whose predictions collapse is a result of the table (flagged), not a stop.
     common = {"device": args.device, "batch_size": 128, "optimizer": "sgd", "lr": 0.03,
-              "momentum": 0.9, "weight_decay": 1e-3, "schedule": "inverse", "progress": False}
+              "momentum": 0.9, "weight_decay": 1e-3, "schedule": "inverse", "progress": False,
+              "check_divergence": False}
     model = {"bottleneck": 256}
     runs = Path(args.runs)
     seen = done(out, "pair", "method", "seed")

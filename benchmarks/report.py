@@ -466,7 +466,13 @@ def _grid_environment(rows: list[dict]) -> str:
     counts = "/".join(map(str, threads)) + " thread" + ("s" if threads != [1] else "")
     devices = ", ".join(sorted({e["device"] for e in envs}))
     torches = ", ".join(sorted({e["torch"] for e in envs}))
-    return f"Measured {span} on {devices} ({counts} per run), torch {torches}."
+    line = f"Measured {span} on {devices} ({counts} per run), torch {torches}."
+    channels_last = sum(str(r.get("memory_format", "")).startswith("channels_last")
+                        for r in measured)
+    if channels_last:  # same numbers up to the order of float sums (section v)
+        line += (f" {channels_last} of {len(measured)} runs had channels-last weights "
+                 "(section v), the others contiguous ones.")
+    return line
 
 
 def section_adapt_table() -> list[str]:
@@ -481,7 +487,9 @@ def section_adapt_table() -> list[str]:
            "target labels; the validator is the one closest to the oracle in section k), and "
            "the **oracle** (best epoch by target-test labels: reported, never used to "
            "choose). Source-free rows (shot, tent, adabn) start from the same seed's "
-           "source-only model and read no source data. Published numbers come from the "
+           "source-only model and read no source data. A run whose predictions collapse "
+           "onto one class is kept in the table and marked (collapsed), not dropped. "
+           "Published numbers come from the "
            "methods' papers and Transfer-Learning-Library, with their own (longer) budgets "
            "and, for ADDA, subsets of MNIST and USPS. For `mcd` the two classifiers are the "
            "student's linear head and a fresh copy of it on the shared bottleneck; the "
@@ -506,6 +514,9 @@ def section_adapt_table() -> list[str]:
             oracle = [r["choices"]["oracle"]["target_test"] for r in mine
                       if "oracle" in r["choices"]]
             name = f"`{method}`" + (" (source-free)" if method in SOURCE_FREE_ROWS else "")
+            collapsed = sum(bool(r.get("warning")) for r in mine)
+            if collapsed:  # finished with check_divergence off: the numbers of a failed run
+                name += f" (collapsed: {collapsed} of {len(mine)} runs)"
             table_rows.append([name, _pct([r["target_test_last"] for r in mine]),
                                _pct(picked) if picked else "",
                                _pct(oracle) if oracle else "", len(mine),
@@ -623,6 +634,26 @@ def section_precision_cpu() -> list[str]:
                 "`summary.json` as `precision`). On a CPU with AMX or AVX-512 BF16 the same "
                 "command measures native bf16; none was available to this project.", ""]
     return out
+
+
+def section_memory_format() -> list[str]:
+    result = load("memory_format_speed")
+    out = ["## v. Channels-last weights on the CPU", "",
+           "Each case builds a transferkit Trainer with `memory_format=\"contiguous\"` and with "
+           "`memory_format=\"channels_last\"` from the same weights, timed in interleaved "
+           "rounds in one process; speedup = contiguous median ms/step over channels-last's "
+           "(above 1: channels-last is faster). `auto`, the default, uses channels-last for "
+           "networks with 2-d convolutions on the CPU and records its choice in "
+           "`summary.json` (`memory_format`).", ""]
+    if result is None:
+        return [*out, "_Not run yet._", ""]
+    out += measured_by(result)
+    rows = [[case, v["rows"]["contiguous"]["ms_per_step"],
+             v["rows"]["channels_last"]["ms_per_step"], f"{v['speedup']:.2f}×"]
+            for case, v in result["cases"].items()]
+    out += table(["step (batch 128 + 128 target for dann)", "contiguous ms/step",
+                  "channels-last ms/step", "speedup"], rows)
+    return [*out, "", result["protocol"] + ".", ""]
 
 
 def section_dann_discriminator() -> list[str]:
@@ -906,6 +937,7 @@ def render() -> str:
     lines += section_teacher_cache()
     lines += section_dann_discriminator()
     lines += section_compile_speed()
+    lines += section_memory_format()
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -50,7 +50,7 @@ def adaptation_methods() -> list[str]:
 
 
 def adapt_row(spec: str, model: torch.nn.Module, x, y, xt, steps: int, epochs: int, seed: int,
-              device: str) -> Row:
+              device: str, memory_format: str = "auto", name: str | None = None) -> Row:
     # adda: one source epoch, so its adaptation stage (timed below) starts at epoch 1
     methods = build_methods(spec, None, {"source_epochs": 1} if spec == "adda" else {})
     source_free = all(m.source_free for m in methods)
@@ -58,10 +58,10 @@ def adapt_row(spec: str, model: torch.nn.Module, x, y, xt, steps: int, epochs: i
         data = TrainData(xt, None, CLASSES)
     else:
         data = TrainData(x, y, CLASSES, xt)
-        if not any(m.replaces_supervised for m in methods):
+        if not any(m.replaces_supervised or m.name == "supervised" for m in methods):
             methods.insert(0, build_methods("supervised")[0])
     cfg = TrainConfig(epochs=epochs, batch_size=BATCH, steps_per_epoch=steps, seed=seed,
-                      device=device, progress=False, optim=OPTIM)
+                      device=device, progress=False, optim=OPTIM, memory_format=memory_format)
     trainer = Trainer(copy.deepcopy(model), methods, data, cfg)
     bar = _NoBar()
     if spec == "adda":  # time its adaptation stage (two phases), not its source stage
@@ -76,7 +76,9 @@ def adapt_row(spec: str, model: torch.nn.Module, x, y, xt, steps: int, epochs: i
     note = "target rows only (source-free)" if source_free else ""
     if not any(m.trains_network for m in methods):
         note = "no optimizer step: the statistics are re-estimated once, at setup"
-    return Row(spec, [m.name for m in methods], run, {}, note=note)
+    row = Row(name or spec, [m.name for m in methods], run, {}, note=note)
+    row.trainer = trainer  # type: ignore[attr-defined]
+    return row
 
 
 def main() -> None:

@@ -104,3 +104,14 @@ def test_source_free_section_gains_are_seed_by_seed_against_source_only(monkeypa
     assert not any("`tent`" in line for line in lines)  # seed 2 has no source-only model
     cited = re.search(r"`(tests/\w+\.py)::(\w+)`", "\n".join(lines))
     assert cited and cited.group(2) in functions_in(ROOT / cited.group(1))
+
+
+def test_a_collapsed_run_stays_in_the_digits_table_and_is_marked(monkeypatch) -> None:
+    report = load_report()
+    choices = {"im": {"target_test": 0.5}, "oracle": {"target_test": 0.6}}
+    rows = [{"pair": "a->b", "method": "fixmatch", "seed": s, "steps": 10, "choices": choices,
+             "target_test_last": acc, **({"warning": "predictions collapsed"} if s else {})}
+            for s, acc in ((0, 0.9), (1, 0.1))]
+    monkeypatch.setattr(report, "adapt_rows", lambda: rows)
+    line = next(x for x in report.section_adapt_table() if "`fixmatch`" in x)
+    assert "(collapsed: 1 of 2 runs)" in line and "50.00 ± 56.57" in line, line

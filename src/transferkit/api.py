@@ -521,6 +521,7 @@ def _run(plan: RunPlan, out: str | Path | None, resume: bool) -> RunResult:
             "precision": trainer.precision.record(),
             "compile": trainer.compiled.record(),
             "data_placement": trainer.data_placement,
+            "memory_format": trainer.memory_format,
         }
         peers = {name: net for name, net in trainer.networks.items() if net is not trainer.model}
         if peers:  # DML's peers: each evaluated and saved beside the student

@@ -114,6 +114,9 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
                    help="torch.compile the training step: on (the flag alone), off, or graphs "
                    "(plus CUDA graphs on a GPU); what cannot be compiled runs eagerly, said in "
                    "one line")
+    p.add_argument("--memory-format", choices=["auto", "channels_last", "contiguous"],
+                   help="auto (default): channels-last weights for convolutional networks on "
+                   "the CPU (faster; same values); or choose channels_last / contiguous")
     p.add_argument("--data-on-device", choices=["auto", "off"],
                    help="auto (default): keep the training tensors on the GPU when they fit; "
                    "off: copy each batch")
@@ -291,6 +294,8 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         flags["compile"] = args.compile
     if args.data_on_device:
         flags["data_on_device"] = args.data_on_device
+    if args.memory_format:
+        flags["memory_format"] = args.memory_format
     if args.tensorboard:
         flags["tensorboard"] = True
     if args.no_divergence_check:
@@ -301,13 +306,14 @@ def run_config(args: argparse.Namespace) -> RunConfig:
     teacher_epochs = getattr(args, "teacher_epochs", None)
     if raw.get("teacher_train") is not None or teacher_epochs is not None:
         # The teacher takes the run's settings (device, seed, batch size, ...) except those
-        # teacher_train sets itself; --device, --no-progress, --amp, --compile and
-        # --data-on-device apply to both.
+        # teacher_train sets itself; --device, --no-progress, --amp, --compile,
+        # --data-on-device and --memory-format apply to both.
         own = _mapping(raw.get("teacher_train"), "teacher_train", where)
         own_optim = _mapping(own.get("optim"), "teacher_train.optim", where)
         teacher = {**train, **own, "optim": {**optim, **own_optim}}
         teacher.update({k: v for k, v in flags.items()
-                        if k in ("device", "progress", "amp", "compile", "data_on_device")})
+                        if k in ("device", "progress", "amp", "compile", "data_on_device",
+                                 "memory_format")})
         if teacher_epochs is not None:
             teacher["epochs"] = teacher_epochs
         raw["teacher_train"] = teacher

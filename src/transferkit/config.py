@@ -128,6 +128,9 @@ class TrainConfig(_Strict):
         "off", description="torch.compile the training step: on, or graphs (plus CUDA graphs on "
         "a CUDA device); anything that cannot be compiled runs eagerly, with a line saying why; "
         "true means on")
+    memory_format: Literal["auto", "channels_last", "contiguous"] = Field(
+        "auto", description="auto: channels-last weights for networks with 2-d convolutions on "
+        "the CPU (oneDNN's faster layout; same values); channels_last or contiguous to choose")
     data_on_device: Literal["auto", "off"] = Field(
         "auto", description="auto: keep the training tensors on the GPU when they take at most "
         "a quarter of its free memory (no copy per step); off: copy each batch")

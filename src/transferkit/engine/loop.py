@@ -25,6 +25,8 @@ from transferkit.engine.batches import epoch_batches, rank_slice
 from transferkit.engine.checkpoint import load_torch, load_weights, save_torch, write_text
 from transferkit.engine.compiled import CompiledStep, fused_optimizer_ok
 from transferkit.engine.evaluate import evaluate_split
+from transferkit.engine.memory_format import choose as choose_memory_format
+from transferkit.engine.memory_format import to_channels_last
 from transferkit.engine.objective import Objective
 from transferkit.engine.optim import (
     apply_max_norm,
@@ -61,8 +63,8 @@ METRICS = "metrics.jsonl"
 # Settings that may differ between a run and its resumption: they do not change its numbers,
 # or (``epochs``) a resumed run may be extended.
 # May change at a resume: where and how the arithmetic runs, and what is shown or logged.
-RESUME_FREE = {"device", "amp", "compile", "data_on_device", "progress", "eval_batch_size",
-               "epochs", "check_divergence", "tensorboard"}
+RESUME_FREE = {"device", "amp", "compile", "data_on_device", "memory_format", "progress",
+               "eval_batch_size", "epochs", "check_divergence", "tensorboard"}
 # On a GPU, reading the loss back every step stalls the queue of kernels; the finiteness
 # check there looks every this many steps (and at each epoch's end) instead.
 FINITE_CHECK_EVERY_GPU = 25
@@ -164,6 +166,12 @@ class Trainer:
         for method in methods:
             method.setup(info)
         self.objective.to(self.device)  # and move the modules setup created
+        # before the optimizers and DDP see the parameters (converted in place)
+        channels_last, self.memory_format = choose_memory_format(
+            config.memory_format, self.objective, self.device)
+        if config.memory_format == "channels_last" and not channels_last:
+            note(f"memory_format: {self.memory_format}", config.progress and distributed.is_main())
+        self._restore_format = to_channels_last(self.objective) if channels_last else None
         self.phases = self.objective.phases()
         # No optimizer when no method trains anything (adabn alone): epochs only evaluate.
         trains = any(m.trains_network for m in methods)
@@ -472,6 +480,9 @@ class Trainer:
     def close(self) -> None:
         """Remove the feature hook and let methods restore what they changed (the teacher)."""
         self.objective.remove_hooks()
+        if self._restore_format is not None:  # the networks leave as they came
+            self._restore_format()
+            self._restore_format = None
         # The first to freeze a module is the last to restore it.
         for method in reversed(list(self.objective.methods.values())):
             method.close()
