@@ -644,7 +644,10 @@ def section_memory_format() -> list[str]:
            "rounds in one process; speedup = contiguous median ms/step over channels-last's "
            "(above 1: channels-last is faster). `auto`, the default, uses channels-last for "
            "networks with 2-d convolutions on the CPU and records its choice in "
-           "`summary.json` (`memory_format`).", ""]
+           "`summary.json` (`memory_format`); a network with a strided 1x1 convolution of "
+           "fewer than 16 input channels stays contiguous whatever is asked, since oneDNN "
+           "computes that layer wrongly in channels-last (oneDNN issue 6035: heap corruption "
+           "or wrong gradients here with 2 to 7 channels).", ""]
     if result is None:
         return [*out, "_Not run yet._", ""]
     out += measured_by(result)

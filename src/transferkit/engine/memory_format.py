@@ -3,10 +3,12 @@
 oneDNN, PyTorch's CPU convolution library, computes 2-d convolutions fastest on channels-last
 (NHWC) tensors: converting the weights is enough, since a convolution whose weight is
 channels-last converts its input and returns channels-last activations. On this project's
-AVX2 CPU the LeNet DANN step ran 1.4x faster (``benchmarks/memory_format_speed.py``). The
-values are the same; only the order of the floating-point sums inside a convolution changes.
-``auto`` uses it on the CPU for networks with a ``Conv2d``; on a GPU channels-last pays mainly
-with tensor cores and reduced precision, so ``auto`` leaves it to the user there.
+AVX2 CPU the LeNet DANN step ran 1.5x faster (``benchmarks/memory_format_speed.py``,
+docs/benchmarks.md section v). The values are the same; only the order of the floating-point
+sums inside a convolution changes. ``auto`` uses it on the CPU for networks with a
+``Conv2d``, except those with a layer oneDNN computes wrongly in that layout
+(:func:`unsafe_layer`); on a GPU channels-last pays mainly with tensor cores and reduced
+precision, so ``auto`` leaves it to the user there.
 """
 
 from __future__ import annotations
