@@ -70,7 +70,7 @@ def main() -> None:
         "protocol": f"2 untimed warm-up steps per row, then {args.rounds} interleaved rounds "
                     f"of {args.steps} steps per row in a new random order each round; "
                     "speedup = median contiguous ms/step / median channels-last ms/step",
-        "cases": results,
+        "rows": results,
     }, args.out)
 
 

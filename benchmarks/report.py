@@ -653,7 +653,7 @@ def section_memory_format() -> list[str]:
     out += measured_by(result)
     rows = [[case, v["rows"]["contiguous"]["ms_per_step"],
              v["rows"]["channels_last"]["ms_per_step"], f"{v['speedup']:.2f}×"]
-            for case, v in result["cases"].items()]
+            for case, v in result["rows"].items()]
     out += table(["step (batch 128 + 128 target for dann)", "contiguous ms/step",
                   "channels-last ms/step", "speedup"], rows)
     return [*out, "", result["protocol"] + ".", ""]
