@@ -55,7 +55,7 @@ def trainer_row(name: str, kind: str, compile_mode: str, amp: str, model: torch.
                                                                  "weight_decay": 1e-3})
     cfg = TrainConfig(epochs=100_000, batch_size=batch, steps_per_epoch=1, seed=seed,
                       device=str(device), progress=False, optim=optim, amp=amp,
-                      compile=compile_mode)
+                      compile=compile_mode, memory_format="contiguous")  # the bare loop's
     trainer = Trainer(copy.deepcopy(model), methods, data, cfg)
     trainer.total_steps = 10**6  # the schedules' horizon: fixed, whatever the rounds
     bar = _NoBar()

@@ -90,8 +90,9 @@ def bare_dann(model, disc, x, y, xt, steps: int, seed: int, total: int):
 
 def transferkit_run(model, methods, data: TrainData, steps: int, seed: int, optim: OptimConfig):
     """One epoch of ``steps`` steps through transferkit's Trainer (built once, reused)."""
+    # the bare loop's layout: this compares the loops, section v compares the layouts
     cfg = TrainConfig(epochs=10_000, batch_size=BATCH, steps_per_epoch=steps, seed=seed,
-                      device="cpu", progress=False, optim=optim)
+                      device="cpu", progress=False, optim=optim, memory_format="contiguous")
     trainer = Trainer(model, methods, data, cfg)
     bar = _NoBar()
 
