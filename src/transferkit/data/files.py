@@ -539,6 +539,12 @@ def _features(path: Path, key: str, value: Any) -> Tensor:
     return x
 
 
+def _eight_bit(value: Any) -> bool:
+    """8-bit image arrays, which :func:`_image_array` divides by 255."""
+    array = np.asarray(value)
+    return array.ndim in (3, 4) and array.dtype == np.uint8
+
+
 def _image_array(value: Any) -> tuple[np.ndarray, str]:
     """Arrays of images as ``N x C x H x W``, and how they were read ("" for feature rows).
 
@@ -556,7 +562,7 @@ def _image_array(value: Any) -> tuple[np.ndarray, str]:
     elif array.shape[-1] in (1, 3, 4) and array.shape[1] > 4:
         array = np.moveaxis(array, -1, 1)
         steps.append("channels-last N x H x W x C moved to channels-first")
-    if array.dtype == np.uint8:
+    if _eight_bit(array):
         array = array.astype(np.float32) / 255.0
         steps.append("8-bit pixels / 255")
     shape = "x".join(str(d) for d in array.shape[1:])
@@ -599,19 +605,18 @@ def _read_feature_file(path: Path, kind: str, options: FileOptions) -> _Raw:
         x, labels, note = _read_csv(path, options)
         return _Raw(name, str(path), path.name, x, _check_labels(path, note, labels, len(x)))
     arrays, unused = (_read_npz if kind == "npz" else _read_mat)(path, options)
-    x, raw_note = _image_array(arrays["x"])
+    x, image_note = _image_array(arrays["x"])
     raw = _Raw(name, str(path), path.name, _features(path, "x", x), np.empty(0))
-    if raw_note:
-        raw.image_note, raw.inputs = raw_note, (UNIT if "/ 255" in raw_note else None)
+    eight_bit = _eight_bit(arrays["x"])
+    raw.image_note, raw.inputs = image_note, (UNIT if eight_bit else None)  # as image folders
     raw.labels = _check_labels(path, "y", _label_array(path, "y", arrays["y"]), len(raw.x))
     if "x_test" in arrays:
-        x_test, test_note = _image_array(arrays["x_test"])
-        if (test_note and "/ 255" in test_note) != (raw_note and "/ 255" in raw_note):
+        if _eight_bit(arrays["x_test"]) != eight_bit:  # one would be scaled, not the other
             raise DataError(
                 f"{path}: x is {np.asarray(arrays['x']).dtype} but x_test "
                 f"{np.asarray(arrays['x_test']).dtype}; store both with the same type"
             )
-        raw.x_test = _features(path, "x_test", x_test)
+        raw.x_test = _features(path, "x_test", _image_array(arrays["x_test"])[0])
         raw.labels_test = _check_labels(
             path, "y_test", _label_array(path, "y_test", arrays["y_test"]), len(raw.x_test)
         )

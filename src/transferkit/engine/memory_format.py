@@ -14,13 +14,9 @@ precision, so ``auto`` leaves it to the user there.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
 
 import torch
 from torch import nn
-
-MemoryFormat = Literal["auto", "channels_last", "contiguous"]
-MEMORY_FORMATS: tuple[str, ...] = ("auto", "channels_last", "contiguous")
 
 
 def _four_d(module: nn.Module) -> list[torch.Tensor]:
