@@ -259,6 +259,11 @@ def test_strong_augment_changes_images_and_vectors_reproducibly() -> None:
     # cutout: each image has a square of pixels equal to its (pre-shift) mean
     flat = strong_augment(torch.ones(4, 1, 9, 9), shift=0, cutout=0.4, jitter=0.0)
     assert torch.equal(flat, torch.ones(4, 1, 9, 9))  # constant images stay constant
+    # the square's side is v * 20 with v ~ U(0, 0.5) per image: up to 10 x 10 pixels, varying
+    noise = torch.randn(64, 1, 20, 20)
+    cut = strong_augment(noise, shift=0, cutout=0.5, jitter=0.0)
+    covered = (cut == noise.mean((1, 2, 3), keepdim=True)).flatten(1).sum(1)
+    assert int(covered.max()) <= 100 and len(set(covered.tolist())) >= 5, covered
     v = torch.randn(6, 20)
     out = strong_augment(v, cutout=0.5, jitter=0.0)
     dropped = (out == v.mean(1, keepdim=True)).float().mean()

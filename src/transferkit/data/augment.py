@@ -82,9 +82,10 @@ def strong_augment(x: Tensor, shift: int = 4, cutout: float = 0.5, jitter: float
 
     Images (``N x C x H x W``): per image, contrast ``c ~ U(1 - jitter, 1 + jitter)`` around
     its own mean, brightness ``+ b * std`` with ``b ~ U(-jitter, jitter)``, a random shift of up
-    to ``shift`` pixels, then one square of side ``cutout * min(H, W)`` at a random centre
-    set to the image's mean. Inputs are normalised, not in [0, 1], so every change is
-    relative to the image's own statistics. Vectors (``N x D``, e.g. SURF features): the same
+    to ``shift`` pixels, then one square of side ``v * min(H, W)``, ``v ~ U(0, cutout)`` (as
+    FixMatch's Cutout, whose v ~ U(0, 0.5)), at a random centre set to the image's mean.
+    Inputs are normalised, not in [0, 1], so every change is relative to the image's own
+    statistics. Vectors (``N x D``, e.g. SURF features): the same
     contrast and brightness per row, then ``cutout`` of the entries set to the row's mean.
     Draws come from the global RNG (saved by checkpoints).
     """
@@ -109,11 +110,12 @@ def strong_augment(x: Tensor, shift: int = 4, cutout: float = 0.5, jitter: float
     out = random_translate(out, shift)
     if cutout > 0:
         h, w = x.shape[2:]
-        side = max(1, round(cutout * min(h, w)))
+        # FixMatch's Cutout: side v * size with v ~ U(0, 0.5), drawn per image
+        half = torch.rand(n, 1, 1, device=x.device) * cutout * min(h, w) / 2
         cy = torch.randint(0, h, (n, 1, 1), device=x.device)
         cx = torch.randint(0, w, (n, 1, 1), device=x.device)
         ys = torch.arange(h, device=x.device)[None, :, None]
         xs = torch.arange(w, device=x.device)[None, None, :]
-        box = ((ys - cy).abs() <= side // 2) & ((xs - cx).abs() <= side // 2)  # n x h x w
+        box = ((ys - cy).abs() < half) & ((xs - cx).abs() < half)  # n x h x w
         out = torch.where(box[:, None], mean, out)
     return out
