@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import platform
@@ -22,15 +23,19 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def append(path: Path, row: dict) -> None:
-    """One JSON line appended, flushed and synced: a killed grid keeps every finished run."""
+    """One JSON line appended, flushed and synced: a killed grid keeps every finished run.
+
+    The file is locked while it is written, since several rows of a grid may finish at once
+    (``_parallel``); a row cut off by a kill mid-write is dropped before the new one.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.is_file() and path.stat().st_size:
-        with path.open("r+b") as handle:  # a row cut off mid-write (kill -9): drop its tail
-            data = handle.read()
-            if not data.endswith(b"\n"):
-                handle.truncate(data.rfind(b"\n") + 1)
-    with path.open("a") as handle:
-        handle.write(json.dumps(row) + "\n")
+    with path.open("a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
+        handle.seek(0)
+        data = handle.read()
+        if data and not data.endswith(b"\n"):
+            handle.truncate(data.rfind(b"\n") + 1)
+        handle.write((json.dumps(row) + "\n").encode())
         handle.flush()
         os.fsync(handle.fileno())
 

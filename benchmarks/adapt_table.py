@@ -9,13 +9,15 @@ seed). Source-free rows (shot, tent, adabn) start from the seed's source-only mo
 no source data, for ``--free-steps`` iterations. Rows are appended to
 ``benchmarks/results/adapt_table.jsonl`` as they finish (a killed grid keeps them; a rerun
 skips finished (pair, method, seed)), so the grid can be split across sessions by seed or
-method.
+method. ``--jobs N`` trains N rows at once, each in its own process on
+``--threads-per-job`` threads (one thread per small LeNet run uses a core best).
 
-    OMP_WAIT_POLICY=PASSIVE python benchmarks/adapt_table.py --seeds 0 --device cpu
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/adapt_table.py --seeds 0,1,2 --jobs 2 --device cpu
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -23,6 +25,7 @@ import torch
 
 import transferkit as tk
 from _common import RESULTS, append, done, environment, parser
+from _parallel import Job, run_jobs
 from transferkit.data import load_pair
 
 PAIRS = ["mnist->usps", "usps->mnist", "mnist->mnist_m"]
@@ -86,6 +89,10 @@ def main() -> None:
     p.add_argument("--free-steps", type=int, default=1000)
     p.add_argument("--evals", type=int, default=8, help="evaluations (epochs) along a run")
     p.add_argument("--runs", default="runs/adapt_table", help="run directories")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="rows trained at once, each in its own process (source-free rows wait "
+                   "for their source-only model)")
+    p.add_argument("--threads-per-job", type=int, default=1)
     args = p.parse_args()
     out = Path(args.out) if args.out else RESULT
     names = args.methods.split(",") if args.methods else [*METHODS, *SOURCE_FREE]
@@ -99,6 +106,9 @@ def main() -> None:
     model = {"bottleneck": 256}
     runs = Path(args.runs)
     seen = done(out, "pair", "method", "seed")
+    if args.jobs > 1:
+        schedule(args, names, seen)
+        return
     for pair_name in args.pairs.split(","):
         pair = load_pair(pair_name, args.data_dir)
         for seed in (int(s) for s in args.seeds.split(",")):
@@ -134,6 +144,30 @@ def main() -> None:
                 picks = {k: round(v["target_test"], 4) for k, v in row["choices"].items()}
                 print(f"{pair_name} seed {seed} {name}: last {row['target_test_last']:.4f} "
                       f"{picks}", flush=True)
+
+
+def schedule(args, names: list[str], seen: set[tuple]) -> None:
+    """The missing rows as ``--jobs`` processes: source-only rows first (the source-free rows
+    of the same pair and seed wait for them), then the slowest method, then table order."""
+    worker = [sys.executable, __file__, "--device", args.device, "--steps", str(args.steps),
+              "--free-steps", str(args.free_steps), "--evals", str(args.evals),
+              "--runs", args.runs, *(["--out", args.out] if args.out else []),
+              *(["--data-dir", args.data_dir] if args.data_dir else [])]
+    order = {name: i for i, name in enumerate(["source-only", "mcd", *METHODS, *SOURCE_FREE])}
+    jobs = []
+    for pair_name in args.pairs.split(","):
+        for seed in (int(s) for s in args.seeds.split(",")):
+            for name in names:
+                if (pair_name, name, seed) in seen:
+                    continue
+                after = f"{pair_name} seed {seed} source-only" if name in SOURCE_FREE else None
+                jobs.append(Job(f"{pair_name} seed {seed} {name}",
+                                [*worker, "--pairs", pair_name, "--seeds", str(seed),
+                                 "--methods", name], after))
+    jobs.sort(key=lambda job: order[job.name.rsplit(" ", 1)[1]])
+    failed = run_jobs(jobs, args.jobs, args.threads_per_job)
+    if failed:
+        raise SystemExit(f"{len(failed)} row(s) did not finish: {', '.join(failed)}")
 
 
 if __name__ == "__main__":

@@ -424,7 +424,7 @@ def section_cifar100() -> list[str]:
 
 
 ADAPT_COMMAND = ("OMP_WAIT_POLICY=PASSIVE python benchmarks/adapt_table.py --seeds 0,1,2 "
-                 "--device cpu")
+                 "--jobs 2 --device cpu")
 SOURCE_FREE_ROWS = ("shot", "tent", "adabn")
 VALIDATOR_ORDER = ("source_accuracy", "entropy", "im", "snd", "dev")
 

@@ -38,3 +38,24 @@ def test_a_damaged_row_inside_the_file_names_its_line(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match=r"grid\.jsonl:2: not a JSON row"):
         read_rows(path)
     assert read_rows(tmp_path / "absent.jsonl") == []
+
+
+def test_parallel_rows_run_at_most_n_at_once_and_wait_for_what_they_need(tmp_path) -> None:
+    from _parallel import Job, run_jobs
+
+    def job(name: str, seconds: float, code: int = 0, after: str | None = None) -> Job:
+        script = (f"import time, pathlib; p = pathlib.Path({str(tmp_path)!r}); "
+                  f"(p / '{name}.start').write_text(repr(time.time())); time.sleep({seconds}); "
+                  f"(p / '{name}.end').write_text(repr(time.time())); raise SystemExit({code})")
+        return Job(name, [sys.executable, "-c", script], after)
+
+    jobs = [job("a", 0.6), job("b", 0.6), job("c", 0.1, code=3), job("d", 0.1, after="a"),
+            job("e", 0.1, after="c")]
+    failed = run_jobs(jobs, workers=2, threads=1, poll=0.05, log=lambda line: None)
+    assert failed == ["c", "e"]  # c exited 3; e needed c, so it never started
+    assert not (tmp_path / "e.start").exists()
+    spans = {p.stem: (float(p.read_text()), float((tmp_path / f"{p.stem}.end").read_text()))
+             for p in tmp_path.glob("*.start")}
+    assert spans["d"][0] >= spans["a"][1]  # d waited for a
+    moments = sorted(t for span in spans.values() for t in span)
+    assert max(sum(s <= m < e for s, e in spans.values()) for m in moments) <= 2
