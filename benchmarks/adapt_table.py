@@ -48,6 +48,9 @@ METHODS: dict[str, tuple[str, dict]] = {
     "pseudo_label": ("pseudo_label", {"warmup": 0.2}),
     "fixmatch": ("fixmatch", {}),
 }
+# Rows whose paper changes the network: MCD's two classifiers have three layers (Saito et al.
+# 2018: fc-BN-ReLU twice, then fc), so its head is 256-256-10 on the shared bottleneck.
+MODEL_OPTIONS: dict[str, dict] = {"mcd": {"head_hidden": [256, 256]}}
 SOURCE_FREE: dict[str, tuple[str, dict]] = {
     "shot": ("shot", {"beta": 0.1}),  # the paper's digits beta
     "tent": ("tent", {}),
@@ -135,7 +138,8 @@ def main() -> None:
                     method, options = METHODS[name]
                     steps = args.steps
                     result = tk.adapt("lenet", pair, method=method, method_options=options,
-                                      model_options=model, seed=seed, epochs=args.evals,
+                                      model_options={**model, **MODEL_OPTIONS.get(name, {})},
+                                      seed=seed, epochs=args.evals,
                                       steps_per_epoch=steps // args.evals,
                                       out=source_only.parent / tag, resume=True, **common)
                 row = record(pair_name, name, seed, result, time.perf_counter() - start, steps)

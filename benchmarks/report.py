@@ -491,10 +491,10 @@ def section_adapt_table() -> list[str]:
            "onto one class is kept in the table and marked (collapsed), not dropped. "
            "Published numbers come from the "
            "methods' papers and Transfer-Learning-Library, with their own (longer) budgets "
-           "and, for ADDA, subsets of MNIST and USPS. For `mcd` the two classifiers are the "
-           "student's linear head and a fresh copy of it on the shared bottleneck; the "
-           "published digits runs use three-layer heads, and TLlib adds a target-entropy term "
-           "and 25 times this budget.", "", f"`{ADAPT_COMMAND}`", ""]
+           "and, for ADDA, subsets of MNIST and USPS. `mcd`'s two classifiers have three layers "
+           "as in its paper (256-256-10 on the shared bottleneck: lenet's `head_hidden`); "
+           "TLlib's digits runs add a target-entropy term and 25 times this budget.", "",
+           f"`{ADAPT_COMMAND}`", ""]
     if not rows:
         return [*out, "_Not run yet._", ""]
     gaps = validator_gaps([r for r in rows if r["method"] not in SOURCE_FREE_ROWS])

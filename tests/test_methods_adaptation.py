@@ -35,6 +35,7 @@ from transferkit.losses import (
     weighted_domain_loss,
 )
 from transferkit.methods import Batch, build_methods, method_names
+from transferkit.models import build_model
 
 C, D_IN, D = 4, 5, 6
 
@@ -205,6 +206,30 @@ def test_mcd_three_phases_train_what_the_paper_says() -> None:
     after = run.objective.state_dict()
     assert not torch.equal(before["methods.mcd.head2.weight"], after["methods.mcd.head2.weight"])
     assert not torch.equal(before["model.body.0.weight"], after["model.body.0.weight"])
+    assert "mcd.discrepancy" in run.history[-1]
+    run.close()
+
+
+def test_mcd_with_multi_layer_heads_copies_the_whole_head() -> None:
+    """MCD's published classifiers have three layers: with lenet's ``head_hidden`` the second
+    classifier is a fresh copy of the whole head, and the heads phase trains both."""
+    torch.manual_seed(0)
+    model = build_model("lenet", (1, 28, 28), C, bottleneck=16, head_hidden=[8])
+    x, xt = torch.randn(16, 1, 28, 28), torch.randn(16, 1, 28, 28) + 0.5
+    y = torch.randint(0, C, (16,))
+    methods = build_methods("supervised+mcd")
+    cfg = TrainConfig(epochs=1, steps_per_epoch=2, batch_size=8, progress=False, device="cpu")
+    run = Trainer(model, methods, TrainData(x, y, C, xt), cfg)
+    mcd = methods[1]
+    shapes = [tuple(t.shape) for t in model.head.state_dict().values()]
+    assert [tuple(t.shape) for t in mcd.head2.state_dict().values()] == shapes
+    assert not torch.equal(mcd.head2[0].weight, model.head[0].weight)  # fresh, not a copy
+    heads = next(p for p in run.objective.phases() if p.name == "heads")
+    names = {n for n, _ in run.objective.phase_parameters(heads)}
+    assert {"model.head.0.weight", "model.head.3.weight", "methods.mcd.head2.0.weight",
+            "methods.mcd.head2.3.weight"} <= names
+    assert not any(n.startswith("model.features") for n in names)
+    run.fit()
     assert "mcd.discrepancy" in run.history[-1]
     run.close()
 

@@ -111,6 +111,25 @@ def test_lenet_bottleneck() -> None:
             build_model("lenet", (1, 28, 28), 10, bottleneck=bad)
 
 
+def test_lenet_multi_layer_head() -> None:
+    """``head_hidden``: fc -> BN -> ReLU per width, then fc(classes); features stay the head's
+    input, so every feature method reads the same 256-d vector."""
+    model = build_model("lenet", (1, 28, 28), 10, bottleneck=256, head_hidden=[64, 32])
+    assert (model.feature_dim, model.num_classes) == (256, 10)
+    linears = [m for m in model.head if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(256, 64), (64, 32), (32, 10)]
+    assert sum(isinstance(m, nn.BatchNorm1d) for m in model.head) == 2
+    logits, feats = model.forward_with_features(torch.zeros(3, 1, 28, 28))
+    assert logits.shape == (3, 10) and feats.shape == (3, 256)
+    plain = build_model("lenet", (1, 28, 28), 10, bottleneck=256, head_hidden=[])
+    assert isinstance(plain.head, nn.Linear)
+    for bad in ([0], ["x"], "wide", [2.5]):
+        with pytest.raises(ConfigError, match="head_hidden"):
+            build_model("lenet", (1, 28, 28), 10, head_hidden=bad)
+    with pytest.raises(TypeError, match="head must be"):
+        Classifier(nn.Identity(), nn.Sequential(nn.ReLU(), nn.Linear(4, 2)))
+
+
 def test_mlp_options() -> None:
     teacher = build_model(
         "mlp", (1, 28, 28), 10, widths=(1200, 1200), dropout=0.5, input_dropout=0.2

@@ -20,23 +20,32 @@ from transferkit.errors import ConfigError
 
 
 class Classifier(nn.Module):
-    """``forward(x) = head(features(x))``; ``features(x)`` is ``N x feature_dim``."""
+    """``forward(x) = head(features(x))``; ``features(x)`` is ``N x feature_dim``.
 
-    def __init__(self, features: nn.Module, head: nn.Linear) -> None:
+    ``head`` is an ``nn.Linear``, or an ``nn.Sequential`` that starts and ends with one (a
+    multi-layer classifier, as MCD's)."""
+
+    def __init__(self, features: nn.Module, head: nn.Linear | nn.Sequential) -> None:
         super().__init__()
-        if not isinstance(head, nn.Linear):
-            raise TypeError(f"head must be an nn.Linear, got {type(head).__name__}")
+        linears = [head] if isinstance(head, nn.Linear) else (
+            [m for m in head if isinstance(m, nn.Linear)] if isinstance(head, nn.Sequential)
+            else [])
+        if not linears or (isinstance(head, nn.Sequential)
+                           and not (head[0] is linears[0] and head[-1] is linears[-1])):
+            raise TypeError(f"head must be an nn.Linear or an nn.Sequential from one to another, "
+                            f"got {type(head).__name__}")
         self.features = features
         self.head = head
+        self._first, self._last = linears[0].in_features, linears[-1].out_features
 
     @property
     def feature_dim(self) -> int:
         """D, the size of the feature vector the head reads."""
-        return int(self.head.in_features)
+        return int(self._first)
 
     @property
     def num_classes(self) -> int:
-        return int(self.head.out_features)
+        return int(self._last)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x))

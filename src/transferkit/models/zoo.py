@@ -1,7 +1,8 @@
 """The registered architectures; each factory is ``factory(input_shape, num_classes, **options)``.
 
 Every factory returns a :class:`~transferkit.models.base.Classifier`, so ``model.features``
-gives ``N x D`` features and ``model.head`` is ``Linear(D, num_classes)``.
+gives ``N x D`` features and ``model.head`` is ``Linear(D, num_classes)`` (lenet's
+``head_hidden`` makes it a small MLP).
 """
 
 from __future__ import annotations
@@ -107,15 +108,20 @@ def lenet(input_shape: tuple[int, ...], num_classes: int, **options: Any) -> nn.
     The digits network of the domain adaptation literature (e.g. DANN's MNIST -> USPS setups).
     Flatten size: 50*4*4 = 800 for 28x28, 50*5*5 = 1250 for 32x32. Options: ``dropout``
     (0.5); ``bottleneck`` (0 = none): append fc(500, b) -> BatchNorm1d -> ReLU to the features,
-    the bottleneck that Transfer-Learning-Library's digits benchmarks put before the head.
+    the bottleneck that Transfer-Learning-Library's digits benchmarks put before the head;
+    ``head_hidden`` ([] = a linear head): the head becomes fc -> BatchNorm1d -> ReLU per width,
+    then fc(classes), the multi-layer classifiers of MCD (Saito et al. 2018: 100-100-10 on
+    digits), whose second classifier copies the head.
     """
     shape = image_shape("lenet", input_shape)
     classes = check_num_classes(num_classes)
-    opts = resolve_options("lenet", options, {"dropout": 0.5, "bottleneck": 0})
+    opts = resolve_options("lenet", options, {"dropout": 0.5, "bottleneck": 0,
+                                               "head_hidden": []})
     dropout = check_probability("lenet", "dropout", opts["dropout"])
     bottleneck = opts["bottleneck"]
     if bottleneck != 0:
         bottleneck = check_positive_int("lenet", "bottleneck", bottleneck)
+    hidden = check_widths("lenet", "head_hidden", opts["head_hidden"])
     _check_min_size(
         "lenet", shape, _LENET_OPS, "use 'small-cnn' or 'mlp' for small images such as 8x8 digits"
     )
@@ -133,8 +139,15 @@ def lenet(input_shape: tuple[int, ...], num_classes: int, **options: Any) -> nn.
     layers = [*body, nn.Linear(flat, 500), nn.ReLU(), nn.Dropout(dropout)]
     if bottleneck:
         layers += [nn.Linear(500, bottleneck), nn.BatchNorm1d(bottleneck), nn.ReLU()]
+    head: list[nn.Module] = []
+    width = bottleneck or 500
+    for h in hidden:
+        head += [nn.Linear(width, h), nn.BatchNorm1d(h), nn.ReLU()]
+        width = h
+    head.append(nn.Linear(width, classes))
     return _named_stages(
-        Classifier(nn.Sequential(*layers), nn.Linear(bottleneck or 500, classes)), True
+        Classifier(nn.Sequential(*layers), head[0] if len(head) == 1 else nn.Sequential(*head)),
+        True,
     )
 
 
