@@ -157,7 +157,8 @@ def schedule(args, names: list[str], seen: set[tuple]) -> None:
               "--free-steps", str(args.free_steps), "--evals", str(args.evals),
               "--runs", args.runs, *(["--out", args.out] if args.out else []),
               *(["--data-dir", args.data_dir] if args.data_dir else [])]
-    order = {name: i for i, name in enumerate(["source-only", "mcd", *METHODS, *SOURCE_FREE])}
+    first = dict.fromkeys(["source-only", "mcd", *METHODS, *SOURCE_FREE])  # first place kept
+    order = {name: i for i, name in enumerate(first)}
     jobs = []
     for pair_name in args.pairs.split(","):
         for seed in (int(s) for s in args.seeds.split(",")):

@@ -59,3 +59,28 @@ def test_parallel_rows_run_at_most_n_at_once_and_wait_for_what_they_need(tmp_pat
     assert spans["d"][0] >= spans["a"][1]  # d waited for a
     moments = sorted(t for span in spans.values() for t in span)
     assert max(sum(s <= m < e for s, e in spans.values()) for m in moments) <= 2
+
+
+def test_the_digits_grid_schedules_source_only_then_mcd_and_free_rows_after_their_model(
+    monkeypatch,
+) -> None:
+    import argparse
+
+    import adapt_table
+
+    captured = {}
+    monkeypatch.setattr(adapt_table, "run_jobs",
+                        lambda jobs, workers, threads: captured.update(jobs=jobs) or [])
+    args = argparse.Namespace(device="cpu", steps=8, free_steps=4, evals=2, runs="r", out=None,
+                              data_dir=None, pairs="a->b", seeds="0,1", jobs=2,
+                              threads_per_job=1)
+    names = ["dann", "tent", "mcd", "source-only"]
+    adapt_table.schedule(args, names, seen={("a->b", "source-only", 1)})
+    order = [job.name for job in captured["jobs"]]
+    assert order == ["a->b seed 0 source-only", "a->b seed 0 mcd", "a->b seed 1 mcd",
+                     "a->b seed 0 dann", "a->b seed 1 dann", "a->b seed 0 tent",
+                     "a->b seed 1 tent"]
+    after = {job.name: job.after for job in captured["jobs"]}
+    assert after["a->b seed 0 tent"] == "a->b seed 0 source-only"
+    assert after["a->b seed 1 tent"] == "a->b seed 1 source-only"  # done: starts at once
+    assert after["a->b seed 0 dann"] is None
