@@ -159,17 +159,15 @@ def schedule(args, names: list[str], seen: set[tuple]) -> None:
               *(["--data-dir", args.data_dir] if args.data_dir else [])]
     first = dict.fromkeys(["source-only", "mcd", *METHODS, *SOURCE_FREE])  # first place kept
     order = {name: i for i, name in enumerate(first)}
+    missing = [(pair_name, int(seed), name) for pair_name in args.pairs.split(",")
+               for seed in args.seeds.split(",") for name in names
+               if (pair_name, name, int(seed)) not in seen]
     jobs = []
-    for pair_name in args.pairs.split(","):
-        for seed in (int(s) for s in args.seeds.split(",")):
-            for name in names:
-                if (pair_name, name, seed) in seen:
-                    continue
-                after = f"{pair_name} seed {seed} source-only" if name in SOURCE_FREE else None
-                jobs.append(Job(f"{pair_name} seed {seed} {name}",
-                                [*worker, "--pairs", pair_name, "--seeds", str(seed),
-                                 "--methods", name], after))
-    jobs.sort(key=lambda job: order[job.name.rsplit(" ", 1)[1]])
+    for pair_name, seed, name in sorted(missing, key=lambda row: order[row[2]]):
+        after = f"{pair_name} seed {seed} source-only" if name in SOURCE_FREE else None
+        jobs.append(Job(f"{pair_name} seed {seed} {name}",
+                        [*worker, "--pairs", pair_name, "--seeds", str(seed),
+                         "--methods", name], after))
     failed = run_jobs(jobs, args.jobs, args.threads_per_job)
     if failed:
         raise SystemExit(f"{len(failed)} row(s) did not finish: {', '.join(failed)}")
