@@ -19,13 +19,6 @@ from torch import Tensor, nn
 from transferkit.errors import ConfigError
 
 
-def _head_ends(head: nn.Module) -> tuple[nn.Module | None, nn.Module | None]:
-    """The first and last layers of a classifier head (the head itself when it is one)."""
-    if isinstance(head, nn.Sequential):
-        return (head[0], head[-1]) if len(head) else (None, None)
-    return head, head
-
-
 class Classifier(nn.Module):
     """``forward(x) = head(features(x))``; ``features(x)`` is ``N x feature_dim``.
 
@@ -34,20 +27,27 @@ class Classifier(nn.Module):
 
     def __init__(self, features: nn.Module, head: nn.Linear | nn.Sequential) -> None:
         super().__init__()
-        if not all(isinstance(end, nn.Linear) for end in _head_ends(head)):
+        linears = [head] if isinstance(head, nn.Linear) else (
+            [m for m in head if isinstance(m, nn.Linear)] if isinstance(head, nn.Sequential)
+            else [])
+        if not linears or (isinstance(head, nn.Sequential)
+                           and not (head[0] is linears[0] and head[-1] is linears[-1])):
             raise TypeError(f"head must be an nn.Linear or an nn.Sequential from one to another, "
                             f"got {type(head).__name__}")
         self.features = features
         self.head = head
+        # plain ints, not read from the head: TorchScript compiles these properties, and a
+        # Sequential cannot be indexed there
+        self._first, self._last = linears[0].in_features, linears[-1].out_features
 
     @property
     def feature_dim(self) -> int:
         """D, the size of the feature vector the head reads."""
-        return int(_head_ends(self.head)[0].in_features)
+        return int(self._first)
 
     @property
     def num_classes(self) -> int:
-        return int(_head_ends(self.head)[1].out_features)
+        return int(self._last)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x))
