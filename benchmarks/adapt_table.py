@@ -17,6 +17,7 @@ method. ``--jobs N`` trains N rows at once, each in its own process on
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -92,10 +93,10 @@ def main() -> None:
     p.add_argument("--free-steps", type=int, default=1000)
     p.add_argument("--evals", type=int, default=8, help="evaluations (epochs) along a run")
     p.add_argument("--runs", default="runs/adapt_table", help="run directories")
-    p.add_argument("--jobs", type=int, default=1,
+    p.add_argument("--jobs", type=_at_least_one, default=1,
                    help="rows trained at once, each in its own process (source-free rows wait "
                    "for their source-only model)")
-    p.add_argument("--threads-per-job", type=int, default=1)
+    p.add_argument("--threads-per-job", type=_at_least_one, default=1)
     args = p.parse_args()
     out = Path(args.out) if args.out else RESULT
     names = args.methods.split(",") if args.methods else [*METHODS, *SOURCE_FREE]
@@ -148,6 +149,17 @@ def main() -> None:
                 picks = {k: round(v["target_test"], 4) for k, v in row["choices"].items()}
                 print(f"{pair_name} seed {seed} {name}: last {row['target_test_last']:.4f} "
                       f"{picks}", flush=True)
+
+
+def _at_least_one(text: str) -> int:
+    """An argparse type: a whole number >= 1 (else a one-line usage error, exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"need a whole number >= 1, got {text!r}")
+    return value
 
 
 def schedule(args, names: list[str], seen: set[tuple]) -> None:
