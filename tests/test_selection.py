@@ -179,7 +179,7 @@ def test_cli_select_writes_the_choice(cli, tmp_path: Path) -> None:
 
 
 def test_select_by_source_rows_is_refused_when_there_are_none() -> None:
-    with pytest.raises(ConfigError, match="held-out source rows"):
+    with pytest.raises(ConfigError, match=r"held-out source rows.*--source-holdout 0\.1"):
         tk.adapt("mlp", "digits->digits_shifted", method="dann", model_options=TINY,
                  select="dev", source_holdout=0.0, **RUN)
     run = tk.adapt("mlp", "digits->digits_shifted", method="dann", model_options=TINY,

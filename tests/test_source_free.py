@@ -138,10 +138,14 @@ def test_adabn_statistics_are_the_exact_target_averages() -> None:
 
 
 def test_source_free_refusals(source_model) -> None:
-    with pytest.raises(ConfigError, match="trained source model"):
+    with pytest.raises(ConfigError, match=r"trained source model.*--model RUN_DIR"):
         tk.adapt("resnet8x4", PAIR, method="shot", **RUN)
+    with pytest.raises(ConfigError, match="source-free run reads no source data"):
+        tk.adapt(source_model, PAIR, method="shot", select="source_accuracy", **RUN)
     with pytest.raises(ConfigError, match="run them separately"):
         tk.adapt(source_model, PAIR, method="shot+dann", **RUN)
+    with pytest.raises(ConfigError, match=r"without a teacher.*--teacher"):
+        tk.adapt(source_model, PAIR, method="tent", teacher=source_model, **RUN)
     with pytest.raises(ConfigError, match="no BatchNorm"):
         src = tk.train("mlp", "digits", model_options=TINY, **RUN).model
         tk.adapt(src, PAIR, method="adabn", **RUN)

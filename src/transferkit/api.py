@@ -885,13 +885,15 @@ def adapt(
     free = [n for n in names if METHODS.get(n).source_free]
     if free:
         if teacher is not None:
-            raise ConfigError(f"adapt: {'+'.join(free)} adapt without source data or teacher; "
-                              "remove the teacher")
+            raise ConfigError(f"adapt: {'+'.join(free)} works from the trained model and "
+                              "target data alone, without a teacher; remove teacher= "
+                              "(CLI: --teacher)")
         if len(free) != len(names):
             others = [n for n in names if n not in free]
             raise ConfigError(
-                f"adapt: {', '.join(free)} adapt a source model without source data, and "
-                f"{', '.join(others)} need(s) the source data; run them separately"
+                f"adapt: {', '.join(free)} works without the source data, while "
+                f"{', '.join(others)} trains on it; run them separately (the second from "
+                f"the first's model.pt)"
             )
         return _adapt_source_free(model, data, names, out=out, resume=resume,
                                   data_dir=data_dir, data_options=data_options,
@@ -983,8 +985,9 @@ def _adapt_source_free(
     never loaded, the target's training labels never read (its test split scores)."""
     if not (isinstance(model, nn.Module) or _is_saved_model(model)):
         raise ConfigError(
-            f"{'+'.join(names)} adapt a trained source model: give its model.pt or run "
-            f"directory (or an nn.Module), not the untrained model {model!r}"
+            f"adapt: {'+'.join(names)} starts from a trained source model: pass its model.pt "
+            f"or run directory as model= (CLI: --model RUN_DIR, e.g. from `transferkit train "
+            f"--data SOURCE`) or an nn.Module, not the untrained model name {model!r}"
         )
     if model_options:
         raise ConfigError("model options apply only to a model given by name; source-free "

@@ -125,10 +125,11 @@ class Trainer:
             )
         if validation is not None and validation.source_x is None and (
                 "source_val" in needs_of(config.select)):
+            why = ("source_holdout=0: hold some out (CLI: --source-holdout 0.1) or"
+                   if config.source_holdout == 0 else "a source-free run reads no source data:")
             raise ConfigError(
                 f"select={config.select} reads held-out source rows, and this run has none "
-                "(source-free, or source_holdout=0): choose entropy, im or snd, or hold out "
-                "source rows"
+                f"({why} choose entropy, im or snd)"
             )
         self.data = data
         self.evals = evals or {}

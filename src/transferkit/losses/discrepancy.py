@@ -45,7 +45,8 @@ def _check_matrix(x: object, what: str, name: str, *, min_rows: int, kind: str =
     if n < min_rows:
         raise ConfigError(
             f"{what} needs at least {min_rows} rows in {name}, got shape {_shape(x)}; "
-            "use a larger batch"
+            "use a larger batch "
+            "(batch_size / target_batch_size; CLI: --batch-size / --target-batch-size)"
         )
     if d < 1:
         raise ConfigError(f"{what}: {name} has no columns, shape {_shape(x)}")

@@ -29,7 +29,8 @@ def _check_logits(student: Tensor, teacher: Tensor, what: str, min_batch: int = 
     if n < min_batch:
         raise ConfigError(
             f"{what} needs a batch of at least {min_batch} samples, got logits of shape "
-            f"{(n, c)}; use a larger batch"
+            f"{(n, c)}; use a larger batch "
+            "(batch_size; CLI: --batch-size)"
         )
 
 
