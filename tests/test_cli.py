@@ -215,6 +215,23 @@ def test_config_file_with_flags_overriding_it(cli: CliRunner, tmp_path: Path) ->
     assert summary(out)["parameters"] == 64 * 12 + 12 + 12 * 10 + 10
 
 
+def test_a_runs_own_config_repeats_it(cli: CliRunner, tmp_path: Path) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    code, _, err = cli("adapt", "--data", "digits->digits_shifted", "--model-opt",
+                       "widths=[16]", "--method", "dann", "--opt", "trade_off=0.5",
+                       "--epochs", "2", "--seed", "3", *CLI_FAST, "--out", first)
+    assert code == 0, err
+    assert "methods" in config(first) and "source_holdout_rows" in config(first)  # records
+    code, _, err = cli("adapt", "--config", first / "config.yaml", "--out", second)
+    assert code == 0, err
+    a, b = config(first), config(second)
+    a["train"].pop("progress"), b["train"].pop("progress")
+    assert a == b
+    assert summary(second)["final"] == summary(first)["final"]  # same seed, same run
+    code, _, err = cli("train", "--config", first / "config.yaml", "--out", tmp_path / "x")
+    assert code == 2 and "record of a 'adapt' run, not a 'train' run" in err, err
+
+
 def test_demo(cli: CliRunner, tmp_path: Path) -> None:
     out = tmp_path / "demo"
     code, stdout, _ = cli("demo", "--epochs-scale", "0.05", "--out", out)

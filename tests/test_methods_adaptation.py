@@ -180,6 +180,19 @@ def test_fixmatch_teaches_the_strong_view_with_weak_labels() -> None:
     assert method.metrics()["mask_rate"] == pytest.approx(float(rate))
     assert 0 < float(rate) <= 1
     run.close()
+    # warmup=0.4 at progress 0.1: a quarter of the same loss; past 0.4 all of it
+    run, net, _, batch = setup_run("supervised+fixmatch", {"threshold": 0.3, "warmup": 0.4})
+    for progress, share in ((0.1, 0.25), (0.5, 1.0)):
+        torch.manual_seed(5)
+        ramped = run.objective(batch, progress)["fixmatch"]
+        torch.manual_seed(5)
+        with torch.no_grad():
+            full, _ = fixmatch_loss(net(batch.x_target),
+                                    net(strong_augment(batch.x_target, 4, 0.5, 0.5)), 0.3)
+        torch.testing.assert_close(ramped.detach(), share * full)
+    run.close()
+    with pytest.raises(ConfigError, match="warmup"):
+        build_methods("fixmatch", None, {"warmup": 1.5})
 
 
 def test_mcd_three_phases_train_what_the_paper_says() -> None:

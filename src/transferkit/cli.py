@@ -233,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run_config(args: argparse.Namespace) -> RunConfig:
     """Merge the settings a resumed run recorded, ``--config`` YAML and the flags given (each
     overriding the one before), validate the result and check it before anything runs."""
-    raw = _file_settings(Path(args.config), args.command) if args.config else {}
+    raw = _file_settings(Path(args.config), args) if args.config else {}
     if args.resume:
         out = args.out if args.out is not None else raw.get("out")
         if out is None:
@@ -326,8 +326,14 @@ def run_config(args: argparse.Namespace) -> RunConfig:
     return cfg
 
 
-def _file_settings(path: Path, command: str) -> dict[str, Any]:
-    """The settings of a ``--config`` file, in RunConfig's layout."""
+def _file_settings(path: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The settings of a ``--config`` file, in RunConfig's layout.
+
+    A run's own ``config.yaml`` (it records ``command`` and ``methods``) is accepted too: its
+    settings are read as a resume reads them and its records (``methods``, row counts, the
+    teacher's accuracy) are dropped, so ``--config RUN/config.yaml --out NEW`` repeats a run.
+    """
+    command = args.command
     raw = read_yaml(path, "config")
     if raw is None:
         raise ConfigError(
@@ -338,6 +344,9 @@ def _file_settings(path: Path, command: str) -> dict[str, Any]:
         raise ConfigError(
             f"config {path}: the top level must be a mapping of fields, got {short_repr(raw)}"
         )
+    if "command" in raw and "methods" in raw:  # a run's record
+        _check_record_command(raw, command, f"config {path} is a record of")
+        return _record_settings(raw, path, args)
     settings = normalize_settings(raw, f"config {path}")
     if settings.get("command", command) != command:
         raise ConfigError(
@@ -367,6 +376,21 @@ def _saved_settings(out: Path, args: argparse.Namespace) -> dict[str, Any]:
             f"{out} holds a {short_repr(command)} run, not a {args.command!r} run; continue "
             f"it with `transferkit {command} --out {out} --resume`"
         )
+    return _record_settings(saved, record, args)
+
+
+def _check_record_command(saved: dict[str, Any], command: str, what: str) -> None:
+    if saved.get("command") != command:
+        raise ConfigError(
+            f"{what} a {short_repr(saved.get('command'))} run, not a {command!r} run; give it "
+            f"to `transferkit {saved.get('command')} --config`"
+        )
+
+
+def _record_settings(saved: dict[str, Any], record: Path,
+                     args: argparse.Namespace) -> dict[str, Any]:
+    """The settings in a run's ``config.yaml`` (``saved``), its records left out."""
+    out = record.parent
     keep = {k: v for k, v in saved.items() if k in RUN_FIELDS and k != "teacher"}
     if isinstance(keep.get("train"), dict):
         keep["train"] = {k: v for k, v in keep["train"].items() if k != "progress"}

@@ -4,6 +4,9 @@ The target batch as the engine gives it is the weak view; a strong view
 (:func:`~transferkit.data.augment.strong_augment`: contrast, brightness, shift, cutout)
 runs through the student once more. ``L = trade_off * mean_i m_i CE(strong_i, y_i)`` with
 labels and mask from the weak view (``max softmax >= threshold``), no gradient through them.
+``warmup`` (0 = off, the paper's setting) multiplies ``L`` by a ramp rising linearly to 1 over
+that fraction of training, as :mod:`~transferkit.methods.pseudo_label` does: in adaptation
+the network is trained from scratch, and its first confident target guesses are mostly wrong.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from transferkit.methods.base import (
     Method,
     Outputs,
     TrainInfo,
+    capped,
     check_count,
     check_fraction,
     check_nonnegative,
@@ -38,6 +42,7 @@ class FixMatch(Method):
         shift: int = 4,
         cutout: float = 0.5,
         jitter: float = 0.5,
+        warmup: float = 0.0,
     ) -> None:
         super().__init__()
         self.trade_off = check_nonnegative("trade_off", trade_off)
@@ -45,6 +50,7 @@ class FixMatch(Method):
         self.shift = check_count("shift", shift, 0)
         self.cutout = check_fraction("cutout", cutout)
         self.jitter = check_fraction("jitter", jitter)
+        self.warmup = check_fraction("warmup", warmup)
         if self.cutout >= 1 or self.jitter >= 1:
             raise ConfigError(f"cutout and jitter must be below 1, got {cutout!r}, {jitter!r}")
         self._student: list[nn.Module] = []  # a plain list: not registered as a submodule
@@ -64,7 +70,8 @@ class FixMatch(Method):
         strong = strong_augment(batch.x_target, self.shift, self.cutout, self.jitter)
         loss, rate = fixmatch_loss(out.target_logits, self._student[0](strong), self.threshold)
         self._mask_rate = rate.detach() if isinstance(rate, Tensor) else rate  # no sync here
-        return {"fixmatch": self.trade_off * loss}
+        ramp = capped(progress / self.warmup) if self.warmup > 0 else 1.0
+        return {"fixmatch": self.trade_off * ramp * loss}
 
     def metrics(self) -> dict[str, float]:
         """The share of the last target batch confident enough to teach its strong view."""
