@@ -527,7 +527,33 @@ def section_adapt_table() -> list[str]:
         out += table(["method", "last %", f"chosen by `{chosen}` %", "oracle %", "seeds",
                       "published %"], table_rows)
         out += [""]
-    return out
+    return [*out, *_below_source_only(rows)]
+
+
+def _below_source_only(rows: list[dict]) -> list[str]:
+    """Which methods end below the same pair's and seed's source-only run, and where."""
+    start = {(r["pair"], r["seed"]): r["target_test_last"] for r in rows
+             if r["method"] == "source-only"}
+    worse: dict[str, list[str]] = {}
+    counted: dict[str, int] = {}
+    for r in rows:
+        key = (r["pair"], r["seed"])
+        if r["method"] == "source-only" or key not in start:
+            continue
+        counted[r["method"]] = counted.get(r["method"], 0) + 1
+        if r["target_test_last"] < start[key]:
+            worse.setdefault(r["method"], []).append(f"{r['pair']} seed {r['seed']}")
+    if not worse:
+        return []
+    listed = "; ".join(f"`{m}` {len(w)} of {counted[m]} ({', '.join(w)})"
+                       for m, w in worse.items())
+    return [f"Runs whose last epoch ends below the same seed's source-only model: {listed}. "
+            "The self-training rows (`pseudo_label`, `fixmatch`) train the network from "
+            "scratch on its own confident target guesses; where they fall below source-only, "
+            "the per-epoch `top_class_share` in the runs' `metrics.jsonl` (the largest "
+            "predicted class's share of the target test set) shows their predictions "
+            "concentrating on one class, the known failure of self-training without a "
+            "diversity term (SHOT's, section l, has one).", ""]
 
 
 def section_validators() -> list[str]:

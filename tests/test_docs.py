@@ -115,3 +115,17 @@ def test_a_collapsed_run_stays_in_the_digits_table_and_is_marked(monkeypatch) ->
     monkeypatch.setattr(report, "adapt_rows", lambda: rows)
     line = next(x for x in report.section_adapt_table() if "`fixmatch`" in x)
     assert "(collapsed: 1 of 2 runs)" in line and "50.00 ± 56.57" in line, line
+
+
+def test_the_digits_section_names_runs_below_their_own_seeds_source_only(monkeypatch) -> None:
+    report = load_report()
+
+    def row(method: str, seed: int, acc: float) -> dict:
+        return {"pair": "a->b", "method": method, "seed": seed, "target_test_last": acc}
+
+    rows = [row("source-only", 0, 0.70), row("source-only", 1, 0.50), row("fixmatch", 0, 0.60),
+            row("fixmatch", 1, 0.55), row("dann", 0, 0.90), row("dann", 2, 0.10)]
+    [line, _] = report._below_source_only(rows)
+    # fixmatch seed 0 is below its 0.70, seed 1 above its 0.50; dann seed 2 has no source-only
+    assert "`fixmatch` 1 of 2 (a->b seed 0)" in line and "`dann`" not in line, line
+    assert report._below_source_only([row("source-only", 0, 0.5), row("dann", 0, 0.9)]) == []
