@@ -6,7 +6,8 @@ runs through the student once more. ``L = trade_off * mean_i m_i CE(strong_i, y_
 labels and mask from the weak view (``max softmax >= threshold``), no gradient through them.
 ``warmup`` (0 = off, the paper's setting) multiplies ``L`` by a ramp rising linearly to 1 over
 that fraction of training, as :mod:`~transferkit.methods.pseudo_label` does: in adaptation
-the network is trained from scratch, and its first confident target guesses are mostly wrong.
+the network is trained from scratch, and its early confident target guesses are the least
+reliable.
 """
 
 from __future__ import annotations
