@@ -129,3 +129,20 @@ def test_the_digits_section_names_runs_below_their_own_seeds_source_only(monkeyp
     # fixmatch seed 0 is below its 0.70, seed 1 above its 0.50; dann seed 2 has no source-only
     assert "`fixmatch` 1 of 2 (a->b seed 0)" in line and "`dann`" not in line, line
     assert report._below_source_only([row("source-only", 0, 0.5), row("dann", 0, 0.9)]) == []
+
+
+def test_methods_page_names_only_options_the_methods_take() -> None:
+    import inspect
+
+    from transferkit.methods import METHODS
+
+    page = (ROOT / "docs" / "methods.md").read_text()
+    section = page.split("## The list", 1)[1].split("\n## ", 1)[0]
+    for line in section.splitlines():
+        found = re.match(r"^\| `([\w+-]+)` \|", line)
+        if not found:
+            continue
+        options = [c.strip() for c in line.strip().strip("|").split("|")][3]
+        named = set(re.findall(r"(?:^|[`,]\s*)(\w+)=", options))
+        taken = set(inspect.signature(METHODS.get(found.group(1)).__init__).parameters)
+        assert named <= taken, f"docs/methods.md, {found.group(1)}: no option {named - taken}"
