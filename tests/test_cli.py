@@ -230,6 +230,28 @@ def test_a_runs_own_config_repeats_it(cli: CliRunner, tmp_path: Path) -> None:
     assert summary(second)["final"] == summary(first)["final"]  # same seed, same run
     code, _, err = cli("train", "--config", first / "config.yaml", "--out", tmp_path / "x")
     assert code == 2 and "record of a 'adapt' run, not a 'train' run" in err, err
+    edited = tmp_path / "edited.yaml"  # a copied record with a misspelt field is not silent
+    edited.write_text((first / "config.yaml").read_text() + "epochz: 1\n")
+    code, _, err = cli("adapt", "--config", edited, "--out", tmp_path / "y")
+    assert code == 2 and "epochz" in err and "epochs" in err, err
+
+
+def test_every_record_is_a_config(cli: CliRunner, tmp_path: Path) -> None:
+    """Each command's config.yaml (teacher file, source-free start) is read back as settings:
+    every key it records is a setting or a known record."""
+    teacher, student, free = tmp_path / "teacher", tmp_path / "student", tmp_path / "free"
+    small = ["--model-opt", "widths=[16]", "--epochs", "1", *CLI_FAST]
+    runs = [("train", ["--data", "digits", *small, "--out", teacher]),
+            ("distill", ["--data", "digits", "--teacher", teacher, *small, "--out", student]),
+            ("adapt", ["--data", "digits_shifted", "--model", teacher, "--method", "shot",
+                       "--epochs", "1", *CLI_FAST, "--out", free])]
+    for command, flags in runs:
+        code, _, err = cli(command, *flags)
+        assert code == 0, err
+        again = tmp_path / f"{command}-again"
+        code, _, err = cli(command, "--config", flags[-1] / "config.yaml", "--out", again)
+        assert code == 0, (command, err)
+        assert config(again)["method"] == config(flags[-1])["method"]
 
 
 def test_demo(cli: CliRunner, tmp_path: Path) -> None:

@@ -108,6 +108,12 @@ RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoint.pt", MODEL_FILE, SUMMAR
 MODEL_FORMAT = "transferkit.model/1"
 # Recorded in config.yaml for the reader, but not part of what a resume must match.
 RECORD_ONLY = {"teacher_accuracy", "methods"}  # "methods" follows from "method" and the data
+# What config.yaml records about a run that is not a setting (its settings are RunConfig's
+# fields); a run's config.yaml given back as settings drops these and nothing else.
+RUN_RECORDS = frozenset({
+    "methods", "teacher_accuracy", "teacher_parameters", "teacher_inputs", "training_data",
+    "data_sha256", "source_holdout_rows", "source_free", "architecture", "inputs",
+})
 TRAIN_FIELDS = set(TrainConfig.model_fields)
 OPTIM_FIELDS = set(OptimConfig.model_fields) - {"name"}
 

@@ -22,7 +22,6 @@ from torch import nn
 
 from transferkit import api
 from transferkit.config import (
-    RUN_FIELDS,
     RunConfig,
     normalize_settings,
     parse_yaml,
@@ -391,7 +390,7 @@ def _record_settings(saved: dict[str, Any], record: Path,
                      args: argparse.Namespace) -> dict[str, Any]:
     """The settings in a run's ``config.yaml`` (``saved``), its records left out."""
     out = record.parent
-    keep = {k: v for k, v in saved.items() if k in RUN_FIELDS and k != "teacher"}
+    keep = {k: v for k, v in saved.items() if k not in api.RUN_RECORDS and k != "teacher"}
     if isinstance(keep.get("train"), dict):
         keep["train"] = {k: v for k, v in keep["train"].items() if k != "progress"}
     if keep.get("model") is None:
