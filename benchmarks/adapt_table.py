@@ -68,9 +68,11 @@ PUBLISHED = {
 RESULT = RESULTS / "adapt_table.jsonl"
 
 
-def record(pair: str, name: str, seed: int, result, seconds: float, steps: int) -> dict:
+def record(pair: str, name: str, seed: int, result, seconds: float, steps: int,
+           target_labels: torch.Tensor) -> dict:
     s = result.summary
     epoch_seconds = [r["seconds"] for r in result.history]
+    last = result.history[-1].get("eval", {}).get("target_test", {}) if result.history else {}
     return {
         "pair": pair, "method": name, "seed": seed, "methods": s.get("methods"),
         "target_test_last": s["final"]["target_test"],
@@ -80,8 +82,17 @@ def record(pair: str, name: str, seed: int, result, seconds: float, steps: int) 
         "seconds": round(seconds, 1), "environment": environment(),
         "memory_format": s.get("memory_format"),  # absent from rows before the setting
         **({"warning": s["warning"]} if s.get("warning") else {}),  # e.g. collapsed
+        # the largest predicted class's share of the target test set, and the largest true
+        # class's: predictions concentrating on one class show as the first far above the second
+        "target_top_class_share": last.get("top_class_share"),
+        "target_largest_class_share": largest_class_share(target_labels),
         "threads": torch.get_num_threads(),
     }
+
+
+def largest_class_share(labels: torch.Tensor) -> float:
+    """The largest class's share of ``labels``: 0.1 for ten balanced classes."""
+    return float(torch.bincount(labels).max()) / max(len(labels), 1)
 
 
 def main() -> None:
@@ -143,7 +154,8 @@ def main() -> None:
                                       seed=seed, epochs=args.evals,
                                       steps_per_epoch=steps // args.evals,
                                       out=source_only.parent / tag, resume=True, **common)
-                row = record(pair_name, name, seed, result, time.perf_counter() - start, steps)
+                row = record(pair_name, name, seed, result, time.perf_counter() - start, steps,
+                             pair.target.test.y)
                 append(out, row)
                 seen.add((pair_name, name, seed))
                 picks = {k: round(v["target_test"], 4) for k, v in row["choices"].items()}

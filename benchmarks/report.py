@@ -426,6 +426,9 @@ def section_cifar100() -> list[str]:
 ADAPT_COMMAND = ("OMP_WAIT_POLICY=PASSIVE python benchmarks/adapt_table.py --seeds 0,1,2 "
                  "--jobs 2 --device cpu")
 SOURCE_FREE_ROWS = ("shot", "tent", "adabn")
+# A run "puts most of the target in one class" when its last epoch predicts one class for
+# at least this share of the target test set (the engine's collapse warning starts at 0.9).
+CONCENTRATED_SHARE = 0.5
 VALIDATOR_ORDER = ("source_accuracy", "entropy", "im", "snd", "dev")
 
 
@@ -517,6 +520,10 @@ def section_adapt_table() -> list[str]:
             collapsed = sum(bool(r.get("warning")) for r in mine)
             if collapsed:  # finished with check_divergence off: the numbers of a failed run
                 name += f" (collapsed: {collapsed} of {len(mine)} runs)"
+            concentrated = sum(not r.get("warning") and _concentrated(r) for r in mine)
+            if concentrated:
+                name += (f" (one class ≥ {CONCENTRATED_SHARE:.0%}: {concentrated} of "
+                         f"{len(mine)} runs)")
             table_rows.append([name, _pct([r["target_test_last"] for r in mine]),
                                _pct(picked) if picked else "",
                                _pct(oracle) if oracle else "", len(mine),
@@ -527,7 +534,29 @@ def section_adapt_table() -> list[str]:
         out += table(["method", "last %", f"chosen by `{chosen}` %", "oracle %", "seeds",
                       "published %"], table_rows)
         out += [""]
-    return [*out, *_below_source_only(rows)]
+    return [*out, *_concentration_note(rows), *_below_source_only(rows)]
+
+
+def _concentrated(row: dict) -> bool:
+    """The run's last epoch predicts one class for most of the target test set."""
+    return (row.get("target_top_class_share") or 0.0) >= CONCENTRATED_SHARE
+
+
+def _concentration_note(rows: list[dict]) -> list[str]:
+    """What the (one class ≥ 50%) mark means, with the true class shares it is read against."""
+    measured = [r for r in rows if r.get("target_top_class_share") is not None]
+    if not measured:
+        return []
+    truth = [r["target_largest_class_share"] for r in measured
+             if r.get("target_largest_class_share") is not None]
+    largest = f" (the largest true class is at most {max(truth):.1%} of it)" if truth else ""
+    return [f"(one class ≥ {CONCENTRATED_SHARE:.0%}) marks runs whose last epoch predicts a "
+            f"single class for at least {CONCENTRATED_SHARE:.0%} of the target test set"
+            f"{largest} without reaching the engine's collapse warning; "
+            "`target_top_class_share` in the rows of `benchmarks/results/adapt_table.jsonl` "
+            "gives each run's share."
+            + (f" {len(measured)} of {len(rows)} rows record it." if len(measured) < len(rows)
+               else ""), ""]
 
 
 def _below_source_only(rows: list[dict]) -> list[str]:

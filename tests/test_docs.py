@@ -117,6 +117,21 @@ def test_a_collapsed_run_stays_in_the_digits_table_and_is_marked(monkeypatch) ->
     assert "(collapsed: 1 of 2 runs)" in line and "50.00 ± 56.57" in line, line
 
 
+def test_a_run_predicting_mostly_one_class_is_marked(monkeypatch) -> None:
+    report = load_report()
+    choices = {"im": {"target_test": 0.5}, "oracle": {"target_test": 0.6}}
+    rows = [{"pair": "a->b", "method": "pseudo_label", "seed": s, "steps": 10,
+             "choices": choices, "target_test_last": 0.3, "target_top_class_share": share,
+             "target_largest_class_share": 0.11}
+            for s, share in ((0, 0.2), (1, 0.5), (2, 0.88))]
+    monkeypatch.setattr(report, "adapt_rows", lambda: rows)
+    lines = report.section_adapt_table()
+    line = next(x for x in lines if "`pseudo_label`" in x)
+    assert "(one class ≥ 50%: 2 of 3 runs)" in line, line  # 0.5 and 0.88, not 0.2
+    note = next(x for x in lines if x.startswith("(one class ≥ 50%) marks"))
+    assert "at most 11.0%" in note and "rows record it" not in note, note
+
+
 def test_the_digits_section_names_runs_below_their_own_seeds_source_only(monkeypatch) -> None:
     report = load_report()
 
