@@ -276,3 +276,24 @@ def test_console_script_train(tmp_path: Path, sub_env: dict) -> None:
     assert f"run directory: {out}" in proc.stdout
     assert sorted(p.name for p in out.iterdir()) == RUN_FILES
     assert [r["epoch"] for r in rows(out)] == [1, 2]
+
+
+def test_every_flag_says_what_it_does() -> None:
+    """`transferkit COMMAND --help` explains every option, and a training flag's help gives
+    the default the config really has."""
+    import argparse
+
+    from transferkit.cli import build_parser
+    from transferkit.config import TrainConfig
+
+    [commands] = [a for a in build_parser()._actions
+                  if isinstance(a, argparse._SubParsersAction)]
+    for name, command in commands.choices.items():
+        silent = [a.option_strings or a.dest for a in command._actions if not a.help]
+        assert not silent, (name, silent)
+    flags = {a.dest: a.help for a in commands.choices["adapt"]._actions}
+    defaults = TrainConfig()
+    assert flags["batch_size"].endswith(f"default {defaults.batch_size}")
+    assert flags["select"].endswith(f"default {defaults.select}")
+    assert flags["lr"].endswith(f"default {defaults.optim.lr}")
+    assert "entropy" in flags["select"] and "oracle" in flags["select"]

@@ -22,7 +22,9 @@ from torch import nn
 
 from transferkit import api
 from transferkit.config import (
+    OptimConfig,
     RunConfig,
+    TrainConfig,
     normalize_settings,
     parse_yaml,
     read_yaml,
@@ -74,6 +76,11 @@ def parse_options(pairs: list[str] | None, flag: str) -> dict[str, Any]:
     return options
 
 
+DATA_DIR_HELP = "folder with local dataset files (else TRANSFERKIT_DATA_DIR)"
+DEVICE_HELP = "auto (a GPU when there is one; default), cpu, cuda, cuda:1"
+MODEL_OPT_HELP = "model option, e.g. widths=[64] (mlp) or bottleneck=256 (lenet)"
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a bad command line in one line, like every other error."""
 
@@ -99,7 +106,7 @@ def data_options(args: argparse.Namespace, base: dict[str, Any] | None = None) -
 def _add_training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML file with run settings (flags override it)")
     p.add_argument("--data", help="dataset or domain pair name (see `transferkit list`)")
-    p.add_argument("--data-dir", help="folder with local dataset files (else TRANSFERKIT_DATA_DIR)")
+    p.add_argument("--data-dir", help=DATA_DIR_HELP)
     _add_data_file_flags(p)
     p.add_argument("--out", help="run directory (default runs/<command>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
@@ -121,11 +128,24 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
                    "off: copy each batch")
     p.add_argument("--tensorboard", action="store_true",
                    help="also log the per-epoch scalars to OUT/tensorboard (tensorboard extra)")
-    p.add_argument("--opt", action="append", metavar="KEY=VALUE", help="method option")
+    p.add_argument("--opt", action="append", metavar="KEY=VALUE",
+                   help="method option, e.g. trade_off=0.5 (docs/methods.md lists each "
+                   "method's; a wrong name is refused with the list)")
     p.add_argument("--lr-factor", action="append", metavar="LAYER=FACTOR",
                    help="learning-rate factor of a student layer, e.g. features=0.1")
     for name, kind in {**TRAIN_FLAGS, **OPTIM_FLAGS}.items():
-        p.add_argument("--" + name.replace("_", "-"), type=kind, default=None)
+        p.add_argument("--" + name.replace("_", "-"), type=kind, default=None,
+                       help=_setting_help(name))
+
+
+def _setting_help(flag: str) -> str:
+    """A training flag's help: its setting's description and default, from the config."""
+    if flag in TrainConfig.model_fields:
+        info = TrainConfig.model_fields[flag]
+    else:
+        info = OptimConfig.model_fields["name" if flag == "optimizer" else flag]
+    default = info.get_default(call_default_factory=True)
+    return (info.description or "") + ("" if default is None else f"; default {default}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,13 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="distil and adapt on the bundled digits (no download)")
     demo.add_argument("--out", default=None, help="run directory (default runs/demo-<time>)")
     demo.add_argument("--epochs-scale", type=float, default=1.0, help="scale every budget")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=int, default=0, help="random seed of every run (default 0)")
     demo.add_argument("--report", action="store_true",
                       help="also write report.html of the demo's runs into its run directory")
 
     train = sub.add_parser("train", help="supervised training (teachers, source-only)")
     train.add_argument("--model", help="model name or package.module:factory")
-    train.add_argument("--model-opt", action="append", metavar="KEY=VALUE")
+    train.add_argument("--model-opt", action="append", metavar="KEY=VALUE", help=MODEL_OPT_HELP)
     train.add_argument("--method", help="method needing labels only (default supervised)")
     _add_training_flags(train)
 
@@ -153,26 +173,29 @@ def build_parser() -> argparse.ArgumentParser:
                          "it for several teachers (ensemble)")
     distill.add_argument("--generations", type=int,
                          help="born-again generations: each student teaches the next")
-    distill.add_argument("--teacher-opt", action="append", metavar="KEY=VALUE")
+    distill.add_argument("--teacher-opt", action="append", metavar="KEY=VALUE",
+                         help="option of the teacher model to train, e.g. widths=[256]")
     distill.add_argument("--teacher-epochs", type=int, help="epochs when training the teacher")
     distill.add_argument("--teacher-input", metavar="SPEC",
                          help="what a teacher trained elsewhere expects, e.g. "
                          "'mean=[0.1307],std=[0.3081],size=28' (also channels=3, range=[-1,1]); "
                          "each batch is converted for the teacher only")
     distill.add_argument("--student", "--model", dest="model", help="student model name")
-    distill.add_argument("--model-opt", action="append", metavar="KEY=VALUE")
+    distill.add_argument("--model-opt", action="append", metavar="KEY=VALUE",
+                         help=MODEL_OPT_HELP)
     distill.add_argument("--method", help="method or list such as kd+fitnet (default kd)")
     _add_training_flags(distill)
 
     adapt = sub.add_parser("adapt", help="adapt a model from a source to a target domain")
     adapt.add_argument("--model", help="model name or package.module:factory")
-    adapt.add_argument("--model-opt", action="append", metavar="KEY=VALUE")
+    adapt.add_argument("--model-opt", action="append", metavar="KEY=VALUE", help=MODEL_OPT_HELP)
     adapt.add_argument("--method", help="adaptation method or list such as dann+kd "
                        "(default dann)")
     adapt.add_argument("--feature-layer", help="module whose input is the feature vector")
     adapt.add_argument("--teacher", help="teacher model.pt / run dir, or a model name to train "
                        "on the source, for lists such as dann+kd")
-    adapt.add_argument("--teacher-opt", action="append", metavar="KEY=VALUE")
+    adapt.add_argument("--teacher-opt", action="append", metavar="KEY=VALUE",
+                       help="option of the teacher model to train, e.g. widths=[256]")
     adapt.add_argument("--teacher-input", metavar="SPEC",
                        help="what a teacher trained elsewhere expects, e.g. "
                        "'mean=[0.1307],std=[0.3081],size=28' (also channels=3, range=[-1,1]); "
@@ -181,18 +204,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = sub.add_parser("evaluate", help="accuracy of a saved model on a dataset or pair")
     evaluate.add_argument("model", help="model.pt or run directory")
-    evaluate.add_argument("--data", required=True)
-    evaluate.add_argument("--data-dir")
+    evaluate.add_argument("--data", required=True,
+                          help="dataset, domain pair or data file to score on")
+    evaluate.add_argument("--data-dir", help=DATA_DIR_HELP)
     _add_data_file_flags(evaluate)
-    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--device", default="auto", help=DEVICE_HELP)
     evaluate.add_argument("--json", action="store_true", help="print the scores as JSON")
     export = sub.add_parser("export", help="write a run's model as ONNX or TorchScript, check "
                             "it against PyTorch, measure size and latency")
     export.add_argument("run", help="run directory (or its model.pt)")
-    export.add_argument("--format", default="onnx", choices=["onnx", "torchscript"])
+    export.add_argument("--format", default="onnx", choices=["onnx", "torchscript"],
+                        help="onnx (default) or torchscript")
     export.add_argument("--quantize", choices=["int8"], help="dynamic int8 weights")
     export.add_argument("--data", help="data to check on (default: what the run recorded)")
-    export.add_argument("--data-dir")
+    export.add_argument("--data-dir", help=DATA_DIR_HELP)
     _add_data_file_flags(export)
     export.add_argument("--out", help="the file to write (default RUN/model[.int8].onnx|.ts)")
     export.add_argument("--rows", type=int, default=2000, help="test rows to check parity on")
@@ -205,9 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "the saved model the run started from)")
     inspect.add_argument("--out", help="folder for inspect.json and the PNGs (default "
                          "RUN/inspect)")
-    inspect.add_argument("--data-dir")
+    inspect.add_argument("--data-dir", help=DATA_DIR_HELP)
     _add_data_file_flags(inspect)
-    inspect.add_argument("--device", default="auto")
+    inspect.add_argument("--device", default="auto", help=DEVICE_HELP)
     inspect.add_argument("--no-picture", action="store_true",
                          help="A-distance only (no t-SNE, no matplotlib needed)")
     evaluate.add_argument("--validators", action="store_true",
@@ -223,7 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--data-dir", help="folder with the runs' dataset files")
     report.add_argument("--tsne-points", type=int, default=None,
                         help="rows per domain in the t-SNE pictures (pairs; default 500)")
-    report.add_argument("--seed", type=int, default=0)
+    report.add_argument("--seed", type=int, default=0,
+                        help="seed of the t-SNE pictures and their row samples (default 0)")
 
     sub.add_parser("list", help="datasets, pairs, models and methods")
     return parser

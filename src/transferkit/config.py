@@ -68,21 +68,25 @@ class OptimConfig(_Strict):
     weight vector ``w`` becomes ``min(1, c / ||w||_2) * w``.
     """
 
-    name: Literal["sgd", "adam"] = "sgd"
-    lr: Float = Field(0.01, gt=0)
-    momentum: Float = Field(0.9, ge=0, lt=1)
+    name: Literal["sgd", "adam"] = Field("sgd", description="the optimizer: sgd or adam")
+    lr: Float = Field(0.01, gt=0, description="learning rate (the schedule's starting value)")
+    momentum: Float = Field(0.9, ge=0, lt=1, description="SGD momentum")
     nesterov: Bool = False
-    weight_decay: Float = Field(0.0, ge=0)
-    schedule: Literal["constant", "step", "multistep", "inverse", "cosine"] = "constant"
-    step_size: Int = Field(10, ge=1)
+    weight_decay: Float = Field(0.0, ge=0, description="L2 weight decay")
+    schedule: Literal["constant", "step", "multistep", "inverse", "cosine"] = Field(
+        "constant", description="learning-rate schedule: constant; step (times gamma every "
+        "step_size epochs); multistep (times gamma at each milestone); inverse (DANN's "
+        "lr * (1 + inv_alpha t)^-inv_beta at step t); cosine (over all steps)")
+    step_size: Int = Field(10, ge=1, description="step schedule: epochs between decays")
     milestones: list[Int] = Field(
         default_factory=lambda: [150, 180, 210],
         description="multistep: epochs (0-based index) from which lr is multiplied by gamma",
     )
-    gamma: Float = Field(0.1, gt=0, le=1)
+    gamma: Float = Field(0.1, gt=0, le=1, description="step / multistep: the decay factor")
     inv_alpha: Float = Field(0.001, ge=0)
     inv_beta: Float = Field(0.75, ge=0)
-    max_norm: Float | None = Field(None, gt=0)
+    max_norm: Float | None = Field(None, gt=0, description="after each step, rescale each "
+                                   "unit's incoming weights to L2 norm at most this")
     lr_factors: dict[str, Annotated[Float, Field(ge=0)]] = Field(
         default_factory=dict,
         description="learning-rate factor per student layer, e.g. {features: 0.1}",
@@ -109,12 +113,16 @@ class OptimConfig(_Strict):
 class TrainConfig(_Strict):
     """How long and how to train; ``steps_per_epoch`` defaults to ``len(train) // batch_size``."""
 
-    epochs: Int = Field(10, ge=1)
-    batch_size: Int = Field(128, ge=1)
-    steps_per_epoch: Int | None = Field(None, ge=1)
-    target_batch_size: Int | None = Field(None, ge=1)
-    seed: Int = 0
-    device: str = "auto"
+    epochs: Int = Field(10, ge=1, description="passes of steps_per_epoch steps")
+    batch_size: Int = Field(128, ge=1, description="labelled (source) rows per step")
+    steps_per_epoch: Int | None = Field(None, ge=1, description="steps per epoch (default: "
+                                        "training rows // batch size)")
+    target_batch_size: Int | None = Field(None, ge=1, description="target rows per step "
+                                          "(adapt; default: the batch size)")
+    seed: Int = Field(0, description="random seed of the initial weights, batch order and "
+                      "augmentation")
+    device: str = Field("auto", description="auto (a GPU when there is one), cpu, cuda or "
+                        "cuda:1")
     eval_batch_size: Int = Field(1024, ge=1)
     eval_every: Int = Field(1, ge=1)
     progress: Bool = True
@@ -136,7 +144,8 @@ class TrainConfig(_Strict):
         "a quarter of its free memory (no copy per step); off: copy each batch")
     jitter: Int = Field(0, ge=0, description="random translation of up to N pixels (images)")
     augment: Literal["none", "flip", "cifar"] = Field(
-        "none", description="cifar: random crop with 4-pixel padding + horizontal flip"
+        "none", description="none, flip (horizontal), or cifar (random crop with 4-pixel "
+        "padding + horizontal flip)"
     )
     select: Literal["last", "source_accuracy", "entropy", "im", "snd", "dev", "oracle"] = Field(
         "last", description="the kept epoch: last, a validator (source_accuracy, entropy, im, "
