@@ -59,6 +59,36 @@ def test_list(cli: CliRunner) -> None:
     assert all(f"  {name} " in out for name in VALIDATORS)
 
 
+def test_list_name_explains_one(cli: CliRunner) -> None:
+    """`transferkit list NAME`: the method's options with their real defaults and its
+    module's formula; models, datasets and validators too; a typo gets close names."""
+    from transferkit.methods.dann import DANN
+
+    code, out, err = cli("list", "dann")
+    assert code == 0 and err == ""
+    made = DANN()  # the defaults, read from an instance rather than from the signature
+    assert f"trade_off={made.trade_off!r}" in out and f"gamma={made.gamma!r}" in out, out
+    assert "lambda(p) = trade_off" in out  # dann.py's docstring: the warm-up formula
+    for name, kind in (("lenet", "model"), ("usps", "dataset"), ("mnist->usps", "pair"),
+                       ("snd", "validator")):
+        code, out, _ = cli("list", name)
+        assert code == 0 and out.startswith(f"{name} ({kind}"), out
+    code, _, err = cli("list", "dan_")
+    assert code == 2 and "did you mean dan, dann" in err, err
+
+
+def test_a_closed_pipe_is_not_a_traceback(sub_env: dict) -> None:
+    """`transferkit list dann | head -1`: the reader leaves early; exit 141, nothing on stderr."""
+    import subprocess
+
+    proc = subprocess.Popen([*console_script(), "list", "dann"], env=sub_env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    assert proc.wait(timeout=120) == 141
+    assert proc.stderr.read() == b""
+    proc.stderr.close()
+
+
 def test_train_writes_the_run_directory(cli: CliRunner, tmp_path: Path) -> None:
     out = tmp_path / "run"
     code, stdout, _ = cli("train", "--data", "digits", "--model", "mlp", "--model-opt",

@@ -15,6 +15,7 @@ from transferkit.api import (
     train,
 )
 from transferkit.errors import TransferkitError
+from transferkit.explain import explain
 
 __version__ = "0.1.0"
 
@@ -25,6 +26,7 @@ __all__ = [
     "adapt",
     "distill",
     "evaluate",
+    "explain",
     "export",
     "inspect",
     "list_components",

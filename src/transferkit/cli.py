@@ -251,7 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--seed", type=int, default=0,
                         help="seed of the t-SNE pictures and their row samples (default 0)")
 
-    sub.add_parser("list", help="datasets, pairs, models and methods")
+    listing = sub.add_parser("list", help="datasets, pairs, models and methods; with a NAME, "
+                             "that one's options and formula")
+    listing.add_argument("name", nargs="?", help="a dataset, pair, model, method or validator "
+                         "to explain, e.g. dann")
     return parser
 
 
@@ -676,6 +679,11 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help, or a bad command line (one line already printed)
         return exc.code if isinstance(exc.code, int) else 2
     try:
+        if args.command == "list" and args.name:
+            from transferkit.explain import explain
+
+            print(explain(args.name))
+            return 0
         if args.command == "list":
             for kind, items in api.list_components().items():
                 print(f"{kind}:")
@@ -734,6 +742,9 @@ def main(argv: list[str] | None = None) -> int:
         print("transferkit: interrupted; the last checkpoint is kept (continue with --resume)",
               file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader left (`transferkit list | head`): not our error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second complaint
+        return 141  # as a shell reports a SIGPIPE
     finally:
         shutdown()
 

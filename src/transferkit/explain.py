@@ -1,0 +1,61 @@
+"""``transferkit list NAME``: what one registered name is, the options it takes and the
+formula or reason its module gives, so that a method's options need no trip to the source."""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import sys
+from typing import Any
+
+from transferkit.errors import ConfigError
+
+
+def explain(name: str) -> str:
+    """A few paragraphs on the dataset, pair, model, method or validator called ``name``."""
+    from transferkit.data import DATASETS, PAIRS
+    from transferkit.methods import METHODS, method_options
+    from transferkit.models import MODELS
+    from transferkit.validators import VALIDATORS
+
+    parts: list[str] = []
+    for kind, registry in (("dataset", DATASETS), ("pair", PAIRS), ("model", MODELS)):
+        if name in registry:
+            text = f"{name} ({kind}): {registry.describe()[name]}"
+            if kind == "model":
+                text += _paragraphs(inspect.getdoc(registry.get(name)))
+            parts.append(text)
+    if name in METHODS:
+        factory = METHODS.get(name)
+        options = _options(factory, method_options(name))
+        listed = ", ".join(options) if options else "none"
+        module = sys.modules.get(factory.__module__)
+        parts.append(f"{name} (method): {METHODS.describe()[name]}\n\noptions (--opt KEY=VALUE, "
+                     f"defaults shown): {listed}" + _paragraphs(getattr(module, "__doc__", None)))
+    if name in VALIDATORS:
+        validator = VALIDATORS[name]
+        parts.append(f"{name} (validator, adapt --select {name}): {validator.description} "
+                     f"({validator.paper})")
+    if not parts:
+        known = [*DATASETS, *PAIRS, *MODELS, *METHODS, *VALIDATORS]
+        close = difflib.get_close_matches(name, known, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ConfigError(f"{name!r} is not a registered dataset, pair, model, method or "
+                          f"validator{hint} (`transferkit list` shows them all)")
+    return "\n\n".join(parts)
+
+
+def _options(factory: Any, names: list[str]) -> list[str]:
+    """``key=default`` (or ``key``, required) for each option the factory takes."""
+    params = inspect.signature(factory).parameters
+    shown = []
+    for key in names:
+        param = params[key]
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        shown.append(key if param.default is param.empty else f"{key}={param.default!r}")
+    return shown
+
+
+def _paragraphs(doc: str | None) -> str:
+    return "\n\n" + inspect.cleandoc(doc) if doc and doc.strip() else ""
