@@ -75,6 +75,12 @@ def test_list_name_explains_one(cli: CliRunner) -> None:
         assert code == 0 and out.startswith(f"{name} ({kind}"), out
     code, _, err = cli("list", "dan_")
     assert code == 2 and "did you mean dan, dann" in err, err
+    code, _, err = cli("list", "DANN")
+    assert code == 2 and "did you mean dann?" in err, err
+    code, out, _ = cli("list", "oracle")  # a --select choice that is not a validator
+    assert code == 0 and "reads target labels" in out, out
+    code, _, err = cli("list", "x" * 5000)
+    assert code == 2 and len(err) < 400, err  # the name is cut short, not echoed whole
 
 
 def test_a_closed_pipe_is_not_a_traceback(sub_env: dict) -> None:
@@ -264,6 +270,15 @@ def test_a_runs_own_config_repeats_it(cli: CliRunner, tmp_path: Path) -> None:
     edited.write_text((first / "config.yaml").read_text() + "epochz: 1\n")
     code, _, err = cli("adapt", "--config", edited, "--out", tmp_path / "y")
     assert code == 2 and "epochz" in err and "epochs" in err, err
+    record = config(first)
+    record["method"] = "mcc"  # an edit that disagrees with the recorded methods
+    edited.write_text(yaml.safe_dump(record))
+    code, _, err = cli("adapt", "--config", edited, "--out", tmp_path / "z")
+    assert code == 2 and "does not build the methods it lists" in err, err
+    del record["method"]
+    edited.write_text(yaml.safe_dump(record))
+    code, _, err = cli("adapt", "--config", edited, "--out", tmp_path / "z")
+    assert code == 2 and "but no method; write `method: dann`" in err, err
 
 
 def test_every_record_is_a_config(cli: CliRunner, tmp_path: Path) -> None:
@@ -327,3 +342,53 @@ def test_every_flag_says_what_it_does() -> None:
     assert flags["select"].endswith(f"default {defaults.select}")
     assert flags["lr"].endswith(f"default {defaults.optim.lr}")
     assert "entropy" in flags["select"] and "oracle" in flags["select"]
+
+
+def test_adapt_select_trains_its_named_teacher_with_last(cli: CliRunner, tmp_path: Path) -> None:
+    """--select is the student's choice: a teacher trained by the run keeps its last epoch."""
+    out = tmp_path / "run"
+    code, _, err = cli("adapt", "--data", "digits->digits_shifted", "--method", "dann+kd",
+                       "--teacher", "mlp", "--teacher-opt", "widths=[8]", "--model-opt",
+                       "widths=[16]", "--select", "entropy", "--epochs", "2", *CLI_FAST,
+                       "--out", out)
+    assert code == 0, err
+    assert config(out / "teacher")["train"]["select"] == "last"
+    assert config(out)["train"]["select"] == "entropy"
+
+
+def test_adapt_refuses_a_teacher_no_method_reads(cli: CliRunner, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    code, _, err = cli("adapt", "--data", "digits->digits_shifted", "--method", "dann",
+                       "--teacher", "mlp", "--epochs", "1", *CLI_FAST, "--out", out)
+    assert code == 2 and "no method in dann reads a teacher" in err and "dann+kd" in err, err
+    assert not (out / "teacher").exists()  # refused before a teacher was trained for nothing
+    with pytest.raises(tk.TransferkitError, match="reads a teacher"):
+        tk.adapt("mlp", "digits->digits_shifted", method="coral", teacher=mlp((1, 8, 8), 10),
+                 epochs=1, steps_per_epoch=1, progress=False, device="cpu")
+
+
+def test_an_unfinished_run_or_its_checkpoint_says_what_to_do(cli: CliRunner,
+                                                             tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    code, _, err = cli("train", "--data", "digits", "--model-opt", "widths=[8]", "--epochs", "1",
+                       *CLI_FAST, "--out", run)
+    assert code == 0, err
+    code, _, err = cli("evaluate", run / "checkpoint.pt", "--data", "digits")
+    assert code == 2 and "is a training checkpoint" in err and "model.pt" in err, err
+    (run / "model.pt").unlink()  # as a run killed before its end leaves it
+    code, _, err = cli("evaluate", run, "--data", "digits")
+    assert code == 2 and "has not finished" in err and "--resume" in err, err
+
+
+def test_metrics_are_strict_json(tmp_path: Path) -> None:
+    """adda's first stage has no domain accuracy (NaN in memory): the file says null."""
+    run = tmp_path / "adda"
+    tk.adapt("mlp", "digits->digits_shifted", method="adda", model_options={"widths": [16]},
+             epochs=2, steps_per_epoch=3, batch_size=32, device="cpu", progress=False, out=run)
+
+    def refuse(token: str) -> float:
+        raise ValueError(f"metrics.jsonl holds {token}")
+
+    parsed = [json.loads(line, parse_constant=refuse)
+              for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert any(row.get("adda.domain_acc", 0.0) is None for row in parsed), parsed[0]

@@ -76,3 +76,32 @@ def test_evaluate_validators_match_the_runs_last_epoch(cli, tmp_path: Path) -> N
         assert scores.validators[name] == pytest.approx(value, rel=1e-6), name
     code, out, _ = cli("evaluate", str(run), "--data", PAIR, "--validators", "--json")
     assert code == 0 and set(json.loads(out)["validators"]) == set(scores.validators)
+
+
+def test_evaluate_validators_hold_out_the_runs_own_source_rows(tmp_path: Path) -> None:
+    """The run's source_holdout (not the default 0.1) decides the rows scored; with 0 no
+    source row is scored (the run trained on all of them)."""
+    for holdout in (0.3, 0.0):
+        run = tmp_path / f"h{holdout}"
+        result = tk.adapt("mlp", PAIR, method="dann", model_options=TINY, out=run,
+                          source_holdout=holdout, **RUN)
+        scores = tk.evaluate(run, PAIR, validators=True).validators
+        assert scores.keys() == result.summary["validators"].keys()
+        for name, value in result.summary["validators"].items():
+            assert scores[name] == pytest.approx(value, rel=1e-6), (holdout, name)
+    assert "source_accuracy" not in scores and "dev" not in scores  # holdout 0
+
+
+def test_inspect_refusals_and_a_model_without_record(cli, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    tk.adapt("mlp", PAIR, method="dann", model_options=TINY, out=run, **RUN)
+    taken = tmp_path / "a-file.txt"
+    taken.write_text("x")
+    code, _, err = cli("inspect", str(run), "--data", PAIR, "--out", str(taken),
+                       "--no-picture", "--device", "cpu")
+    assert code == 2 and "is a file" in err and "Traceback" not in err, err
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "model.pt").write_bytes((run / "model.pt").read_bytes())
+    report = tk.inspect(alone / "model.pt", PAIR, picture=False)
+    assert "holds no run record" in report["before"], report["before"]

@@ -174,6 +174,7 @@ def test_cli_select_writes_the_choice(cli, tmp_path: Path) -> None:
     kept = next(line for line in stdout.splitlines() if "kept in model.pt" in line)
     epoch = summary["selected"]["epoch"]
     assert f"epoch {epoch}, preferred by the snd validator" in kept, kept
+    assert "(unlabelled target inputs; no target labels)" in kept, kept  # snd reads no source
     assert f"target_test accuracy {summary['selected']['target_test']:.2%}" in kept, kept
     assert stdout.startswith("adapt (last epoch): "), stdout
 

@@ -463,6 +463,7 @@ def test_adapt_cli_starts_from_a_saved_run(cli: CliRunner, unit_model: Path,
     code, _, err = cli("adapt", "--data", "digits->digits_shifted", "--model",
                        tmp_path / "missing-run", "--epochs", "1", *CLI_FAST)
     assert code == 2 and "unknown model" in error_line(err)
+    assert "nor a model.pt / run directory found from" in error_line(err)
 
 
 def test_adapt_refuses_a_saved_model_of_another_shape(unit_model: Path,

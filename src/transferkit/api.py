@@ -90,6 +90,7 @@ from transferkit.methods import (
     build_methods,
     check_needs,
     method_names,
+    takes_teacher,
 )
 from transferkit.models import (
     MODELS,
@@ -115,6 +116,7 @@ RUN_RECORDS = frozenset({
     "data_sha256", "source_holdout_rows", "source_free", "architecture", "inputs",
 })
 TRAIN_FIELDS = set(TrainConfig.model_fields)
+DEFAULT_SOURCE_HOLDOUT = TrainConfig.model_fields["source_holdout"].default
 OPTIM_FIELDS = set(OptimConfig.model_fields) - {"name"}
 
 
@@ -371,6 +373,11 @@ def _load_record(
     """``load_model`` plus what the file records besides the weights (spec, input shape...)."""
     path = Path(path)
     if path.is_dir():
+        if not (path / MODEL_FILE).is_file() and (path / CHECKPOINT).is_file():
+            raise CheckpointError(
+                f"{path} has no {MODEL_FILE} yet: its run has not finished (it stopped at its "
+                f"{CHECKPOINT}); finish it with `transferkit COMMAND --out {path} --resume`, "
+                "the command it was started with")
         path = path / MODEL_FILE
     if path.suffix.lower() == ".onnx" or is_torchscript(path):  # from another toolchain
         if model is not None:
@@ -392,7 +399,10 @@ def _load_record(
     if model is None:
         spec = saved.get("spec")
         if spec is None:
-            raise ConfigError(f"{path} does not name its architecture; pass the model to build")
+            raise ConfigError(
+                f"{path} is a training checkpoint, which does not name its architecture: use "
+                f"the run's {MODEL_FILE} (written when the run finishes; continue an unfinished "
+                "run with --resume), or from Python pass the network: load_model(path, model)")
         model, _ = resolve_model(
             spec["name"], tuple(saved["input_shape"]), saved["num_classes"], **spec["options"]
         )
@@ -571,8 +581,14 @@ def _selection_note(select: str, selected: dict[str, Any] | None) -> str:
     if select == "oracle":
         return (f"epoch {selected['epoch']}, the best target-test accuracy: chosen WITH target "
                 "labels (oracle), as asked for; not a label-free result")
-    return (f"epoch {selected['epoch']}, preferred by the {select} validator (held-out source "
-            "rows and unlabelled target inputs; no target labels)")
+    from transferkit.validators import VALIDATORS
+
+    needs = VALIDATORS[select].needs
+    read = " and ".join(what for need, what in (("source_val", "held-out source rows"),
+                                                 ("target", "unlabelled target inputs"))
+                        if need in needs)
+    return (f"epoch {selected['epoch']}, preferred by the {select} validator ({read}; no "
+            "target labels)")
 
 
 def _finished(run_dir: Path) -> dict[str, Any] | None:
@@ -906,6 +922,10 @@ def adapt(
                                   model_options=model_options,
                                   feature_layer=feature_layer, method_options=method_options,
                                   settings=settings)
+    if teacher is not None and not any(takes_teacher(n) for n in names):
+        raise ConfigError(f"adapt: no method in {'+'.join(names)} reads a teacher, so it would "
+                          "be loaded and ignored; remove teacher= (CLI: --teacher), or add a "
+                          "distillation method, e.g. dann+kd")
     data = resolve_data(data, data_dir, data_options)
     if not isinstance(data, DomainPair):
         raise ConfigError(f"adapt needs a domain pair such as 'mnist->usps', got {data.name!r}")
@@ -1049,14 +1069,15 @@ def evaluate(
     device: str = "auto",
     batch_size: int = 1024,
     validators: bool = False,
-    source_holdout: float = 0.1,
+    source_holdout: float | None = None,
 ) -> Scores:
     """Accuracy and loss on the test split(s); ``model`` may be a model.pt or run directory.
 
     ``validators=True`` adds the label-free validators' scores (``Scores.validators``): on a
-    pair, on the held-out source rows ``adapt`` kept aside (``source_holdout``, the same rows)
-    and the unlabelled target training inputs; on a dataset, on its training inputs as the
-    target (entropy, im, snd only). No target label is read for them.
+    pair, on the held-out source rows ``adapt`` kept aside (``source_holdout``: by default the
+    share the run recorded, else 0.1; the same rows) and the unlabelled target training
+    inputs; on a dataset, on its training inputs as the target (entropy, im, snd only). No
+    target label is read for them.
 
     When the model records an input convention (see ``load_model``) and the data another one
     of the same shape, the data is converted to the model's first (said in ``notes`` and on
@@ -1066,6 +1087,8 @@ def evaluate(
     who = "model"
     if _is_saved_model(model):
         who = f"model {model}"
+        if source_holdout is None:  # the rows the run itself held out
+            source_holdout = _recorded_holdout(Path(model))
         model = load_model(model)
     elif isinstance(model, str):
         raise ConfigError(f"evaluate needs a trained model: {model!r} is not a file or run dir")
@@ -1079,9 +1102,21 @@ def evaluate(
     model = model.to(dev)
     _check_classes(model, next(iter(evals.values())).x, data.num_classes, "model")
     scores = {name: evaluate_split(model, split, dev, batch_size) for name, split in evals.items()}
-    found = _validator_scores(model, data, who, dev, batch_size, source_holdout) if validators \
+    holdout = DEFAULT_SOURCE_HOLDOUT if source_holdout is None else source_holdout
+    found = _validator_scores(model, data, who, dev, batch_size, holdout) if validators \
         else None
     return Scores(scores, [converted] if converted else [], found)
+
+
+def _recorded_holdout(path: Path) -> float | None:
+    """The ``source_holdout`` the run that saved ``path`` trained with (None: not recorded)."""
+    record_file = (path if path.is_dir() else path.parent) / "config.yaml"
+    if not record_file.is_file():
+        return None
+    record = read_yaml(record_file, "run record")
+    train = record.get("train") if isinstance(record, dict) else None
+    holdout = train.get("source_holdout") if isinstance(train, dict) else None
+    return float(holdout) if isinstance(holdout, int | float) else None
 
 
 def _validator_scores(model: nn.Module, data: Dataset | DomainPair, who: str,
@@ -1091,7 +1126,9 @@ def _validator_scores(model: nn.Module, data: Dataset | DomainPair, who: str,
     splits: dict[str, Split] = {"target_train": target.train}
     if isinstance(data, DomainPair):
         _, held = holdout_rows(data.source.train.y, holdout)
-        splits["source_holdout"] = Split(data.source.train.x[held], data.source.train.y[held])
+        if len(held):  # holdout 0: the run held no source rows out, so none is scored
+            splits["source_holdout"] = Split(data.source.train.x[held],
+                                             data.source.train.y[held])
     splits, _ = fit_splits(model, target if len(splits) == 1 else data, splits, who)
     source = splits.get("source_holdout")
     sets = ValidationSets.build(None if source is None else source.x,
@@ -1125,22 +1162,29 @@ def inspect(
     if not isinstance(data, DomainPair):
         raise ConfigError(f"inspect compares two domains: give a pair such as 'mnist->usps', "
                           f"not {data.name!r}")
-    record: dict[str, Any] = {}
-    if (run_dir / "config.yaml").is_file():
-        record = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    target_dir = Path(out) if out is not None else run_dir / "inspect"
+    if target_dir.exists() and not target_dir.is_dir():
+        raise ConfigError(f"inspect --out {target_dir} is a file; give a folder for "
+                          "inspect.json and the pictures")
+    has_record = (run_dir / "config.yaml").is_file()
+    record = read_yaml(run_dir / "config.yaml", "run record") if has_record else {}
+    if not isinstance(record, dict):
+        raise ConfigError(f"run record {run_dir / 'config.yaml'} is not a mapping of settings")
     layer = record.get("feature_layer")
     if before is None:
-        start = (record.get("model") or {}).get("name") if isinstance(record, dict) else None
+        spec = record.get("model")
+        start = spec.get("name") if isinstance(spec, dict) else None
         if isinstance(start, str) and _is_saved_model(start):
             before = start
-    target_dir = Path(out) if out is not None else run_dir / "inspect"
     dev = local_device(device)
     models = {"after": run_dir} if before is None else {"before": Path(before), "after": run_dir}
     report: dict[str, Any] = {"data": data.name, "rows": "test splits", "feature_layer": layer
                               or "the head's input"}
     if before is None:
-        report["before"] = ("not available: the run started from an untrained model; give "
-                            "--before with the source-only run")
+        report["before"] = (("not available: the run started from an untrained model"
+                             if has_record else f"not available: {run_dir} holds no run record "
+                             "(config.yaml) saying what the model started from")
+                            + "; give --before with the source-only run")
     for when, path in models.items():
         model = load_model(path).to(dev)
         splits, _ = fit_splits(model, data, {"source": data.source.test,

@@ -35,7 +35,7 @@ from transferkit.data import DATASETS, ENV_VAR, PAIRS
 from transferkit.data.teacher_input import parse_teacher_input
 from transferkit.engine.distributed import is_main, local_device, shutdown
 from transferkit.errors import CheckpointError, ConfigError, TransferkitError
-from transferkit.methods import METHODS, build_methods, check_needs, method_names
+from transferkit.methods import METHODS, build_methods, check_needs, method_names, takes_teacher
 from transferkit.models import MODELS
 
 TRAIN_FLAGS = {
@@ -378,7 +378,8 @@ def _file_settings(path: Path, args: argparse.Namespace) -> dict[str, Any]:
     settings = normalize_settings(raw, f"config {path}")
     if settings.get("command", command) != command:
         raise ConfigError(
-            f"config {path} is for {short_repr(settings['command'])}, not {command!r}"
+            f"config {path} is for {short_repr(settings['command'])}, not {command!r}; give it "
+            f"to `transferkit {settings['command']} --config`, or remove its `command:` line"
         )
     return settings
 
@@ -419,6 +420,7 @@ def _record_settings(saved: dict[str, Any], record: Path,
                      args: argparse.Namespace) -> dict[str, Any]:
     """The settings in a run's ``config.yaml`` (``saved``), its records left out."""
     out = record.parent
+    _check_recorded_methods(saved, record)
     keep = {k: v for k, v in saved.items() if k not in api.RUN_RECORDS and k != "teacher"}
     if isinstance(keep.get("train"), dict):
         keep["train"] = {k: v for k, v in keep["train"].items() if k != "progress"}
@@ -446,6 +448,24 @@ def _record_settings(saved: dict[str, Any], record: Path,
     return normalize_settings(keep, f"run record {record}")
 
 
+def _check_recorded_methods(saved: dict[str, Any], record: Path) -> None:
+    """``methods`` is what ``method`` built (with ``supervised`` added by adapt): an edited
+    record whose two disagree is refused rather than run with ``method`` alone."""
+    listed = saved.get("methods")
+    if listed is None:
+        return
+    shown = "+".join(str(m) for m in listed if m != "supervised") \
+        if isinstance(listed, list) else short_repr(listed)
+    if saved.get("method") is None:
+        raise ConfigError(f"run record {record} lists methods {short_repr(listed)} but no "
+                          f"method; write `method: {shown}` (methods is only a record)")
+    built = set(method_names(saved["method"])) - {"supervised"}
+    if not isinstance(listed, list) or set(map(str, listed)) - {"supervised"} != built:
+        raise ConfigError(f"run record {record}: method {short_repr(saved['method'])} does not "
+                          f"build the methods it lists, {short_repr(listed)}; set `method:` to "
+                          "the one to run and delete `methods:` (it is only a record)")
+
+
 def _overlay(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     """``base`` settings with ``top``'s over them; training settings and method options
     merge field by field, a teacher given in ``top`` replaces the one in ``base``."""
@@ -471,13 +491,26 @@ def check_run_config(cfg: RunConfig) -> None:
     check_data_name(cfg.data, cfg.data_options)
     check_method_list(cfg)
     source_free = all(METHODS.get(n).source_free for n in method_names(cfg.method))
+    teacher = cfg.teacher is not None or cfg.teacher_checkpoint is not None
+    if cfg.command == "adapt" and teacher and not any(map(takes_teacher, method_names(cfg.method))):
+        raise ConfigError(  # before a named teacher is trained for nothing
+            f"adapt: no method in {cfg.method} reads a teacher"
+            + (", and source-free methods work from the model and target data alone"
+               if source_free else "")
+            + "; remove --teacher, or add a distillation method, e.g. dann+kd")
     if cfg.command == "adapt" and "->" not in cfg.data and not source_free:
         raise ConfigError(f"adapt needs a domain pair such as 'mnist->usps', got {cfg.data!r} "
                           "(source-free methods such as shot take the target dataset alone)")
     for spec in (cfg.model, cfg.teacher):
         saved = cfg.command == "adapt" and spec is cfg.model and Path(spec.name).exists()
-        if spec is not None and ":" not in spec.name and not saved:  # adapt may start from
-            MODELS.get(spec.name)  # a saved model.pt / run directory
+        if spec is None or ":" in spec.name or saved or spec.name in MODELS:
+            continue  # adapt may start from a saved model.pt / run directory
+        if cfg.command == "adapt" and spec is cfg.model:
+            raise ConfigError(
+                f"unknown model {spec.name!r}: neither a registered model ({', '.join(MODELS)}) "
+                f"nor a model.pt / run directory found from {Path.cwd()} (a run's record names "
+                "paths as they were given: run from the same folder, or give --model PATH)")
+        MODELS.get(spec.name)  # the unknown-name error, listing the models
     local_device(cfg.train.device)
     if cfg.train.tensorboard:  # before any data is loaded or teacher trained
         from transferkit.engine.tensorboard import require_tensorboard
@@ -585,11 +618,12 @@ def _train_teacher(cfg: RunConfig) -> str:
     if cfg.teacher is None:
         raise ConfigError("distill needs --teacher: a model.pt / run dir, or a model name to train")
     teacher_dir = Path(cfg.out or _default_out("distill")) / "teacher"
-    teacher_cfg = cfg.teacher_train or cfg.train
+    # The teacher trains supervised: adapt's epoch choice (--select) is the student's alone.
+    teacher_cfg = {**(cfg.teacher_train or cfg.train).model_dump(), "select": "last"}
     try:
         api.train(cfg.teacher.name, cfg.data, model_options=cfg.teacher.options,
                   out=teacher_dir, resume=True, data_dir=cfg.data_dir,
-                  data_options=cfg.data_options or None, **teacher_cfg.model_dump())
+                  data_options=cfg.data_options or None, **teacher_cfg)
     except CheckpointError as exc:
         raise ConfigError(
             f"{teacher_dir} holds another teacher than --teacher {cfg.teacher.name} asks for "

@@ -8,7 +8,16 @@ import inspect
 import sys
 from typing import Any
 
+from transferkit.config import short_repr
 from transferkit.errors import ConfigError
+
+# The --select choices that are not validators.
+SELECT_CHOICES = {
+    "last": "the last epoch, adapt's default: no choice is made, no label read",
+    "oracle": "the epoch with the best target-test accuracy: it reads target labels, so it is "
+              "a reference for the validators (reported in every run's summary), never a "
+              "label-free result; a run that keeps it says so",
+}
 
 
 def explain(name: str) -> str:
@@ -36,12 +45,15 @@ def explain(name: str) -> str:
         validator = VALIDATORS[name]
         parts.append(f"{name} (validator, adapt --select {name}): {validator.description} "
                      f"({validator.paper})")
+    if name in SELECT_CHOICES:
+        parts.append(f"{name} (adapt --select {name}): {SELECT_CHOICES[name]}")
     if not parts:
-        known = [*DATASETS, *PAIRS, *MODELS, *METHODS, *VALIDATORS]
-        close = difflib.get_close_matches(name, known, n=3)
+        known = [*DATASETS, *PAIRS, *MODELS, *METHODS, *VALIDATORS, *SELECT_CHOICES]
+        close = [k for k in known if k.lower() == name.lower()] or difflib.get_close_matches(
+            name.lower(), known, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ConfigError(f"{name!r} is not a registered dataset, pair, model, method or "
-                          f"validator{hint} (`transferkit list` shows them all)")
+        raise ConfigError(f"{short_repr(name)} is not a registered dataset, pair, model, method "
+                          f"or validator{hint} (`transferkit list` shows them all)")
     return "\n\n".join(parts)
 
 

@@ -83,6 +83,18 @@ COLLAPSE_MIN_STEPS = 100
 ACCEPT_DIVERGENCE = "--no-divergence-check, or check_divergence=False in Python,"
 
 
+def finite_or_null(value: Any) -> Any:
+    """``value`` with NaN and infinities as None: JSON has no NaN, and strict readers (jq,
+    JavaScript) refuse the bare ``NaN`` Python's json writes; the checkpoint keeps the floats."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_or_null(v) for v in value]
+    return value
+
+
 @dataclass
 class TrainData:
     """Training tensors: inputs, labels (None when unlabelled) and optional target inputs."""
@@ -396,7 +408,8 @@ class Trainer:
         metrics never hold an epoch the checkpoint lacks, nor one twice.
         """
         assert self.run_dir is not None
-        write_text(self.run_dir / METRICS, "".join(json.dumps(r) + "\n" for r in self.history))
+        text = "".join(json.dumps(finite_or_null(r), allow_nan=False) + "\n" for r in self.history)
+        write_text(self.run_dir / METRICS, text)
 
     # ---- training ----------------------------------------------------------------------
     def fit(self) -> list[dict[str, Any]]:

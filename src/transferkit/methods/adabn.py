@@ -63,7 +63,8 @@ class AdaBN(Method):
         if not self.layers:
             raise ConfigError(
                 f"adabn re-estimates BatchNorm statistics, and {type(info.student).__name__} "
-                "has no BatchNorm layer; use shot or tent"
+                "has no BatchNorm layer; use shot, or a model with BatchNorm (tent too "
+                "trains BatchNorm's parameters)"
             )
 
     def losses(self, batch: Batch, out: Outputs, progress: float) -> dict[str, Tensor]:

@@ -37,7 +37,7 @@ class ADDA(Method):
         super().__init__()
         self.source_epochs = None if source_epochs is None else check_count("source_epochs",
                                                                             source_epochs)
-        self.hidden = check_hidden(hidden)
+        self.hidden = check_hidden(hidden, self.name)
         # Not a registered submodule: a module given here is registered once, at setup,
         # as ``discriminator`` (no duplicate in the state_dict).
         object.__setattr__(self, "discriminator_spec", check_discriminator_spec(discriminator))

@@ -275,6 +275,34 @@ def check_positive(name: str, value: object) -> float:
     return check_number(name, value, positive=True)
 
 
+def check_flag(who: str, name: str, value: object, choices: str = "true or false") -> bool:
+    """A true/false option of method ``who``: a real ``bool`` only. ``bool(x)`` would take
+    the string ``'false'`` (or ``'no'``, ``'maybe'``, ``0.5``) as true, so anything else is
+    refused in one line that names the method, the option and what to write."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        kind = "a string; write true or false, unquoted"
+    elif value is None:
+        kind = "empty"
+    elif isinstance(value, int | float):
+        kind = "a number"
+    else:
+        kind = f"a {type(value).__name__}"
+    raise ConfigError(f"{who}: {name} must be {choices}, got {value!r} ({kind})")
+
+
+def check_count_at_most(who: str, name: str, value: object, most: int, why: str,
+                        least: int = 1) -> int:
+    """An integer from ``least`` to ``most``: :func:`check_count`, then a cap on values that
+    would hang a run or allocate absurd memory; ``why`` says where the cap comes from."""
+    count = check_count(name, value, least)
+    if count > most:
+        raise ConfigError(f"{who}: {name} must be an integer from {least} to {most} ({why}), "
+                          f"got {value!r}")
+    return count
+
+
 def check_layers(name: str, value: Any) -> tuple[str, ...]:
     """A layer list option: ``[stage2, stage3]`` or one name; each a non-empty string."""
     if isinstance(value, str):

@@ -20,8 +20,15 @@ from transferkit.losses import (
     multilinear_map,
     weighted_domain_loss,
 )
-from transferkit.methods.base import Batch, Outputs, Progress, TrainInfo, check_count
-from transferkit.methods.dann import DANN, build_discriminator
+from transferkit.methods.base import (
+    Batch,
+    Outputs,
+    Progress,
+    TrainInfo,
+    check_count_at_most,
+    check_flag,
+)
+from transferkit.methods.dann import DANN, MAX_WIDTH, WIDTH_WHY, build_discriminator
 from transferkit.methods.registry import METHODS
 
 RANDOMIZE_ABOVE = 4096  # d * K above which the paper switches to the randomized map
@@ -45,11 +52,14 @@ class CDAN(DANN):
         discriminator: nn.Module | str | None = None,
     ) -> None:
         super().__init__(trade_off, hidden, gamma, warmup, warmup_steps, discriminator)
-        if not isinstance(entropy, bool):
-            raise ConfigError(f"entropy must be true or false, got {entropy!r}")
-        if randomized is not None and not isinstance(randomized, bool):
-            raise ConfigError(f"randomized must be true, false or left unset, got {randomized!r}")
-        self.random_dim = check_count("random_dim", random_dim)
+        entropy = check_flag(self.name, "entropy", entropy)
+        if randomized is not None:
+            randomized = check_flag(self.name, "randomized", randomized,
+                                    "true, false or left unset")
+        # R_f is feature_dim x random_dim and the discriminator's first layer random_dim wide:
+        # capped as the hidden widths are (the paper's random_dim is 1024).
+        self.random_dim = check_count_at_most(self.name, "random_dim", random_dim, MAX_WIDTH,
+                                              WIDTH_WHY)
         self.entropy = entropy
         self.randomized = randomized
         self.random_map: RandomizedMultilinear | None = None

@@ -38,6 +38,8 @@ from transferkit.methods.base import (
     TrainInfo,
     capped,
     check_count,
+    check_count_at_most,
+    check_flag,
     check_positive,
 )
 from transferkit.models.base import eval_mode
@@ -45,16 +47,24 @@ from transferkit.models.external import _import_attribute
 
 Discriminator = nn.Module | str | None
 
+# The widest hidden layer (and CDAN's random_dim) taken: 16x the defaults (1024, as TLlib and
+# the CDAN paper use; the published digits recipe has 100). Two layers of 16384 are already
+# 268M weights; hidden=10**9 would try to allocate terabytes instead of training.
+MAX_WIDTH = 16384
+WIDTH_WHY = "16x the usual 1024; wider only allocates absurd memory"
 
-def check_hidden(value: object) -> tuple[int, ...]:
+
+def check_hidden(value: object, who: str = "dann") -> tuple[int, ...]:
     """``hidden``: the discriminator's hidden widths; an int ``h`` is ``(h, h)``."""
     if isinstance(value, int) and not isinstance(value, bool):
-        return (check_count("hidden", value),) * 2
+        return (check_count_at_most(who, "hidden", value, MAX_WIDTH, WIDTH_WHY),) * 2
     ok = isinstance(value, list | tuple) and bool(value) and all(
         isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)
     if not ok:
         raise ConfigError(f"hidden must be an integer >= 1 or a non-empty list of them such as "
                           f"[100] or [256, 256], got {value!r}")
+    for width in value:  # type: ignore[union-attr]
+        check_count_at_most(who, "hidden", width, MAX_WIDTH, WIDTH_WHY)
     return tuple(value)  # type: ignore[arg-type]
 
 
@@ -133,11 +143,11 @@ class DANN(Method):
         super().__init__()
         self.trade_off = check_positive("trade_off", trade_off)
         self.gamma = check_positive("gamma", gamma)
-        self.hidden = check_hidden(hidden)
+        self.hidden = check_hidden(hidden, self.name)
         # Not a registered submodule: a module given here is registered once, at setup,
         # as ``discriminator`` (no duplicate in the state_dict).
         object.__setattr__(self, "discriminator_spec", check_discriminator_spec(discriminator))
-        self.warmup = bool(warmup)
+        self.warmup = check_flag(self.name, "warmup", warmup)
         self.warmup_steps = None if warmup_steps is None else check_count("warmup_steps",
                                                                           warmup_steps)
         self.total_steps = 1

@@ -24,6 +24,7 @@ from transferkit.methods.base import (
     Progress,
     TrainInfo,
     capped,
+    check_flag,
     check_nonnegative,
     check_positive,
 )
@@ -53,8 +54,7 @@ class DecoupledKD(TeacherMethod):
         if inputs != "source":
             raise ConfigError(f"dkd needs the labels of the rows it compares, so inputs must be "
                               f"'source' (target rows are unlabelled), got {inputs!r}")
-        if not isinstance(standardize, bool):
-            raise ConfigError(f"standardize must be true or false, got {standardize!r}")
+        check_flag(self.name, "standardize", standardize)
         super().__init__(teacher, inputs, cache_teacher, teacher_cache_dir,
                          teacher_cache_max_gb)
         self.alpha = check_nonnegative("alpha", alpha)

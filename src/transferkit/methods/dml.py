@@ -34,6 +34,7 @@ from transferkit.methods.base import (
     Outputs,
     Tap,
     check_count,
+    check_flag,
     check_nonnegative,
     check_positive,
 )
@@ -60,8 +61,7 @@ class DeepMutualLearning(Method):
         self.peers = check_count("peers", peers)
         self.temperature = check_positive("temperature", temperature)
         self.weight = check_nonnegative("weight", weight)
-        if not isinstance(ce, bool):
-            raise ConfigError(f"ce must be true or false, got {ce!r}")
+        check_flag(self.name, "ce", ce)
         self.ce = ce
         self.peer_nets = nn.ModuleDict()
 

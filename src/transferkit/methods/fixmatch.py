@@ -23,11 +23,17 @@ from transferkit.methods.base import (
     Outputs,
     TrainInfo,
     capped,
-    check_count,
+    check_count_at_most,
     check_fraction,
     check_nonnegative,
 )
 from transferkit.methods.registry import METHODS
+
+# The strong view pads each image by ``shift`` pixels on every side: FixMatch translates by
+# up to 30% of the side (67 px on 224 px images); past the image's own size the view is
+# blank, and shift=10**6 would try to allocate terabytes for the padding.
+MAX_SHIFT = 256
+SHIFT_WHY = "pixels; FixMatch shifts by up to 30% of the side, and more than the side blanks it"
 
 
 @METHODS.register("fixmatch", "weak/strong consistency on confident target predictions "
@@ -48,7 +54,7 @@ class FixMatch(Method):
         super().__init__()
         self.trade_off = check_nonnegative("trade_off", trade_off)
         self.threshold = check_fraction("threshold", threshold)
-        self.shift = check_count("shift", shift, 0)
+        self.shift = check_count_at_most(self.name, "shift", shift, MAX_SHIFT, SHIFT_WHY, 0)
         self.cutout = check_fraction("cutout", cutout)
         self.jitter = check_fraction("jitter", jitter)
         self.warmup = check_fraction("warmup", warmup)

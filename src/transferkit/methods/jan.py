@@ -11,7 +11,7 @@ from torch import Tensor
 
 from transferkit.losses import jmmd
 from transferkit.losses.discrepancy import DEFAULT_KERNEL_MULTIPLIERS
-from transferkit.methods.base import Batch, Method, Outputs, check_nonnegative
+from transferkit.methods.base import Batch, Method, Outputs, check_flag, check_nonnegative
 from transferkit.methods.registry import METHODS
 
 
@@ -31,7 +31,7 @@ class JAN(Method):
         super().__init__()
         self.trade_off = check_nonnegative("trade_off", trade_off)
         self.multipliers = (tuple(kernel_multipliers), tuple(prediction_multipliers))
-        self.linear = bool(linear)
+        self.linear = check_flag(self.name, "linear", linear)
 
     def losses(self, batch: Batch, out: Outputs, progress: float) -> dict[str, Tensor]:
         assert out.features is not None and out.target_features is not None

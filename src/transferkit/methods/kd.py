@@ -20,11 +20,11 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from transferkit.errors import ConfigError
 from transferkit.losses import soft_target_loss, standardized_kd_loss
 from transferkit.methods.base import (
     Batch,
     Outputs,
+    check_flag,
     check_fraction,
     check_nonnegative,
     check_positive,
@@ -53,8 +53,7 @@ class SoftTargetDistillation(TeacherMethod):
                          teacher_cache_max_gb)
         self.temperature = check_positive("temperature", temperature)
         self.alpha = check_fraction("alpha", alpha)
-        if not isinstance(standardize, bool):
-            raise ConfigError(f"standardize must be true or false, got {standardize!r}")
+        check_flag(self.name, "standardize", standardize)
         self.standardize = standardize
         # without labels the soft term stands alone at weight 1, unless kd_weight is given
         self.unlabelled_weight = 1.0 if kd_weight is None else check_nonnegative(

@@ -22,11 +22,17 @@ from transferkit.methods.base import (
     Outputs,
     Phase,
     TrainInfo,
-    check_count,
+    check_count_at_most,
     check_nonnegative,
 )
 from transferkit.methods.registry import METHODS
 from transferkit.models.base import copy_module
+
+# Phase C runs num_k times per step, each a forward and backward pass: the paper uses 4 on
+# digits; 100 (25x that) is already far past any published setting, and num_k=10**6 would
+# sit in the first step for hours with no progress shown.
+MAX_NUM_K = 100
+NUM_K_WHY = "generator steps per batch; the paper uses 4, more only slows every step"
 
 
 @METHODS.register("mcd", "two heads, maximum classifier discrepancy in three phases, num_k "
@@ -39,7 +45,7 @@ class MCD(Method):
 
     def __init__(self, num_k: int = 4, trade_off: float = 1.0) -> None:
         super().__init__()
-        self.num_k = check_count("num_k", num_k)
+        self.num_k = check_count_at_most(self.name, "num_k", num_k, MAX_NUM_K, NUM_K_WHY)
         self.trade_off = check_nonnegative("trade_off", trade_off)
         self.head2: nn.Module | None = None
         self._heads: list[nn.Module] = []  # the student's head, not registered here

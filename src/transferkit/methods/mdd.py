@@ -21,9 +21,11 @@ from transferkit.methods.base import (
     Outputs,
     Progress,
     TrainInfo,
-    check_count,
+    check_count_at_most,
+    check_flag,
     check_positive,
 )
+from transferkit.methods.dann import MAX_WIDTH, WIDTH_WHY
 from transferkit.methods.registry import METHODS
 
 
@@ -48,8 +50,8 @@ class MDD(Method):
         self.grl_max = check_positive("grl_max", grl_max)
         self.margin = check_positive("margin", margin)
         self.gamma = check_positive("gamma", gamma)
-        self.hidden = check_count("hidden", hidden)
-        self.warmup = bool(warmup)
+        self.hidden = check_count_at_most(self.name, "hidden", hidden, MAX_WIDTH, WIDTH_WHY)
+        self.warmup = check_flag(self.name, "warmup", warmup)
         self.grl = GradientReversal()
         self.adversary: nn.Module | None = None
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from transferkit.errors import ConfigError
 from transferkit.losses import confident_pseudo_labels
 from transferkit.methods.base import (
     Batch,
@@ -21,6 +20,7 @@ from transferkit.methods.base import (
     Outputs,
     Progress,
     capped,
+    check_flag,
     check_fraction,
     check_nonnegative,
 )
@@ -43,9 +43,7 @@ class PseudoLabel(Method):
         super().__init__()
         self.trade_off = check_nonnegative("trade_off", trade_off)
         self.threshold = check_fraction("threshold", threshold)
-        if not isinstance(class_balance, bool):
-            raise ConfigError(f"class_balance must be true or false, got {class_balance!r}")
-        self.class_balance = class_balance
+        self.class_balance = check_flag(self.name, "class_balance", class_balance)
         self.warmup = check_fraction("warmup", warmup)
         self._kept: float | Tensor = 0.0
 

@@ -22,11 +22,17 @@ from transferkit.methods.base import (
     Method,
     Outputs,
     TrainInfo,
-    check_count,
+    check_count_at_most,
+    check_flag,
     check_nonnegative,
 )
 from transferkit.methods.registry import METHODS
 from transferkit.models.features import features_and_logits
+
+# k-means rounds over the whole target set at each epoch start: SHOT does one (the default);
+# the labels settle in a few, so 100 is generous, and rounds=10**6 would hang the epoch.
+MAX_ROUNDS = 100
+ROUNDS_WHY = "k-means rounds per epoch; SHOT uses 1 and labels settle within a few"
 
 
 @METHODS.register("shot", "source-free: frozen source head, information maximisation + "
@@ -46,8 +52,8 @@ class SHOT(Method):
         super().__init__()
         self.beta = check_nonnegative("beta", beta)
         self.diversity_weight = check_nonnegative("diversity_weight", diversity_weight)
-        self.rounds = check_count("rounds", rounds, 0)
-        self.freeze_head = bool(freeze_head)
+        self.rounds = check_count_at_most(self.name, "rounds", rounds, MAX_ROUNDS, ROUNDS_WHY, 0)
+        self.freeze_head = check_flag(self.name, "freeze_head", freeze_head)
         self._student: list[nn.Module] = []  # not registered: the engine owns the student
         self._frozen: list[nn.Parameter] = []
         self._x: Tensor | None = None

@@ -20,6 +20,7 @@ import base64
 import html
 import json
 import math
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from transferkit.data import DomainPair
 from transferkit.data.inputs import fit_splits
 from transferkit.engine.evaluate import predict
 from transferkit.engine.loop import METRICS
+from transferkit.engine.selection import LAST, ORACLE
 from transferkit.errors import ConfigError, TransferkitError
 from transferkit.files import atomic_write
 from transferkit.models import count_parameters
@@ -234,6 +236,11 @@ class RunPage:
     cells: dict[str, str] = field(default_factory=dict)  # plain text
     accuracy: dict[str, float] = field(default_factory=dict)  # split -> final accuracy
     sections: list[tuple[str, str]] = field(default_factory=list)  # (title, html)
+    final: dict[str, float] = field(default_factory=dict)  # split -> the last epoch's accuracy
+    # The kept epoch when the run chose one (``--select``): model.pt holds it, and ``accuracy``
+    # is its recorded scores; ``earlier`` when it is not the last epoch.
+    kept_epoch: int | None = None
+    earlier: bool = False
 
 
 def _img(png: bytes, alt: str) -> str:
@@ -269,14 +276,14 @@ def collect_run(path: Path, name: str, context: Context) -> RunPage:
     page.cells["methods"] = _label(known.get("methods") or known.get("method") or "?")
     data_name = known.get("data")
     page.cells["data"] = _label(data_name if data_name is not None else "?")
-    final = summary.get("final")
-    if isinstance(final, dict):
-        page.accuracy = {str(k): float(v) for k, v in final.items() if _number(v)}
+    page.final = page.accuracy = _scores(summary.get("final"))
     notes = [n for n in (summary_note, record_note) if n]
     if isinstance(summary.get("warning"), str):
         notes.append(f"warning recorded by the run: {summary['warning']}")
     if isinstance(summary.get("selection"), str):
         notes.append(f"kept model: {summary['selection']}")
+    select = _select_of(record, summary)
+    notes += _kept(page, summary, select)
     page.sections.append(("About", "".join(_note(n) for n in notes) or
                           '<p class="meta">nothing to note</p>'))
 
@@ -305,8 +312,66 @@ def collect_run(path: Path, name: str, context: Context) -> RunPage:
         except READ_ERRORS as exc:
             page.cells["latency"] = "n/a"
             page.sections.append(("Latency", _note(f"latency not measured: {_why(exc)}")))
-    _choices(page, summary)
+    _choices(page, summary, select)
     return page
+
+
+def _scores(entry: Any) -> dict[str, float]:
+    """split -> accuracy of a recorded ``final`` or ``choices`` entry (its epoch left out)."""
+    if not isinstance(entry, dict):
+        return {}
+    return {str(k): float(v) for k, v in entry.items() if _number(v) and k != "epoch"}
+
+
+def _select_of(record: dict[str, Any], summary: dict[str, Any]) -> str | None:
+    """What chose the kept model: config.yaml's ``train.select``, else summary's selection
+    note; None when neither tells."""
+    train = record.get("train")
+    if isinstance(train, dict) and isinstance(train.get("select"), str):
+        return train["select"]
+    note = summary.get("selection")
+    if not isinstance(note, str):
+        return None
+    if "(oracle)" in note:
+        return ORACLE
+    found = re.search(r"preferred by the (\w+) validator", note)
+    return found.group(1) if found else (LAST if note.startswith("last epoch") else None)
+
+
+def _chosen_by(select: str | None) -> str:
+    if select == ORACLE:
+        return "oracle (WITH target labels)"
+    return select or "an unrecorded criterion"
+
+
+def _kept(page: RunPage, summary: dict[str, Any], select: str | None) -> list[str]:
+    """For a run that kept a chosen epoch (``--select``): the table's accuracy becomes that
+    epoch's recorded scores (model.pt holds it), and the page says which epoch it is."""
+    selected = summary.get("selected")
+    if not isinstance(selected, dict) or not _number(selected.get("epoch")):
+        return []
+    epoch = int(selected["epoch"])
+    total = summary.get("epochs")
+    choices = summary.get("choices")
+    last_entry = choices.get(LAST) if isinstance(choices, dict) else None
+    last = last_entry.get("epoch") if isinstance(last_entry, dict) else None
+    last = int(last) if _number(last) else int(total) if _number(total) else None
+    page.kept_epoch = epoch
+    page.earlier = last is not None and epoch != last
+    of = f" of {int(total)}" if _number(total) else ""
+    where = "" if page.earlier or last is None else " (the last)"
+    page.cells["kept"] = f"epoch {epoch}{of}{where}, chosen by {_chosen_by(select)}"
+    kept = _scores(selected)
+    if not kept:
+        return [f"summary.json does not record the scores of epoch {epoch}, which {MODEL_FILE} "
+                "holds: the accuracy shown is the last epoch's"]
+    page.accuracy = kept
+    if not page.earlier:
+        return []
+    last_scores = ", ".join(f"{s} {v:.2%}" for s, v in page.final.items())
+    return [f"{MODEL_FILE} holds epoch {epoch}, not the last epoch ({last}): the accuracy in "
+            f"the comparison table is epoch {epoch}'s"
+            + (f"; the last epoch scored {last_scores}" if last_scores else "")]
 
 
 def _curves(page: RunPage, path: Path) -> None:
@@ -404,11 +469,14 @@ def _features(page: RunPage, model: nn.Module, data: DomainPair, layer: str | No
     page.sections.append((title, body))
 
 
-def _choices(page: RunPage, summary: dict[str, Any]) -> None:
-    """What the last epoch, each validator and the oracle would keep (adapt runs)."""
+def _choices(page: RunPage, summary: dict[str, Any], select: str | None = None) -> None:
+    """What the last epoch, each validator and the oracle would keep (adapt runs); a run that
+    kept the oracle's choice says it chose with target labels."""
     choices = summary.get("choices")
     if not isinstance(choices, dict) or not choices:
         return
+    kept = page.kept_epoch is not None and select not in (None, LAST)
+    by_oracle = kept and select == ORACLE
     splits: dict[str, None] = {}
     for entry in choices.values():
         if isinstance(entry, dict):
@@ -419,15 +487,26 @@ def _choices(page: RunPage, summary: dict[str, Any]) -> None:
     for criterion, entry in choices.items():
         if not isinstance(entry, dict):
             continue
-        label = {"last": "last epoch",
-                 "oracle": "oracle: best target-test accuracy (reads target labels; reference "
-                           "only, never used to choose)"}.get(criterion, f"validator {criterion}")
+        oracle = ("oracle: best target-test accuracy (reads target labels; this run chose its "
+                  "kept model with it)" if by_oracle else
+                  "oracle: best target-test accuracy (reads target labels; reference only, "
+                  "never used to choose)")
+        label = {LAST: "last epoch", ORACLE: oracle}.get(criterion, f"validator {criterion}")
+        if kept and criterion == select:
+            label += f" [kept in {MODEL_FILE}]"
         epoch = entry.get("epoch")
         cells = "".join(f"<td>{entry[s]:.2%}</td>" if _number(entry.get(s)) else "<td></td>"
                         for s in splits)
         lines.append(f'<tr><td class="text">{esc(label)}</td>'
                      f"<td>{esc(epoch if _number(epoch) else '')}</td>{cells}</tr>")
     lines.append("</table>")
+    if by_oracle:
+        head_note = _note(f"This run was made with --select oracle: {MODEL_FILE} holds epoch "
+                          f"{page.kept_epoch}, the epoch with the best target-test accuracy, "
+                          "chosen WITH target labels; its accuracy is not a label-free result.")
+        page.sections.append(("Model choice WITH target labels (select=oracle)",
+                              head_note + "".join(lines)))
+        return
     page.sections.append(("Model choice without target labels", "".join(lines)))
 
 
@@ -443,9 +522,20 @@ def render(pages: list[RunPage], title: str = "transferkit report") -> str:
     splits: dict[str, None] = {}
     for page in pages:
         splits.update(dict.fromkeys(page.accuracy))
+    # Runs that kept a chosen epoch (--select): say which epoch model.pt holds, and when it is
+    # not the last, give the last epoch's scores in their own columns.
+    kept = any(page.kept_epoch is not None for page in pages)
+    last_splits: dict[str, None] = {}
+    if any(page.earlier for page in pages):
+        for page in pages:
+            last_splits.update(dict.fromkeys(page.final))
     head = ['<th class="text">run</th>'] + [f'<th class="text">{esc(t)}</th>'
                                             for _, t in COLUMNS]
-    head += [f"<th>{esc(s)} accuracy</th>" for s in splits]
+    suffix = f" ({MODEL_FILE})" if kept else ""
+    head += [f"<th>{esc(s)} accuracy{esc(suffix)}</th>" for s in splits]
+    if kept:
+        head.append(f'<th class="text">{esc(MODEL_FILE)} holds</th>')
+    head += [f"<th>{esc(s)} accuracy, last epoch</th>" for s in last_splits]
     head += [f"<th>{esc(t)}</th>" for _, t in NUMBERS]
     rows = []
     for index, page in enumerate(pages):
@@ -453,9 +543,21 @@ def render(pages: list[RunPage], title: str = "transferkit report") -> str:
         cells += [f'<td class="text">{esc(page.cells.get(key, ""))}</td>' for key, _ in COLUMNS]
         cells += [f"<td>{page.accuracy[s]:.2%}</td>" if s in page.accuracy else "<td></td>"
                   for s in splits]
+        if kept:
+            holds = page.cells.get("kept", "the last epoch" if page.final else "")
+            cells.append(f'<td class="text">{esc(holds)}</td>')
+        cells += [f"<td>{page.final[s]:.2%}</td>" if s in page.final else "<td></td>"
+                  for s in last_splits]
         cells += [f"<td>{esc(page.cells.get(key, ''))}</td>" for key, _ in NUMBERS]
         rows.append(f"<tr>{''.join(cells)}</tr>")
     threads = torch.get_num_threads()
+    accuracy_note = "Final accuracy: summary.json (the kept model)."
+    if kept:
+        accuracy_note = (f"Accuracy: summary.json's scores of the epoch {MODEL_FILE} holds; a run "
+                         "made with --select keeps the epoch its criterion prefers, which may "
+                         f"not be the last (column '{MODEL_FILE} holds')"
+                         + ("; the 'last epoch' columns give the last epoch's scores."
+                            if last_splits else "."))
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -464,8 +566,8 @@ def render(pages: list[RunPage], title: str = "transferkit report") -> str:
         f"<title>{esc(title)}</title><style>{STYLE}</style></head><body>",
         f"<h1>{esc(title)}</h1>",
         f'<p class="meta">{len(pages)} run{"s" if len(pages) != 1 else ""}, written by '
-        f"transferkit {esc(__version__)}. Final accuracy: summary.json (the kept model). CPU "
-        f"latency: median of {LATENCY_REPEATS} forward passes of a batch of {LATENCY_BATCH}, "
+        f"transferkit {esc(__version__)}. {esc(accuracy_note)} CPU latency: median of "
+        f"{LATENCY_REPEATS} forward passes of a batch of {LATENCY_BATCH}, "
         f"{threads} thread{'s' if threads != 1 else ''}. Training seconds: the sum over "
         "metrics.jsonl's epochs.</p>",
         '<h2 id="comparison">Comparison</h2>',

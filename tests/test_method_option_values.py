@@ -1,0 +1,175 @@
+"""Method options refuse values of the wrong kind or absurd size, in one line, at construction.
+
+True/false options take real booleans only: ``bool('false')`` is True, so a quoted
+``warmup='false'`` (or ``maybe``, ``no``, ``0.5``) used to switch the option on. Counts whose
+huge values would hang a run or allocate absurd memory (MCD's ``num_k``, a discriminator's
+width) are capped; the caps and the values up to them are checked both ways.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+
+import pytest
+from torch import nn
+
+from transferkit.errors import ConfigError
+from transferkit.methods import METHODS, build_method, build_methods, method_options
+
+# Every true/false option of every method (cache_teacher, false/true/memory/disk, is not one).
+FLAGS = [
+    ("dann", "warmup"),
+    ("cdan", "warmup"),
+    ("cdan", "entropy"),
+    ("cdan", "randomized"),
+    ("cdan+e", "warmup"),
+    ("cdan+e", "randomized"),
+    ("mdd", "warmup"),
+    ("dan", "linear"),
+    ("jan", "linear"),
+    ("shot", "freeze_head"),
+    ("pseudo_label", "class_balance"),
+    ("dml", "ce"),
+    ("kd", "standardize"),
+    ("dkd", "standardize"),
+]
+
+NOT_BOOLEANS = ["false", "true", "no", "maybe", "", 0, 1, 0.5, [True], {"x": 1}]
+
+
+def teacher_for(name: str) -> nn.Module | None:
+    params = inspect.signature(METHODS.get(name)).parameters
+    return nn.Linear(4, 3) if "teacher" in params else None
+
+
+def build(name: str, **options: object) -> nn.Module:
+    return build_method(name, teacher_for(name), **options)
+
+
+def refused(name: str, message: str, **options: object) -> str:
+    with pytest.raises(ConfigError, match=message) as info:
+        build(name, **options)
+    text = str(info.value)
+    assert "\n" not in text, text
+    return text
+
+
+def is_flag(annotation: object) -> bool:
+    """``bool`` or ``bool | None`` (annotations are strings here: future annotations)."""
+    parts = {p.strip() for p in str(annotation).split("|")}
+    return "bool" in parts and parts <= {"bool", "None"}
+
+
+def test_flag_list_is_complete() -> None:
+    found = {(name, option) for name in METHODS
+             for option, p in inspect.signature(METHODS.get(name)).parameters.items()
+             if is_flag(p.annotation)}
+    assert found == set(FLAGS)
+
+
+@pytest.mark.parametrize(("name", "option"), FLAGS)
+@pytest.mark.parametrize("value", NOT_BOOLEANS, ids=repr)
+def test_flag_refuses_non_booleans(name: str, option: str, value: object) -> None:
+    text = refused(name, f"^{re.escape(name)}: {option} must be true", **{option: value})
+    assert f"got {value!r}" in text
+
+
+@pytest.mark.parametrize(("name", "option"), FLAGS)
+def test_flag_quoted_false_says_unquote(name: str, option: str) -> None:
+    text = refused(name, "true or false, unquoted", **{option: "false"})
+    assert text.startswith(f"{name}: {option} must be true") and "(a string" in text
+
+
+@pytest.mark.parametrize(("name", "option"), FLAGS)
+@pytest.mark.parametrize("value", [True, False])
+def test_flag_takes_true_and_false(name: str, option: str, value: bool) -> None:
+    method = build(name, **{option: value})
+    if hasattr(method, option) and not callable(getattr(method, option)):
+        assert getattr(method, option) is value
+
+
+def test_flags_none_only_where_unset_means_something() -> None:
+    assert build("cdan", randomized=None).randomized is None
+    assert build("cdan+e").randomized is None
+    refused("dann", r"^dann: warmup must be true or false, got None \(empty\)$", warmup=None)
+    refused("cdan", "^cdan: randomized must be true, false or left unset", randomized="auto")
+
+
+def test_flag_refused_through_options() -> None:
+    """YAML ``method_options: {warmup: "no"}`` and ``--opt warmup='false'`` reach here."""
+    assert "warmup" in method_options("dann")
+    with pytest.raises(ConfigError, match=r"^dann: warmup must be true or false, got 'no'"):
+        build_methods("supervised+dann", options={"warmup": "no"})
+    with pytest.raises(ConfigError, match=r"^mdd: warmup must be true or false, got 'false'"):
+        build_methods("mdd", options={"mdd.warmup": "false"})
+    [method] = build_methods("dann", options={"warmup": False})
+    assert method.warmup is False and method.coefficient(0.0) == method.trade_off
+
+
+def test_flag_behaviour_kept() -> None:
+    """The values that were valid still do what they did."""
+    assert build("dann").warmup is True and build("mdd").warmup is True
+    assert build("dan").linear is False and build("jan").linear is False
+    assert build("shot").freeze_head is True
+    assert build("shot", freeze_head=False).freeze_head is False
+    assert build("cdan+e").entropy is True and build("cdan").entropy is False
+    assert build("pseudo_label").class_balance is False
+
+
+# (method, option, smallest, largest): the ends of the range, both taken.
+CAPPED = [
+    ("mcd", "num_k", 1, 100),
+    ("shot", "rounds", 0, 100),
+    ("fixmatch", "shift", 0, 256),
+    ("cdan", "random_dim", 1, 16384),
+    ("cdan+e", "random_dim", 1, 16384),
+    ("dann", "hidden", 1, 16384),
+    ("cdan", "hidden", 1, 16384),
+    ("adda", "hidden", 1, 16384),
+    ("mdd", "hidden", 1, 16384),
+]
+
+
+@pytest.mark.parametrize(("name", "option", "least", "most"), CAPPED)
+def test_cap_takes_the_ends_of_the_range(name: str, option: str, least: int, most: int) -> None:
+    for value in (least, most):
+        build(name, **{option: value})
+
+
+@pytest.mark.parametrize(("name", "option", "least", "most"), CAPPED)
+@pytest.mark.parametrize("over", [1, 10**6, 10**9])
+def test_cap_refuses_absurd_values(name: str, option: str, least: int, most: int,
+                                   over: int) -> None:
+    value = most + over
+    text = refused(name, f"^{re.escape(name)}: {option} must be an integer from {least} to "
+                         f"{most} \\(", **{option: value})
+    assert text.endswith(f"got {value}")
+
+
+@pytest.mark.parametrize(("name", "option", "least", "most"), CAPPED)
+def test_cap_keeps_the_old_lower_bound(name: str, option: str, least: int, most: int) -> None:
+    refused(name, f"{option} must be an integer >= {least}", **{option: least - 1})
+    refused(name, f"{option} must be an integer", **{option: 2.5})
+
+
+def test_mcd_num_k_default_and_value_kept() -> None:
+    assert build("mcd").num_k == 4
+    assert build("mcd", num_k=100).num_k == 100
+    refused("mcd", r"^mcd: num_k must be an integer from 1 to 100 \(.*the paper uses 4",
+            num_k=1000000)
+
+
+def test_hidden_list_capped_per_layer() -> None:
+    assert build("dann", hidden=[100, 16384]).hidden == (100, 16384)
+    assert build("dann").hidden == (1024, 1024) and build("adda").hidden == (500, 500)
+    refused("dann", "^dann: hidden must be an integer from 1 to 16384", hidden=[100, 16385])
+    refused("adda", "^adda: hidden must be an integer from 1 to 16384", hidden=[16385])
+    refused("cdan", "^cdan: hidden must be an integer from 1 to 16384", hidden=10**9)
+
+
+def test_defaults_unchanged() -> None:
+    assert build("shot").rounds == 1
+    assert build("fixmatch").shift == 4
+    assert build("cdan").random_dim == 1024
+    assert build("mdd").hidden == 1024
