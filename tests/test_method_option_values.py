@@ -3,7 +3,8 @@
 True/false options take real booleans only: ``bool('false')`` is True, so a quoted
 ``warmup='false'`` (or ``maybe``, ``no``, ``0.5``) used to switch the option on. Counts whose
 huge values would hang a run or allocate absurd memory (MCD's ``num_k``, a discriminator's
-width) are capped; the caps and the values up to them are checked both ways.
+width, DML's ``peers``, CRD's memory banks) are capped; the caps and the values up to them
+are checked both ways.
 """
 
 from __future__ import annotations
@@ -128,6 +129,15 @@ CAPPED = [
     ("cdan", "hidden", 1, 16384),
     ("adda", "hidden", 1, 16384),
     ("mdd", "hidden", 1, 16384),
+    # Distillation methods.
+    ("dml", "peers", 1, 32),
+    ("data-free", "synth_steps", 0, 100_000),
+    ("cc", "embed_dim", 1, 16384),
+    ("cc", "p_order", 1, 170),
+    ("crd", "feat_dim", 1, 4096),
+    ("crd", "nce_k", 1, 131072),
+    ("vid", "hidden_channels", 1, 16384),
+    ("reviewkd", "mid_channels", 1, 8192),
 ]
 
 
@@ -173,3 +183,54 @@ def test_defaults_unchanged() -> None:
     assert build("fixmatch").shift == 4
     assert build("cdan").random_dim == 1024
     assert build("mdd").hidden == 1024
+
+
+# The reason each distillation cap gives, with the value the paper (or reference) uses.
+CAP_REASONS = [
+    ("dml", "peers", "the paper uses 1, at most 4"),
+    ("data-free", "synth_steps", "the reference uses 2,000"),
+    ("cc", "embed_dim", "RepDistiller's 128"),
+    ("cc", "p_order", "the paper uses 2"),
+    ("crd", "feat_dim", "the paper's 128"),
+    ("crd", "nce_k", "the paper uses 16384"),
+    ("vid", "hidden_channels", "widest teacher stage (2048)"),
+    ("reviewkd", "mid_channels", "the paper's 512"),
+]
+
+
+@pytest.mark.parametrize(("name", "option", "reason"), CAP_REASONS)
+def test_distillation_caps_say_why(name: str, option: str, reason: str) -> None:
+    text = refused(name, f"^{re.escape(name)}: {option} must be an integer from ",
+                   **{option: 10**9})
+    assert reason in text and text.endswith("got 1000000000"), text
+
+
+def test_data_free_n_synthetic_cap() -> None:
+    """Capped before (at 1,000,000); the message now names the method and the range, and
+    keeps the words "must be at most 1,000,000" that callers match."""
+    for value in (1, 1_000_000):
+        assert build("data-free", n_synthetic=value).n_synthetic == value
+    for value in (1_000_001, 10**9):
+        text = refused("data-free", r"^data-free: n_synthetic must be at most 1,000,000, an "
+                       r"integer from 1 to 1000000 \(each input is optimised", n_synthetic=value)
+        assert text.endswith(f"got {value}")
+    refused("data-free", "n_synthetic must be an integer >= 1", n_synthetic=0)
+
+
+def test_distillation_defaults_unchanged() -> None:
+    assert build("dml").peers == 1
+    free = build("data-free")
+    assert (free.n_synthetic, free.synth_steps, free.synth_batch, free.jitter) == (2048, 500,
+                                                                                  256, 1)
+    assert (build("cc").embed_dim, build("cc").p_order) == (128, 2)
+    assert (build("crd").feat_dim, build("crd").nce_k) == (128, 16384)
+    assert build("vid").hidden_channels is None and build("reviewkd").mid_channels is None
+    assert build("vid", hidden_channels=2048).hidden_channels == 2048
+    assert build("reviewkd", mid_channels=512).mid_channels == 512
+
+
+def test_harmless_large_values_stay_uncapped() -> None:
+    """synth_batch is cut to what is left of n_synthetic (itself capped) and jitter rolls the
+    image (an offset wraps around), so large values cost nothing and are still taken."""
+    free = build("data-free", synth_batch=10**9, jitter=10**9)
+    assert (free.synth_batch, free.jitter) == (10**9, 10**9)

@@ -17,10 +17,21 @@ from typing import Any
 from torch import Tensor, nn
 
 from transferkit.losses import cc_loss
-from transferkit.methods.base import TrainInfo, check_count, check_positive
+from transferkit.methods.base import TrainInfo, check_count_at_most, check_positive
 from transferkit.methods.fitnet import connector_dtype
 from transferkit.methods.layered import LayerMethod
 from transferkit.methods.registry import METHODS
+
+# embed_dim is the width of the two trainable projections (and of the N x embed_dim batch
+# embeddings): 16384 is 128x RepDistiller's 128, the widest layer any method here takes (as
+# dann's hidden); embed_dim=10**9 would try to allocate terabytes of weights.
+MAX_EMBED_DIM = 16384
+EMBED_DIM_WHY = "128x RepDistiller's 128; wider only allocates absurd memory"
+# p_order terms of the Taylor series run every step; the paper uses 2. (2 gamma)^p / p! is
+# computed in floats and p! passes the float range at p = 171, so any larger order would only
+# fail at the first step, after the teacher and the data were set up.
+MAX_P_ORDER = 170
+P_ORDER_WHY = "Taylor terms; the paper uses 2, and p! overflows a float beyond 170"
 
 
 @METHODS.register("cc", "correlation congruence: match the batch's kernel correlation matrices "
@@ -44,8 +55,10 @@ class CorrelationCongruence(LayerMethod):
     ) -> None:
         super().__init__(teacher, weight, student_layers, teacher_layers, inputs)
         self.gamma = check_positive("gamma", gamma)
-        self.p_order = check_count("p_order", p_order)
-        self.embed_dim = check_count("embed_dim", embed_dim)
+        self.p_order = check_count_at_most(self.name, "p_order", p_order, MAX_P_ORDER,
+                                           P_ORDER_WHY)
+        self.embed_dim = check_count_at_most(self.name, "embed_dim", embed_dim, MAX_EMBED_DIM,
+                                             EMBED_DIM_WHY)
 
     def setup_connectors(self, shapes, info: TrainInfo) -> None:
         def embed(shape: tuple[int, ...]) -> nn.Module:

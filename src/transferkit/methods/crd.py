@@ -36,12 +36,25 @@ from transferkit.methods.base import (
     Batch,
     Outputs,
     TrainInfo,
-    check_count,
+    check_count_at_most,
     check_fraction,
     check_positive,
 )
 from transferkit.methods.layered import LayerMethod
 from transferkit.methods.registry import METHODS
+
+# The two memory banks hold n_data x feat_dim floats each: the paper's (and RepDistiller's)
+# feat_dim is 128; 4096 is 32x that and twice the widest ResNet feature vector (2048), and the
+# banks are already 42 GB at 4096 on ImageNet's 1.28M rows. feat_dim=10**9 would try to
+# allocate petabytes.
+MAX_FEAT_DIM = 4096
+FEAT_DIM_WHY = "32x the paper's 128; the memory banks hold n_data x feat_dim floats each"
+# Every row is scored against nce_k negatives gathered from each bank, N x (nce_k + 1) x
+# feat_dim floats a step: the paper uses 16384 (the most in its ablation); 131072 is 8x that
+# (twice MoCo's 65536 queue). Smaller datasets clamp nce_k to n_data - 1 as before; on
+# ImageNet's 1.28M rows nce_k=10**9 would gather some 80 GB a step (batch 64, feat_dim 128).
+MAX_NCE_K = 131072
+NCE_K_WHY = "negatives per row; the paper uses 16384, more only allocates absurd memory"
 
 
 def gather_rows(*tensors: Tensor) -> list[Tensor]:
@@ -85,8 +98,9 @@ class CRDDistillation(LayerMethod):
         teacher_layers: Any = None,
     ) -> None:
         super().__init__(teacher, weight, student_layers, teacher_layers)
-        self.feat_dim = check_count("feat_dim", feat_dim)
-        self.nce_k = check_count("nce_k", nce_k)
+        self.feat_dim = check_count_at_most(self.name, "feat_dim", feat_dim, MAX_FEAT_DIM,
+                                            FEAT_DIM_WHY)
+        self.nce_k = check_count_at_most(self.name, "nce_k", nce_k, MAX_NCE_K, NCE_K_WHY)
         self.nce_t = check_positive("nce_t", nce_t)
         self.nce_m = check_fraction("nce_m", nce_m)
         if self.nce_m == 1.0:

@@ -20,11 +20,27 @@ from torch import Tensor, nn
 from transferkit.errors import ConfigError
 from transferkit.losses import soft_target_loss
 from transferkit.losses.inversion import synthesize
-from transferkit.methods.base import Batch, Outputs, check_count, check_nonnegative, check_positive
+from transferkit.methods.base import (
+    Batch,
+    Outputs,
+    check_count,
+    check_count_at_most,
+    check_nonnegative,
+    check_positive,
+)
 from transferkit.methods.registry import METHODS
 from transferkit.methods.teacher import TeacherMethod
 
-MAX_SYNTHETIC = 1_000_000  # a transfer set larger than this is a typo, not a plan
+# Each synthetic input is optimised for synth_steps teacher forward and backward passes and the
+# whole set is held in memory: the default is 2048; a transfer set larger than 1,000,000 is a
+# typo, not a plan.
+MAX_SYNTHETIC = 1_000_000
+SYNTHETIC_WHY = "each input is optimised for synth_steps steps; the default is 2048"
+# Adam steps per synthetic batch: the reference CIFAR-10 script runs 2,000 and its longest
+# ImageNet setting 20,000; 100,000 is 5x that, and synth_steps=10**9 would sit in synthesis,
+# before the first training step, for months.
+MAX_SYNTH_STEPS = 100_000
+SYNTH_STEPS_WHY = "the reference uses 2,000 (CIFAR-10), at most 20,000 (ImageNet)"
 
 
 @METHODS.register("data-free", "DeepInversion transfer set synthesised from the teacher (BN "
@@ -49,10 +65,12 @@ class DataFreeDistillation(TeacherMethod):
         super().__init__(teacher)
         self.temperature = check_positive("temperature", temperature)
         self.n_synthetic = check_count("n_synthetic", n_synthetic)
-        if self.n_synthetic > MAX_SYNTHETIC:
-            raise ConfigError(f"n_synthetic must be at most {MAX_SYNTHETIC:,} (each input is "
-                              f"optimised for synth_steps steps), got {n_synthetic!r}")
-        self.synth_steps = check_count("synth_steps", synth_steps, least=0)
+        if self.n_synthetic > MAX_SYNTHETIC:  # "must be at most 1,000,000" kept: callers match it
+            raise ConfigError(f"{self.name}: n_synthetic must be at most {MAX_SYNTHETIC:,}, an "
+                              f"integer from 1 to {MAX_SYNTHETIC} ({SYNTHETIC_WHY}), "
+                              f"got {n_synthetic!r}")
+        self.synth_steps = check_count_at_most(self.name, "synth_steps", synth_steps,
+                                               MAX_SYNTH_STEPS, SYNTH_STEPS_WHY, least=0)
         self.synth_lr = check_positive("synth_lr", synth_lr)
         self.synth_batch = check_count("synth_batch", synth_batch)
         self.bn_weight = check_nonnegative("bn_weight", bn_weight)

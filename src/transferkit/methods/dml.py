@@ -33,7 +33,7 @@ from transferkit.methods.base import (
     Method,
     Outputs,
     Tap,
-    check_count,
+    check_count_at_most,
     check_flag,
     check_nonnegative,
     check_positive,
@@ -42,6 +42,13 @@ from transferkit.methods.registry import METHODS
 from transferkit.models.base import copy_module
 
 STUDENT = "student"
+
+# Each peer is a full copy of the student, held in memory, run forward and backward every step
+# and evaluated every epoch, and the mutual terms grow with the square of the cohort. The paper
+# trains cohorts of 2 networks (peers=1) and at most 5 (peers=4); 32 peers is 8x that, and
+# peers=10**9 would copy the student until memory runs out instead of training.
+MAX_PEERS = 32
+PEERS_WHY = "copies of the student trained beside it; the paper uses 1, at most 4"
 
 
 @METHODS.register("dml", "deep mutual learning: the student and peer copies of it teach each "
@@ -58,7 +65,7 @@ class DeepMutualLearning(Method):
         ce: bool = True,
     ) -> None:
         super().__init__()
-        self.peers = check_count("peers", peers)
+        self.peers = check_count_at_most(self.name, "peers", peers, MAX_PEERS, PEERS_WHY)
         self.temperature = check_positive("temperature", temperature)
         self.weight = check_nonnegative("weight", weight)
         check_flag(self.name, "ce", ce)

@@ -29,11 +29,17 @@ from transferkit.methods.base import (
     Progress,
     TrainInfo,
     capped,
-    check_count,
+    check_count_at_most,
     check_nonnegative,
 )
 from transferkit.methods.layered import LayerMethod, default_layers
 from transferkit.methods.registry import METHODS
+
+# mid_channels is the width every level is fused at (a mid x teacher-channels 3x3 convolution
+# per level): the paper's is min(512, the deepest student channels); 8192 is 16x 512, and
+# mid_channels=10**9 would try to allocate terabytes of weights.
+MAX_MID_CHANNELS = 8192
+MID_CHANNELS_WHY = "16x the paper's 512; wider only allocates absurd memory"
 
 
 def as_map(x: Tensor) -> Tensor:
@@ -80,8 +86,8 @@ class ReviewKD(LayerMethod):
     ) -> None:
         super().__init__(teacher, weight, student_layers, teacher_layers, inputs)
         self.warmup = check_nonnegative("warmup", warmup)
-        self.mid_channels = None if mid_channels is None else check_count(
-            "mid_channels", mid_channels)
+        self.mid_channels = None if mid_channels is None else check_count_at_most(
+            self.name, "mid_channels", mid_channels, MAX_MID_CHANNELS, MID_CHANNELS_WHY)
         self.epochs = 1
         self.fusion: ReviewFusion | None = None
 

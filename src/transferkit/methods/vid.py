@@ -16,9 +16,16 @@ from torch import Tensor, nn
 
 from transferkit.errors import ConfigError
 from transferkit.losses.vid import VIDRegressor
-from transferkit.methods.base import TrainInfo, check_count, check_positive
+from transferkit.methods.base import TrainInfo, check_count_at_most, check_positive
 from transferkit.methods.layered import LayerMethod
 from transferkit.methods.registry import METHODS
+
+# hidden_channels is the width of the regressor's two inner convolutions (a hidden x hidden
+# 1x1 convolution per stage pair). RepDistiller uses the teacher's channels (None here): at
+# most 2048, ResNet-50's last stage; 16384 is 8x that, and 10**9 would try to allocate
+# exabytes of weights.
+MAX_HIDDEN = 16384
+HIDDEN_WHY = "8x the widest teacher stage (2048); wider only allocates absurd memory"
 
 
 def _channels(shape: tuple[int, ...], who: str, layer: str) -> int:
@@ -48,8 +55,8 @@ class VIDDistillation(LayerMethod):
         inputs: str = "source",
     ) -> None:
         super().__init__(teacher, weight, student_layers, teacher_layers, inputs)
-        self.hidden_channels = None if hidden_channels is None else check_count(
-            "hidden_channels", hidden_channels)
+        self.hidden_channels = None if hidden_channels is None else check_count_at_most(
+            self.name, "hidden_channels", hidden_channels, MAX_HIDDEN, HIDDEN_WHY)
         self.init_var = check_positive("init_var", init_var)
         self.regressors = nn.ModuleList()
 
