@@ -392,3 +392,28 @@ def test_metrics_are_strict_json(tmp_path: Path) -> None:
     parsed = [json.loads(line, parse_constant=refuse)
               for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert any(row.get("adda.domain_acc", 0.0) is None for row in parsed), parsed[0]
+
+
+@pytest.mark.parametrize("scale", ["0", "-1", "nan", "inf", "1e9"])
+def test_demo_refuses_an_absurd_scale(cli: CliRunner, scale: str, tmp_path: Path) -> None:
+    code, _, err = cli("demo", f"--epochs-scale={scale}", "--out", tmp_path / "demo")
+    assert code == 2 and "--epochs-scale must be a number above 0" in err, err
+    assert not (tmp_path / "demo").exists()
+
+
+def test_distill_killed_while_training_its_teacher(cli: CliRunner, tmp_path: Path) -> None:
+    """A kill during the on-the-fly teacher leaves OUT/teacher but no OUT/config.yaml:
+    --resume alone cannot know the teacher, and says to repeat the whole command."""
+    out = tmp_path / "run"
+    code, _, err = cli("train", "--data", "digits", "--model-opt", "widths=[8]", "--epochs", "1",
+                       *CLI_FAST, "--out", out / "teacher")
+    assert code == 0, err
+    code, _, err = cli("distill", "--out", out, "--resume", *CLI_FAST)
+    assert code == 2 and "stopped while training its teacher" in err, err
+
+
+def test_a_missing_teacher_path_is_not_called_an_unknown_model(cli: CliRunner,
+                                                               tmp_path: Path) -> None:
+    code, _, err = cli("distill", "--data", "digits", "--teacher", f"{tmp_path}/nothere/",
+                       *CLI_FAST, "--out", tmp_path / "run")
+    assert code == 2 and "not found" in err and "unknown model" not in err, err

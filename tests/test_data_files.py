@@ -62,6 +62,7 @@ def test_parse_options_reads_text_and_lists() -> None:
     assert parse_file_options({"normalize": ["L1"], "test": "ALL"}).normalize == ("l1",)
     assert parse_file_options({"test": "all"}).test == "all"
     assert parse_file_options(None) == FileOptions()
+    assert parse_file_options({"size": 4096}).size == 4096  # the largest side taken
     assert FILE_OPTIONS == ("x", "y", "x_test", "y_test", "test", "seed", "size", "channels",
                             "normalize")
 
@@ -74,6 +75,7 @@ def test_parse_options_reads_text_and_lists() -> None:
         ({"test": "half"}, ["test", "(0, 1)"]),
         ({"seed": -1}, ["seed", ">= 0"]),
         ({"size": 0}, ["size", ">= 1"]),
+        ({"size": 4097}, ["size", "from 1 to 4096"]),
         ({"channels": 2}, ["channels", "1 (grey) or 3"]),
         ({"normalize": "zscore,minmax"}, ["normalize", "'minmax'", "zscore, l1, log"]),
         ({"normalize": "log,log"}, ["normalize", "twice"]),

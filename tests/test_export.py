@@ -97,3 +97,36 @@ def test_torchscript_latency_runs_on_the_threads_asked(run: Path, monkeypatch) -
         assert seen == [1, 1] and torch.get_num_threads() == 2  # restored afterwards
     finally:
         torch.set_num_threads(before)
+
+
+def test_export_never_overwrites_what_it_reads(cli, run: Path, tmp_path: Path) -> None:
+    """--out onto the run's model.pt, or re-exporting an exported file (whose default --out is
+    itself), used to destroy it; both are refused and the file is left as it was."""
+    saved = (run / "model.pt").read_bytes()
+    code, _, err = cli("export", str(run), "--out", str(run / "model.pt"))
+    assert code == 2 and "would overwrite the run's own model.pt" in err, err
+    assert (run / "model.pt").read_bytes() == saved
+    exported = Path(tk.export(run, "onnx", rows=20, out=tmp_path / "m.onnx")["file"])
+    before = exported.read_bytes()
+    code, _, err = cli("export", str(exported), "--rows", "10")
+    assert code == 2 and "already an exported network" in err, err
+    assert exported.read_bytes() == before
+    code, _, err = cli("export", str(run), "--out", str(tmp_path / "m.ts"))  # onnx in a .ts
+    assert code == 2 and "named *.onnx" in err, err
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--threads", "0"), ("--threads", "-1"),
+                                             ("--rows", "0"), ("--rows", "-1")])
+def test_export_counts_must_be_positive(cli, run: Path, flag: str, value: str) -> None:
+    code, _, err = cli("export", str(run), flag, value)
+    assert code == 2 and f"export {flag} must be a whole number >= 1" in err, err
+
+
+def test_export_refuses_data_of_another_class_count(run: Path, tmp_path: Path) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    two = tmp_path / "two.npz"  # 8x8 8-bit images like digits, but 2 classes
+    np.savez(two, x=rng.integers(0, 256, (40, 8, 8), dtype=np.uint8), y=np.arange(40) % 2)
+    with pytest.raises(ConfigError, match="outputs 10 classes but the data has 2"):
+        tk.export(run, "onnx", data=str(two), rows=10, out=tmp_path / "x.onnx")

@@ -456,3 +456,26 @@ def test_divergence_check_can_be_turned_off_from_the_cli(cli: CliRunner, tmp_pat
     assert code == 0, err
     summary = json.loads((tmp_path / "b" / "summary.json").read_text())
     assert "collapsed" in summary["warning"]
+
+
+def test_a_raw_pickle_or_a_foreign_zip_is_one_line_on_stderr(tmp_path: Path,
+                                                             sub_env: dict) -> None:
+    """A bare pickle made torch warn over two lines before our refusal; a zip that torch did
+    not write was called 'truncated'. Both are one line, said by the installed command."""
+    import pickle
+    import zipfile
+
+    from conftest import console_script, run_process
+
+    marker = tmp_path / "pwned"
+    raw = tmp_path / "raw.pt"
+    raw.write_bytes(pickle.dumps({"x": Payload(marker)}, protocol=4))
+    foreign = tmp_path / "foreign.pt"
+    with zipfile.ZipFile(foreign, "w") as archive:
+        archive.writestr("hello.txt", "not a model")
+    for path, words in ((raw, "could run code"), (foreign, "zip archive but not a PyTorch")):
+        proc = run_process([*console_script(), "evaluate", str(path), "--data", "digits"],
+                           sub_env)
+        assert proc.returncode == 2 and words in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not marker.exists()

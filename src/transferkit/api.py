@@ -1223,8 +1223,27 @@ def export(
 
     if fmt not in FORMATS:
         raise ConfigError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    for name, value in (("rows", rows), ("threads", threads)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"export --{name} must be a whole number >= 1, got {value!r}")
     run_dir = Path(run)
     model_file = run_dir / MODEL_FILE if run_dir.is_dir() else run_dir
+    if model_file.suffix.lower() == ".onnx" or is_torchscript(model_file):
+        raise ConfigError(f"{model_file} is already an exported network; export reads a "
+                          f"transferkit {MODEL_FILE} or run directory (give the run it came from)")
+    tag = ".int8" if quantize == "int8" else ""
+    path = Path(out) if out is not None else model_file.parent / f"model{tag}{SUFFIX[fmt]}"
+    if not str(out if out is not None else path).strip():
+        raise ConfigError("export --out is empty; give the file to write, e.g. model.onnx")
+    kept = {model_file.resolve(), model_file.parent.resolve() / CHECKPOINT,
+            model_file.parent.resolve() / MODEL_FILE}
+    if path.resolve() in kept:
+        raise ConfigError(f"export --out {path} would overwrite the run's own {path.name}; "
+                          f"give another file, e.g. {model_file.parent / ('model' + SUFFIX[fmt])}")
+    other = {s for f, s in SUFFIX.items() if f != fmt}
+    if path.suffix.lower() in other or (fmt == "onnx" and path.suffix.lower() != ".onnx"):
+        raise ConfigError(f"export --out {path}: a {fmt} file is named *{SUFFIX[fmt]}; "
+                          f"give a name ending in {SUFFIX[fmt]}, or the other --format")
     model = load_model(model_file)
     if data is None:
         record_file = model_file.parent / "config.yaml"
@@ -1235,9 +1254,8 @@ def export(
     data = resolve_data(data, data_dir, data_options)
     split = data.target.test if isinstance(data, DomainPair) else data.test
     splits, _ = fit_splits(model, data, {"test": split}, f"model {model_file}")
+    _check_classes(model, splits["test"].x[:2], data.num_classes, "model")
     x, y = splits["test"].x[:rows], splits["test"].y[:rows]
-    tag = ".int8" if quantize == "int8" else ""
-    path = Path(out) if out is not None else model_file.parent / f"model{tag}{SUFFIX[fmt]}"
     report = export_model(model, x, path, fmt=fmt, quantize=quantize, y=y, threads=threads)
     report["data"] = data.name
     report["parameters"] = count_parameters(model)

@@ -292,7 +292,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         args.teacher = given[0]
         raw.pop("teacher", None)
         raw.pop("teacher_checkpoint", None)
-        if Path(args.teacher).exists() or args.teacher.endswith(".pt"):
+        if Path(args.teacher).exists() or args.teacher.endswith(".pt") or "/" in args.teacher:
             raw["teacher_checkpoint"] = args.teacher
         else:
             raw["teacher"] = {"name": args.teacher,
@@ -615,9 +615,15 @@ def _train_teacher(cfg: RunConfig) -> str:
     architecture or recipe is refused instead of being used silently. On a pair the teacher
     trains on the labelled source in the pair's input space (source-only).
     """
-    if cfg.teacher is None:
-        raise ConfigError("distill needs --teacher: a model.pt / run dir, or a model name to train")
     teacher_dir = Path(cfg.out or _default_out("distill")) / "teacher"
+    if cfg.teacher is None:
+        if (teacher_dir / "config.yaml").is_file() and not (teacher_dir.parent /
+                                                            "config.yaml").is_file():
+            raise ConfigError(
+                f"{teacher_dir.parent} was stopped while training its teacher, before the run "
+                "recorded its settings; repeat the whole command that started it (with "
+                "--teacher ...): the teacher continues from its checkpoint")
+        raise ConfigError("distill needs --teacher: a model.pt / run dir, or a model name to train")
     # The teacher trains supervised: adapt's epoch choice (--select) is the student's alone.
     teacher_cfg = {**(cfg.teacher_train or cfg.train).model_dump(), "select": "last"}
     try:

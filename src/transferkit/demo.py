@@ -12,6 +12,7 @@ Prints one table and writes every sub-run plus ``demo.md``/``summary.json`` to t
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from torch import nn
 
 from transferkit import api
 from transferkit.data import load_dataset, load_pair
+from transferkit.errors import ConfigError
 from transferkit.files import atomic_write, save_json
 from transferkit.models import count_parameters
 
@@ -33,6 +35,8 @@ STUDENT = ("mlp", {"widths": [64]})
 # The first recipe (teacher without jitter, 50 student epochs, l2 ce_weight 0.5, kd T=4)
 # left the distilled students short of convergence, below the student alone.
 TEACHER_SETTINGS = {"epochs": 50, "jitter": 1}  # 1-px random shifts: a better teacher
+# --epochs-scale above this would run the demo for days (100: some 20,000 student epochs).
+MAX_SCALE = 100.0
 STUDENT_EPOCHS = 200  # alone, l2 and kd alike; l2 and kd converge more slowly than the alone run
 DISTIL_RECIPES = (
     ("l2", {"ce_weight": 1.0, "reduction": "mean", "scale": "auto"}),
@@ -57,6 +61,10 @@ def milliseconds_per_batch(model: nn.Module, x: torch.Tensor, repeats: int = 20)
 def run_demo(out: str | None = None, scale: float = 1.0, seed: int = 0,
              report: bool = False) -> list[dict]:
     """Run the demo into ``out``; ``report=True`` also writes ``report.html`` of its runs."""
+    if isinstance(scale, bool) or not isinstance(scale, int | float) or not (
+            math.isfinite(scale) and 0 < scale <= MAX_SCALE):
+        raise ConfigError(f"demo --epochs-scale must be a number above 0 and at most "
+                          f"{MAX_SCALE:g} (1 is the full demo, 0.05 a quick look), got {scale!r}")
     if report:  # refused now, not after minutes of training
         from transferkit.report.plotting import require_matplotlib
 

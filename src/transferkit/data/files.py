@@ -118,6 +118,9 @@ def _name_option(name: str, value: Any) -> str | None:
     return value.strip()
 
 
+MAX_IMAGE_SIDE = 4096  # as --teacher-input size: larger allocates gigabytes per batch
+
+
 def _int_option(name: str, value: Any, minimum: int) -> int:
     number: int | None = None
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
@@ -200,7 +203,11 @@ class FileOptions:
         object.__setattr__(self, "test", _test_option(self.test))
         object.__setattr__(self, "seed", _int_option("seed", self.seed, 0))
         if self.size is not None:
-            object.__setattr__(self, "size", _int_option("size", self.size, 1))
+            size = _int_option("size", self.size, 1)
+            if size > MAX_IMAGE_SIDE:
+                raise _bad("size", self.size, f"an integer from 1 to {MAX_IMAGE_SIDE} (a larger "
+                           "side is a typo: 5000 makes 25M inputs per image)", "224")
+            object.__setattr__(self, "size", size)
         if self.channels is not None:
             channels = _int_option("channels", self.channels, 1)
             if channels not in (1, 3):

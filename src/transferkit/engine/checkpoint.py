@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import io
 import pickle
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,15 @@ def save_torch(obj: Any, path: Path) -> None:
     atomic_write(path, lambda f: f.write(data))
 
 
+def _torch_archive(path: Path) -> bool:
+    """A zip that torch.save wrote: it holds ``<name>/data.pkl``."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("data.pkl") for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return True  # damaged: torch.load's own error (truncated) says more
+
+
 def load_torch(path: Path) -> dict[str, Any]:
     """A checkpoint or model file as a dict, read with ``weights_only=True`` (never runs code)."""
     path = Path(path)
@@ -54,8 +65,15 @@ def load_torch(path: Path) -> dict[str, Any]:
             f"{path} is not a PyTorch model or checkpoint file (it starts with {head!r}); "
             "give the model.pt or checkpoint.pt of a transferkit run"
         )
+    if head.startswith(b"PK") and not _torch_archive(path):
+        raise CheckpointError(
+            f"{path} is a zip archive but not a PyTorch file (no data.pkl inside); give the "
+            "model.pt or checkpoint.pt of a transferkit run"
+        )
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's advice on odd pickles: the line below says it
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise CheckpointError(
             f"refused to load {path}: it holds Python objects other than tensors and plain "
