@@ -130,3 +130,19 @@ def test_export_refuses_data_of_another_class_count(run: Path, tmp_path: Path) -
     np.savez(two, x=rng.integers(0, 256, (40, 8, 8), dtype=np.uint8), y=np.arange(40) % 2)
     with pytest.raises(ConfigError, match="outputs 10 classes but the data has 2"):
         tk.export(run, "onnx", data=str(two), rows=10, out=tmp_path / "x.onnx")
+
+
+def test_export_of_a_run_on_a_relative_data_path_from_elsewhere(tmp_path: Path,
+                                                                monkeypatch) -> None:
+    import numpy as np
+
+    (tmp_path / "here" / "data").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "here" / "data" / "f.npz", x=rng.random((60, 8), dtype=np.float32),
+             y=np.arange(60) % 3)
+    monkeypatch.chdir(tmp_path / "here")
+    tk.train("mlp", "data/f.npz", model_options={"widths": [8]}, out=tmp_path / "run", **FAST)
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    with pytest.raises(tk.TransferkitError, match=r"data/f.npz.*give --data"):
+        tk.export(tmp_path / "run", "onnx", rows=5)

@@ -79,6 +79,7 @@ from transferkit.engine.selection import (
 from transferkit.errors import (
     CheckpointError,
     ConfigError,
+    DataError,
     DivergenceError,
     RunDirError,
     TransferkitError,
@@ -1251,7 +1252,15 @@ def export(
         if not isinstance(record, dict) or not isinstance(record.get("data"), str):
             raise ConfigError(f"{model_file.parent} does not record its data; give --data")
         data, data_options = record["data"], data_options or record.get("data_options")
-    data = resolve_data(data, data_dir, data_options)
+        try:
+            data = resolve_data(data, data_dir, data_options)
+        except TransferkitError as exc:  # e.g. a relative path, recorded from another folder
+            kind = type(exc) if type(exc) in (DataError, ConfigError) else ConfigError
+            raise kind(f"{exc} (the data the run recorded, {record['data']!r}, as it was "
+                            "given when it trained; give --data to check on other data)"
+                            ) from None
+    else:
+        data = resolve_data(data, data_dir, data_options)
     split = data.target.test if isinstance(data, DomainPair) else data.test
     splits, _ = fit_splits(model, data, {"test": split}, f"model {model_file}")
     _check_classes(model, splits["test"].x[:2], data.num_classes, "model")
