@@ -417,3 +417,12 @@ def test_a_missing_teacher_path_is_not_called_an_unknown_model(cli: CliRunner,
     code, _, err = cli("distill", "--data", "digits", "--teacher", f"{tmp_path}/nothere/",
                        *CLI_FAST, "--out", tmp_path / "run")
     assert code == 2 and "not found" in err and "unknown model" not in err, err
+
+
+def test_teacher_training_flags_with_a_saved_teacher_are_refused(cli: CliRunner,
+                                                                 cli_run: Path,
+                                                                 tmp_path: Path) -> None:
+    for flags in (["--teacher-epochs", "5"], ["--teacher-opt", "widths=[99]"]):
+        code, _, err = cli("distill", "--data", "digits", "--teacher", cli_run, *flags,
+                           *CLI_FAST, "--out", tmp_path / "run")
+        assert code == 2 and f"{flags[0]} shape a teacher trained by this run" in err, err

@@ -481,3 +481,27 @@ def test_adapt_refuses_a_saved_model_of_another_shape(unit_model: Path,
         "model expects inputs 1x8x8 in [0, 1] but data 'big' gives 1x16x16 in [-1, 1] "
         "(mean 0.5, std 0.5); use data of its input shape 1x8x8"
     )
+
+
+@pytest.mark.parametrize("shape", [(1, 4, 4), (64,)])
+def test_a_model_of_unknown_convention_keeps_its_input_shape(cli: CliRunner, tmp_path: Path,
+                                                             shape: tuple) -> None:
+    """A float .npz records no input convention; the model's input shape is still checked:
+    1x4x4 was a torch shape error, 64 flat features silently ran on 8x8 images."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "f.npz"
+    np.savez(data, x=rng.random((60, *shape), dtype=np.float32), y=np.arange(60) % 10)
+    run = tmp_path / "run"
+    code, _, err = cli("train", "--data", data, "--model-opt", "widths=[8]", "--epochs", "1",
+                       *CLI_FAST, "--out", run)
+    assert code == 0, err
+    trained = "x".join(map(str, shape))
+    code, _, err = cli("evaluate", run, "--data", "digits")
+    assert code == 2 and f"trained on inputs {trained} but data 'digits' gives 1x8x8" in err, err
+    code, _, err = cli("distill", "--data", "digits", "--teacher", run, "--model-opt",
+                       "widths=[8]", "--epochs", "1", *CLI_FAST, "--out", tmp_path / "student")
+    assert code == 2 and "teacher was trained on inputs" in err, err
+    code, _, err = cli("evaluate", run, "--data", data)  # its own data still works
+    assert code == 0, err

@@ -40,6 +40,7 @@ from transferkit.data import (
 )
 from transferkit.data.inputs import (
     INPUTS_ATTR,
+    SHAPE_ATTR,
     InputConverted,
     InputSpec,
     fit_data,
@@ -420,6 +421,8 @@ def _load_record(
     if inputs is not None and inputs.shape is None and "input_shape" in saved:
         inputs = InputSpec(inputs.mean, inputs.std, tuple(saved["input_shape"]))
     setattr(model, INPUTS_ATTR, inputs)
+    shape = saved.get("input_shape")
+    setattr(model, SHAPE_ATTR, None if shape is None else tuple(shape))
     return model, {k: v for k, v in saved.items() if k != "state_dict"}
 
 

@@ -297,6 +297,15 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         else:
             raw["teacher"] = {"name": args.teacher,
                               "options": parse_options(args.teacher_opt, "--teacher-opt")}
+    if raw.get("teacher_checkpoint") is not None:  # a saved teacher is used as it was trained
+        ignored = [flag for flag, value in (("--teacher-opt", getattr(args, "teacher_opt", None)),
+                                            ("--teacher-epochs",
+                                             getattr(args, "teacher_epochs", None)))
+                   if value]
+        if ignored:
+            raise ConfigError(f"{' and '.join(ignored)} shape a teacher trained by this run, and "
+                              "--teacher names a saved one; remove them, or give a model name "
+                              "to --teacher")
     if getattr(args, "teacher_input", None) is not None:
         raw["teacher_input"] = args.teacher_input
     if raw.get("teacher_input") is not None:  # one spelling in config.yaml, checked now

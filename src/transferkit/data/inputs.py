@@ -22,6 +22,9 @@ from transferkit.errors import ConfigError, DataError
 
 # The attribute ``load_model`` sets on the modules it returns (an InputSpec or None).
 INPUTS_ATTR = "transferkit_inputs"
+# The input shape a loaded model was trained on, set even when its convention is unknown
+# (a float .npz records none): a model is never fed inputs of another shape.
+SHAPE_ATTR = "transferkit_input_shape"
 
 
 def _num(value: float) -> str:
@@ -146,6 +149,7 @@ def fit_teacher(
     teacher: nn.Module, data: InputSpec | None, shape: tuple[int, ...], data_name: str
 ) -> tuple[nn.Module, str]:
     """The teacher fed batches in the data's convention, and one line for the run record."""
+    check_trained_shape(teacher, shape, data_name, "teacher")
     spec = model_inputs(teacher)
     if needs_conversion(spec, data, shape, data_name, "teacher"):
         assert spec is not None and data is not None
@@ -157,8 +161,21 @@ def fit_teacher(
     return teacher, f"same as the data: {spec.scale()}"
 
 
+def check_trained_shape(model: nn.Module, data_shape: tuple[int, ...], data_name: str,
+                        who: str) -> None:
+    """Refuse data of another shape than a loaded model was trained on, when the model records
+    no input convention (with one, :func:`needs_conversion` checks the shape)."""
+    shape = getattr(model, SHAPE_ATTR, None)
+    if model_inputs(model) is None and shape is not None and tuple(data_shape) != tuple(shape):
+        raise ConfigError(
+            f"{who} was trained on inputs {_shape(tuple(shape))} but data {data_name!r} gives "
+            f"{_shape(tuple(data_shape))}; use data of its input shape {_shape(tuple(shape))}"
+        )
+
+
 def fit_data(model: nn.Module, data: Any, who: str) -> tuple[Any, str | None]:
     """``data`` (a Dataset or DomainPair) in the model's convention, with a note if converted."""
+    check_trained_shape(model, data.input_shape, data.name, who)
     spec = model_inputs(model)
     if not needs_conversion(spec, data.inputs, data.input_shape, data.name, who):
         return data, None
@@ -171,6 +188,7 @@ def fit_splits(
 ) -> tuple[dict[str, Any], str | None]:
     """Like :func:`fit_data` for some of ``data``'s splits only (evaluation needs no copy of
     the training splits)."""
+    check_trained_shape(model, data.input_shape, data.name, who)
     spec = model_inputs(model)
     if not needs_conversion(spec, data.inputs, data.input_shape, data.name, who):
         return splits, None
