@@ -72,6 +72,10 @@ def test_unknown_dataset(cli: CliRunner, run_copy: Path) -> None:
     assert "unknown domain pair 'nope->digits'" in line and "digits->digits_shifted" in line
     line = fails(cli, "evaluate", run_copy, "--data", "nope")
     assert "unknown dataset 'nope'" in line
+    # a path (it has a separator) is looked for as a path, whichever side it is on
+    for data in ("img/nothere", "mnist->img/nothere"):
+        line = fails(cli, "adapt", "--data", data, "--out", run_copy / "new")
+        assert "data file img/nothere does not exist" in line and "unknown" not in line
 
 
 def test_unknown_model(cli: CliRunner, run_copy: Path) -> None:
@@ -279,6 +283,9 @@ def test_a_model_file_that_is_not_one(cli: CliRunner, tmp_path: Path, content, e
         (["--schedule", "weird"], "train.optim.schedule"),
         (["--momentum", "1.5"], "train.optim.momentum"),
         (["--opt", "notakeyvalue"], "--opt 'notakeyvalue': write key=value"),
+        (["--opt", "temperature="], "--opt 'temperature=': temperature has no value"),
+        (["--model-opt", "widths= "], "widths has no value; write widths=VALUE"),
+        (["--normalize", " , "], "--normalize has no steps"),
         (["--opt", "nope=1"], "method 'supervised'"),
         (["--model-opt", "widths=abc"], "widths must be a list of positive ints"),
         (["--model-opt", "depth=3"], "model 'mlp' has no option 'depth'"),
@@ -344,6 +351,17 @@ def test_nan_from_a_huge_learning_rate(cli: CliRunner, tmp_path: Path) -> None:
     assert "loss became non-finite at epoch 1, step " in line
     assert "no checkpoint was written yet" in line and "lower the learning rate" in line
     assert not (out / "checkpoint.pt").exists()
+    assert "method options" not in line  # none were set: the lr is the suspect
+
+
+def test_nan_from_a_huge_loss_weight_names_the_weight(cli: CliRunner, tmp_path: Path) -> None:
+    """The message used to blame the learning rate alone for a trade_off of 1e30."""
+    line = fails(cli, "adapt", "--method", "dann", "--data", "digits->digits_shifted",
+                 "--model-opt", "widths=[16]", "--opt", "trade_off=1e30", "--opt", "gamma=10",
+                 "--epochs", "2", "--device", "cpu", "--no-progress", "--out", tmp_path / "r")
+    assert "loss became non-finite" in line
+    assert "the method options include trade_off=1e+30: a large loss weight" in line
+    assert "gamma" not in line  # a usual value is not a suspect
 
 
 def test_nan_later_keeps_the_last_good_checkpoint(

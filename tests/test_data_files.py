@@ -95,7 +95,10 @@ def test_is_data_path(tmp_path: Path) -> None:
     assert is_data_path("a.NPZ") and is_data_path(str(tmp_path / "t.csv"))
     assert is_data_path(str(tmp_path))
     assert not is_data_path("mnist") and not is_data_path("mnist->usps")
-    assert not is_data_path(str(tmp_path / "no_such_folder"))
+    # A name with a separator is a path even when missing: "does not exist", not "unknown
+    # dataset"; a bare name that is no folder stays a dataset name.
+    assert is_data_path(str(tmp_path / "no_such_folder")) and is_data_path("img/train")
+    assert not is_data_path("no_such_folder")
 
 
 def test_option_that_does_not_apply_is_refused(tmp_path: Path) -> None:

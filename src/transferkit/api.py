@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
+from inspect import signature as inspect_signature
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,7 @@ from transferkit.errors import (
     ConfigError,
     DataError,
     DivergenceError,
+    NonFiniteLossError,
     RunDirError,
     TransferkitError,
 )
@@ -525,6 +527,11 @@ def _run(plan: RunPlan, out: str | Path | None, resume: bool) -> RunResult:
         _write_config(run_dir, config)  # only now: a refused resume leaves the old record
         try:
             history = trainer.fit()
+        except (NonFiniteLossError, DivergenceError) as exc:
+            hint = _large_options_hint(record.get("method_options"), methods)
+            if not hint:
+                raise
+            raise type(exc)(f"{exc}; {hint}") from None
         finally:
             trainer.close()
         final = history[-1].get("eval", {}) if history else {}
@@ -577,6 +584,32 @@ def _run(plan: RunPlan, out: str | Path | None, resume: bool) -> RunResult:
     finally:
         if lock is not None:
             lock.release()
+
+
+LARGE_OPTION = 100.0  # a loss weight this large is a likely cause when a run blows up
+
+
+def _float_options(methods: list[Method]) -> set[str]:
+    """Names of the methods' real-valued options (weights, temperatures; not counts)."""
+    names: set[str] = set()
+    for method in methods:
+        for name, param in inspect_signature(type(method).__init__).parameters.items():
+            if "float" in str(param.annotation):
+                names.add(name)
+    return names
+
+
+def _large_options_hint(options: dict[str, Any] | None, methods: list[Method]) -> str:
+    """For a run that diverged: the real-valued method options set to large numbers (a loss
+    weight of 1e30 diverges as a learning rate of 1e30 does; the message only named the lr)."""
+    real = _float_options(methods)
+    large = [f"{k}={v:g}" for k, v in (options or {}).items()
+             if k in real and isinstance(v, int | float) and not isinstance(v, bool)
+             and not abs(v) < LARGE_OPTION]
+    if not large:
+        return ""
+    return (f"the method options include {', '.join(large)}: a large loss weight diverges "
+            "as a large learning rate does; lower it (see transferkit list METHOD)")
 
 
 def _selection_note(select: str, selected: dict[str, Any] | None) -> str:

@@ -72,6 +72,11 @@ def parse_options(pairs: list[str] | None, flag: str) -> dict[str, Any]:
             raise ConfigError(
                 f"{flag} {short_repr(pair)}: write key=value, e.g. {flag} temperature=4"
             )
+        if not value.strip():  # `key=` is a forgotten value, not a request for the default
+            raise ConfigError(
+                f"{flag} {short_repr(pair)}: {key} has no value; write {key}=VALUE, or drop "
+                f"the flag to keep the default"
+            )
         options[key] = parse_yaml(value, f"{flag} {key}")
     return options
 
@@ -98,8 +103,12 @@ def _add_data_file_flags(p: argparse.ArgumentParser) -> None:
 def data_options(args: argparse.Namespace, base: dict[str, Any] | None = None) -> dict[str, Any]:
     """``--data-opt`` pairs and ``--normalize`` over the recorded or YAML ones."""
     options = {**(base or {}), **parse_options(getattr(args, "data_opt", None), "--data-opt")}
-    if getattr(args, "normalize", None):
-        options["normalize"] = args.normalize
+    normalize = getattr(args, "normalize", None)
+    if normalize is not None:
+        if not normalize.strip(" ,"):
+            raise ConfigError("--normalize has no steps; write e.g. --normalize zscore (or "
+                              "log,zscore), or drop the flag to read the features as they are")
+        options["normalize"] = normalize
     return options
 
 

@@ -51,6 +51,7 @@ import csv
 import io
 import math
 import numbers
+import os
 import zipfile
 import zlib
 from collections.abc import Callable, Mapping, Sequence
@@ -248,14 +249,17 @@ def parse_file_options(options: Mapping[str, Any] | None) -> FileOptions:
 
 
 def is_data_path(spec: str) -> bool:
-    """True for an existing folder or any name ending in .npz, .mat or .csv (existing or not,
-    so that a missing file gets a clear error). A folder that has the name of a registered
-    dataset (e.g. ``mnist`` in the working directory) is not taken for data: write ``./mnist``.
+    """True for an existing folder, any name ending in .npz, .mat or .csv, or any name with a
+    path separator (existing or not, so that a missing file or folder gets a clear error, not
+    "unknown dataset"). A folder that has the name of a registered dataset (e.g. ``mnist`` in
+    the working directory) is not taken for data: write ``./mnist``.
     """
     text = str(spec)
     if text.lower().endswith(FEATURE_SUFFIXES):
         return True
-    return text not in DATASETS and Path(text).is_dir()
+    if text in DATASETS:
+        return False
+    return "/" in text or os.sep in text or Path(text).is_dir()
 
 
 def _check_applicable(options: FileOptions, kinds: set[str], what: str) -> None:
