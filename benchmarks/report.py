@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 from _rows import read_rows
@@ -217,19 +218,20 @@ PUBLISHED_CIFAR100 = {"student alone": 72.50, "kd": 73.33, "fitnet": 73.50, "crd
                       "dist": 76.31, "dkd": 76.32, "kd+ls": 76.62}
 
 
-def _published_adapt() -> dict[str, dict[str, float]]:
-    """The published digits numbers, as adapt_table.py records them (one copy)."""
+def _adapt_table_lists() -> tuple[dict[str, dict[str, float]], list[str]]:
+    """The published digits numbers and the grid's method order, as adapt_table.py records
+    them (one copy)."""
     import sys
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
-        from adapt_table import PUBLISHED
+        from adapt_table import METHODS, PUBLISHED, SOURCE_FREE
     except ImportError:  # transferkit not installed: the page renders without them
-        return {}
-    return PUBLISHED
+        return {}, []
+    return PUBLISHED, [*METHODS, *SOURCE_FREE]
 
 
-PUBLISHED_ADAPT = _published_adapt()
+PUBLISHED_ADAPT, ADAPT_ORDER = _adapt_table_lists()
 
 
 def jsonl(name: str) -> list[dict]:
@@ -510,7 +512,7 @@ def section_adapt_table() -> list[str]:
         free = sorted({r["steps"] for r in runs if r["method"] in SOURCE_FREE_ROWS})
         published = PUBLISHED_ADAPT.get(pair, {})
         table_rows = []
-        for method in dict.fromkeys(r["method"] for r in runs):
+        for method in _in_grid_order(r["method"] for r in runs):
             mine = [r for r in runs if r["method"] == method]
             picked = [r["choices"][chosen]["target_test"] for r in mine
                       if chosen in r["choices"]]
@@ -535,6 +537,14 @@ def section_adapt_table() -> list[str]:
                       "published %"], table_rows)
         out += [""]
     return [*out, *_concentration_note(rows), *_below_source_only(rows)]
+
+
+def _in_grid_order(methods: Iterable[str]) -> list[str]:
+    """The methods in adapt_table.py's order (the same on every pair, whichever row finished
+    first), then any it does not list, as they came."""
+    found = list(dict.fromkeys(methods))
+    rank = {name: i for i, name in enumerate(ADAPT_ORDER)}
+    return sorted(found, key=lambda m: (rank.get(m, len(rank)), found.index(m)))
 
 
 def _concentrated(row: dict) -> bool:
@@ -919,7 +929,7 @@ def section_feature_table() -> list[str]:
                  else list(dict.fromkeys(r["pair"] for r in runs)))
         baseline = [r for r in runs if r["method"] == "source-only"]
         table_rows, per_pair = [], []
-        for method in dict.fromkeys(r["method"] for r in runs):
+        for method in _in_grid_order(r["method"] for r in runs):
             mine = [r for r in runs if r["method"] == method]
             last = _pair_means(mine, pairs, lambda r: r["target_test_last"])
             picked = [_pair_means(mine, pairs, lambda r, v=v: r["choices"].get(v, {})

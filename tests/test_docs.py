@@ -132,6 +132,23 @@ def test_a_run_predicting_mostly_one_class_is_marked(monkeypatch) -> None:
     assert "at most 11.0%" in note and "rows record it" not in note, note
 
 
+def test_digits_tables_list_methods_in_one_order_on_every_pair(monkeypatch) -> None:
+    """Rows finish in any order (a resumed grid, two jobs); the tables follow the grid's list,
+    and a method the grid does not list comes last."""
+    report = load_report()
+    choices = {"im": {"target_test": 0.5}, "oracle": {"target_test": 0.6}}
+    finished = {"a->b": ["shot", "mcd", "mystery", "source-only", "dann"],
+                "c->d": ["dann", "source-only", "mcd", "shot"]}
+    rows = [{"pair": pair, "method": m, "seed": 0, "steps": 10, "choices": choices,
+             "target_test_last": 0.5} for pair, methods in finished.items() for m in methods]
+    monkeypatch.setattr(report, "adapt_rows", lambda: rows)
+    lines = report.section_adapt_table()
+    tables = "\n".join(lines).split("### ")[1:]
+    order = [[m for m in re.findall(r"^\| `([^`]+)`", t, re.M)] for t in tables]
+    assert order[0] == ["source-only", "dann", "mcd", "shot", "mystery"], order
+    assert order[1] == ["source-only", "dann", "mcd", "shot"], order
+
+
 def test_the_digits_section_names_runs_below_their_own_seeds_source_only(monkeypatch) -> None:
     report = load_report()
 
