@@ -111,6 +111,28 @@ def test_lenet_bottleneck() -> None:
             build_model("lenet", (1, 28, 28), 10, bottleneck=bad)
 
 
+def test_lenet_bottleneck_dropout() -> None:
+    """TLlib's AFN classifier: Dropout(p) after the bottleneck's ReLU, only in training."""
+    model = build_model("lenet", (1, 28, 28), 10, bottleneck=64, bottleneck_dropout=0.5)
+    assert isinstance(model.features[-1], nn.Dropout) and model.features[-1].p == 0.5
+    assert isinstance(model.features[-2], nn.ReLU) and model.feature_dim == 64
+    plain = build_model("lenet", (1, 28, 28), 10, bottleneck=64)
+    assert count_parameters(model) == count_parameters(plain)  # dropout adds no weights
+    x = torch.rand(8, 1, 28, 28)
+    torch.manual_seed(0)
+    model.train()
+    features = model.features(x)
+    dropped = (features == 0).float().mean().item()
+    model.eval()
+    kept = (model.features(x) == 0).float().mean().item()
+    assert dropped > kept  # training zeroes about half of the units on top of the ReLU's
+    with pytest.raises(ConfigError, match="set bottleneck too"):
+        build_model("lenet", (1, 28, 28), 10, bottleneck_dropout=0.5)
+    for bad in (1.0, -0.1, "x"):
+        with pytest.raises(ConfigError, match="bottleneck_dropout"):
+            build_model("lenet", (1, 28, 28), 10, bottleneck=64, bottleneck_dropout=bad)
+
+
 def test_lenet_multi_layer_head() -> None:
     """``head_hidden``: fc -> BN -> ReLU per width, then fc(classes); features stay the head's
     input, so every feature method reads the same 256-d vector."""

@@ -109,6 +109,8 @@ def lenet(input_shape: tuple[int, ...], num_classes: int, **options: Any) -> nn.
     Flatten size: 50*4*4 = 800 for 28x28, 50*5*5 = 1250 for 32x32. Options: ``dropout``
     (0.5); ``bottleneck`` (0 = none): append fc(500, b) -> BatchNorm1d -> ReLU to the features,
     the bottleneck that Transfer-Learning-Library's digits benchmarks put before the head;
+    ``bottleneck_dropout`` (0.0): Dropout after that bottleneck (TLlib's AFN classifier uses
+    0.5 there; a feature-norm method without it can grow a few units' norms alone);
     ``head_hidden`` ([] = a linear head): the head becomes fc -> BatchNorm1d -> ReLU per width,
     then fc(classes), the multi-layer classifiers of MCD (Saito et al. 2018: 100-100-10 on
     digits), whose second classifier copies the head.
@@ -116,11 +118,16 @@ def lenet(input_shape: tuple[int, ...], num_classes: int, **options: Any) -> nn.
     shape = image_shape("lenet", input_shape)
     classes = check_num_classes(num_classes)
     opts = resolve_options("lenet", options, {"dropout": 0.5, "bottleneck": 0,
-                                               "head_hidden": []})
+                                               "bottleneck_dropout": 0.0, "head_hidden": []})
     dropout = check_probability("lenet", "dropout", opts["dropout"])
     bottleneck = opts["bottleneck"]
     if bottleneck != 0:
         bottleneck = check_positive_int("lenet", "bottleneck", bottleneck)
+    bottleneck_dropout = check_probability("lenet", "bottleneck_dropout",
+                                           opts["bottleneck_dropout"])
+    if bottleneck_dropout and not bottleneck:
+        raise ConfigError("lenet: bottleneck_dropout applies to the bottleneck; set "
+                          "bottleneck too (e.g. bottleneck=256), or drop bottleneck_dropout")
     hidden = check_widths("lenet", "head_hidden", opts["head_hidden"])
     _check_min_size(
         "lenet", shape, _LENET_OPS, "use 'small-cnn' or 'mlp' for small images such as 8x8 digits"
@@ -139,6 +146,8 @@ def lenet(input_shape: tuple[int, ...], num_classes: int, **options: Any) -> nn.
     layers = [*body, nn.Linear(flat, 500), nn.ReLU(), nn.Dropout(dropout)]
     if bottleneck:
         layers += [nn.Linear(500, bottleneck), nn.BatchNorm1d(bottleneck), nn.ReLU()]
+        if bottleneck_dropout:
+            layers.append(nn.Dropout(bottleneck_dropout))
     head: list[nn.Module] = []
     width = bottleneck or 500
     for h in hidden:
