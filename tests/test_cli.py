@@ -367,6 +367,18 @@ def test_adapt_refuses_a_teacher_no_method_reads(cli: CliRunner, tmp_path: Path)
                  epochs=1, steps_per_epoch=1, progress=False, device="cpu")
 
 
+def test_distill_refuses_methods_that_read_no_teacher(cli: CliRunner, tmp_path: Path) -> None:
+    """distill with adaptation methods alone used to load the teacher and ignore it."""
+    out = tmp_path / "run"
+    code, _, err = cli("distill", "--data", "digits->digits_shifted", "--method", "dann",
+                       "--teacher", "mlp", "--epochs", "1", *CLI_FAST, "--out", out)
+    assert code == 2 and "distill: no method in dann reads a teacher" in err, err
+    assert "dann+kd" in err and not (out / "teacher").exists()  # no teacher trained for it
+    with pytest.raises(tk.TransferkitError, match="no method in supervised reads a teacher"):
+        tk.distill(mlp((1, 8, 8), 10), "mlp", "digits", method="supervised", epochs=1,
+                   progress=False, device="cpu")
+
+
 def test_an_unfinished_run_or_its_checkpoint_says_what_to_do(cli: CliRunner,
                                                              tmp_path: Path) -> None:
     run = tmp_path / "run"

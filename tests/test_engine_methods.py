@@ -203,11 +203,22 @@ def test_method_lists_parse_route_options_and_check_needs() -> None:
         route_options(["kd", "fitnet"], {"beta": 1})
     with pytest.raises(ConfigError, match="method 'fitnet' has no option 'p'"):
         route_options(["kd", "fitnet"], {"fitnet.p": 1})
+    # from Python any keyword that is not a setting lands here: a misspelt setting is named
+    for key, guess in (("epoch", "'epochs'"), ("learning_rate", "'lr'"), ("wd", "'weight_decay'"),
+                       ("momentom", "'momentum'")):
+        with pytest.raises(ConfigError, match=f"did you mean the training setting {guess}"):
+            route_options(["dann"], {key: 1})
+        with pytest.raises(ConfigError, match=f"did you mean the training setting {guess}"):
+            route_options(["dann", "kd"], {key: 1})
+    with pytest.raises(ConfigError) as info:  # a near miss of an option is no setting
+        route_options(["dann"], {"trade_of": 1})
+    assert "training setting" not in str(info.value)
     methods = build_methods("dann+kd", nn.Linear(2, 2))
     with pytest.raises(ConfigError, match="adapt: method 'kd' needs teacher"):
         check_needs(methods, {"labels", "target"}, "adapt")
-    with pytest.raises(ConfigError, match="train: method 'dann' needs target, which"):
+    with pytest.raises(ConfigError, match="train: method 'dann' needs target, which") as info:
         check_needs(methods, {"teacher", "labels"}, "train")
+    assert "use adapt on a domain pair" in str(info.value)  # train cannot: the verb that can
 
 
 def test_every_method_is_listed_with_its_paper(cli: CliRunner) -> None:

@@ -107,6 +107,22 @@ def test_oracle_only_when_asked_and_then_said(tmp_path: Path) -> None:
     assert "selected" not in default.summary
 
 
+def test_a_validator_that_scores_no_epoch_is_said_not_passed_off_as_last() -> None:
+    """SND needs two target rows: on one it scores nothing, and the summary used to read
+    as if no selection had been asked for."""
+    from transferkit.data import DomainPair, Split
+
+    pair = load_pair("digits->digits_shifted")
+    one = Split(pair.target.train.x[:1], pair.target.train.y[:1])
+    target = type(pair.target)("one_row", one, pair.target.test, pair.num_classes)
+    tiny = DomainPair("digits->one_row", pair.source, target)
+    result = tk.adapt("mlp", tiny, method="dann", model_options=TINY, select="snd",
+                      **{**RUN, "epochs": 2})
+    note = result.summary["selection"]
+    assert note.startswith("last epoch: select=snd gave no finite score at any epoch"), note
+    assert "selected" not in result.summary and "snd" not in result.summary["choices"]
+
+
 def test_select_refused_where_no_target_scores_exist(digits) -> None:
     with pytest.raises(ConfigError, match="only adapt"):
         tk.train("mlp", digits, model_options=TINY, select="im", **RUN)

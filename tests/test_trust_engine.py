@@ -319,6 +319,30 @@ def test_distill_gives_back_every_submodule_mode(digits: Dataset, trained_run: P
     assert not any(m.training for m in teacher.modules())
 
 
+def test_a_refused_or_failed_run_gives_the_teacher_back(digits: Dataset,
+                                                        tmp_path: Path) -> None:
+    """Building the method freezes the teacher at once; a run refused before it trains (a
+    student of another class count, an --out that is a file, a student that is the teacher)
+    used to leave the user's module frozen for good."""
+    teacher = mlp(digits.input_shape, 10, widths=[16])
+    teacher.train()
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    attempts = [
+        (lambda: tk.distill(teacher, mlp(digits.input_shape, 3, widths=[8]), digits, **FAST),
+         "outputs 3 classes"),
+        (lambda: tk.distill(teacher, "mlp", digits, out=a_file, **FAST), "is a file"),
+        (lambda: tk.adapt("mlp", "digits->digits_shifted", method="dann+kd", teacher=teacher,
+                          out=a_file, **FAST), "is a file"),
+        (lambda: tk.distill(teacher, teacher, digits, **FAST), "shares its weights"),
+    ]
+    for attempt, words in attempts:
+        with pytest.raises(tk.TransferkitError, match=words):
+            attempt()
+        assert teacher.training, words
+        assert all(p.requires_grad for p in teacher.parameters()), words
+
+
 # ---------------------------------------------------------------- 8. world size
 
 

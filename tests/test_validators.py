@@ -353,3 +353,120 @@ def test_module_imports_only_torch_numpy_and_errors():
     stdlib = {"__future__", "math", "collections", "dataclasses"}
     third_party = {r for r in roots if r.split(".")[0] not in stdlib}
     assert third_party == {"numpy", "torch", "torch.nn.functional", "transferkit.errors"}
+
+
+# ---------------------------------------------------------------- hostile inputs: one-line errors
+
+SCORE_FUNCTIONS = [V.entropy_score, V.im_score, V.snd_score]
+
+
+@pytest.mark.parametrize("fn", SCORE_FUNCTIONS, ids=lambda f: f.__name__)
+@pytest.mark.parametrize("bad", ["abc", None, [[0.0, 1.0]], 3.0], ids=repr)
+def test_score_functions_refuse_non_arrays(fn, bad):
+    with pytest.raises(ConfigError, match=r"target_logits must be a torch\.Tensor or numpy array"):
+        fn(bad)
+
+
+def test_other_entry_points_refuse_non_arrays():
+    z, y = torch.zeros(4, 3), torch.zeros(4, dtype=torch.long)
+    xs, xt = torch.zeros(4, 2), torch.zeros(4, 2)
+    with pytest.raises(ConfigError, match=r"labels must be a torch\.Tensor.*got str"):
+        V.accuracy(z, "abc")
+    with pytest.raises(ConfigError, match=r"source_logits must be a torch\.Tensor.*got NoneType"):
+        V.source_accuracy_score(None, y)
+    with pytest.raises(ConfigError, match=r"logits must be a torch\.Tensor.*got list"):
+        V.oracle_accuracy([[1.0, 0.0]], y)
+    with pytest.raises(ConfigError, match=r"target_features must be a torch\.Tensor.*NoneType"):
+        V.dev_weights(xs, None)
+    with pytest.raises(ConfigError, match=r"source_features must be a torch\.Tensor.*NoneType"):
+        V.dev_score(z, y, None, xt)
+    with pytest.raises(ConfigError, match=r"losses must be a torch\.Tensor.*got str"):
+        V.dev_risk("abc", torch.ones(3))
+
+
+@pytest.mark.parametrize("bad", [["im"], None, 3], ids=repr)
+def test_score_and_choose_epoch_refuse_a_name_that_is_not_a_string(bad):
+    with pytest.raises(ConfigError, match=r"validator name must be a string, one of dev, entropy"):
+        V.score(bad, ValidationData())
+    with pytest.raises(ConfigError, match="validator name must be a string"):
+        V.choose_epoch([{"im": 1.0}], bad)
+
+
+@pytest.mark.parametrize("dtype", [object, str, bytes, "datetime64[s]"], ids=str)
+def test_validation_data_refuses_non_numeric_dtypes(dtype):
+    a = np.zeros((3, 2)).astype(dtype)
+    with pytest.raises(ConfigError, match=r"ValidationData\.target_logits must hold numbers"):
+        ValidationData(target_logits=a)
+    with pytest.raises(ConfigError, match=r"source_labels must hold numbers.*astype\(np\.int64\)"):
+        ValidationData(source_labels=a[:, 0])
+    with pytest.raises(ConfigError, match=r"target_logits must hold numbers"):
+        V.entropy_score(a)
+
+
+def test_numpy_byte_order_is_accepted_unchanged(rng):
+    z = rng.normal(size=(10, 3))
+    swapped = z.astype(">f8")  # big-endian: torch.from_numpy alone refuses it
+    assert V.entropy_score(swapped) == V.entropy_score(t(z))
+    assert V.score("im", ValidationData(target_logits=swapped)) == V.im_score(t(z))
+
+
+@pytest.mark.parametrize(
+    ("history", "what"),
+    [
+        ({"im": [0.1, 0.2]}, r"history must be a list .* got dict"),
+        (None, r"history must be a list .* got NoneType"),
+        ("im", r"history must be a list .* got str"),
+        (iter([{"im": 1.0}]), r"history must be a list .* got list_iterator"),
+        ([0.1, 0.2], r"history\[0\] must be a dict of validator name to score.*got float"),
+        ([{"im": 0.1}, None], r"history\[1\] must be a dict .*got NoneType"),
+    ],
+)
+def test_choose_epoch_refuses_malformed_history(history, what):
+    with pytest.raises(ConfigError, match=what):
+        V.choose_epoch(history, "im")
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "8", None], ids=repr)
+def test_snd_refuses_chunk_rows_that_is_not_a_positive_integer(rng, bad):
+    with pytest.raises(ConfigError, match=r"snd's chunk_rows must be a positive integer"):
+        V.snd_score(t(rng.normal(size=(6, 3))), chunk_rows=bad)
+
+
+def test_snd_accepts_numpy_integer_chunk_rows(rng):
+    z = t(rng.normal(size=(9, 3)))
+    assert V.snd_score(z, chunk_rows=np.int64(4)) == pytest.approx(V.snd_score(z), rel=1e-12)
+
+
+@pytest.mark.parametrize("bad", [math.inf, math.nan, 0.0, -0.05, -math.inf, "0.05", None], ids=repr)
+def test_snd_refuses_tau_that_is_not_finite_and_positive(rng, bad):
+    with pytest.raises(ConfigError, match=r"snd's temperature tau must be a finite number > 0"):
+        V.snd_score(t(rng.normal(size=(6, 3))), tau=bad)
+
+
+@pytest.mark.parametrize("bad", [math.inf, math.nan, 0.0, -0.1, "0.1", None], ids=repr)
+def test_dev_refuses_l2_that_is_not_finite_and_positive(rng, bad):
+    z, y = t(rng.normal(size=(8, 3))), t(rng.integers(0, 3, size=8))
+    xs, xt = t(rng.normal(size=(8, 2))), t(rng.normal(size=(8, 2)))
+    with pytest.raises(ConfigError, match=r"dev's l2 must be a finite number > 0"):
+        V.dev_score(z, y, xs, xt, l2=bad)
+    with pytest.raises(ConfigError, match=r"dev's l2 must be a finite number > 0"):
+        V.dev_weights(xs, xt, l2=bad)
+    # Checked before the data: a NaN model does not hide a bad option behind a nan score.
+    with pytest.raises(ConfigError, match=r"dev's l2"):
+        V.dev_score(z * math.nan, y, xs, xt, l2=bad)
+
+
+def test_dev_refuses_other_bad_options_and_allows_unclipped_weights(rng):
+    xs, xt = t(rng.normal(size=(8, 2))), t(rng.normal(size=(8, 2)))
+    for option, bad, what in [
+        ("max_iter", 0, "max_iter must be a positive integer"),
+        ("max_iter", 2.5, "max_iter must be a positive integer"),
+        ("max_weight", 0.5, "max_weight must be a number >= 1"),
+        ("max_weight", math.nan, "max_weight must be a number >= 1"),
+        ("seed", "0", "seed must be an integer"),
+        ("seed", 2**64, "seed must be an integer that fits in 64 bits"),
+    ]:
+        with pytest.raises(ConfigError, match=f"dev's {what}"):
+            V.dev_weights(xs, xt, **{option: bad})
+    assert torch.isfinite(V.dev_weights(xs, xt, max_weight=math.inf)).all()
+    assert torch.equal(V.dev_weights(xs, xt, seed=np.int64(3)), V.dev_weights(xs, xt, seed=3))

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from inspect import signature as inspect_signature
 from pathlib import Path
@@ -355,6 +357,9 @@ def save_model(model: nn.Module, path: Path, spec: dict[str, Any] | None, data) 
             "num_classes": data.num_classes,
             "inputs": None if data.inputs is None else data.inputs.to_dict(),
             "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
+            # a module given from Python cannot be rebuilt from a file: its class is named in
+            # the message that asks for it (load_model(path, MyNet()))
+            **({"module_class": type(model).__qualname__} if spec is None else {}),
         },
         path,
     )
@@ -402,11 +407,20 @@ def _load_record(
         raise TransferkitError(f"{path} is not a transferkit model.pt or checkpoint.pt")
     if model is None:
         spec = saved.get("spec")
-        if spec is None:
+        if spec is None and "objective" in state:
             raise ConfigError(
                 f"{path} is a training checkpoint, which does not name its architecture: use "
                 f"the run's {MODEL_FILE} (written when the run finishes; continue an unfinished "
                 "run with --resume), or from Python pass the network: load_model(path, model)")
+        if spec is None:
+            given = saved.get("module_class")
+            named = isinstance(given, str) and given.isidentifier()
+            net = f"{given}()" if named else "MyNet()"
+            raise ConfigError(
+                f"{path} holds the weights of a network given from Python"
+                f"{f' (class {given})' if named else ''}, which a file cannot rebuild: "
+                f"pass the network, load_model(path, {net}) or load_run(run, model={net}), "
+                "or evaluate/export the module that load_model returns")
         model, _ = resolve_model(
             spec["name"], tuple(saved["input_shape"]), saved["num_classes"], **spec["options"]
         )
@@ -474,21 +488,49 @@ def _check_model_record(path: Path, saved: dict[str, Any]) -> None:
         spec.setdefault("options", {})
 
 
-def load_run(run_dir: str | Path) -> RunResult:
-    """A finished run directory as a :class:`RunResult` (model, summary, per-epoch metrics)."""
+def _read_json_lines(path: Path, whole: bool = False) -> list[Any]:
+    """The JSON values of a file (one value, or one per line), refused in one line that names
+    the file and line (a metrics.jsonl cut by a kill: --resume rewrites it)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"cannot read {path}: {exc}") from None
+    lines = [text] if whole else text.splitlines()
+    values = []
+    for number, line in enumerate(lines, 1):
+        try:
+            values.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            where = "" if whole else f" line {number}"
+            raise CheckpointError(
+                f"{path}{where} is not valid JSON ({exc.msg}); the run was interrupted while "
+                "writing it? continue it with --resume, which rewrites it"
+            ) from None
+    return values
+
+
+def load_run(run_dir: str | Path, model: nn.Module | str | None = None,
+             **options: Any) -> RunResult:
+    """A finished run directory as a :class:`RunResult` (model, summary, per-epoch metrics).
+
+    ``model`` (and ``options``) as in :func:`load_model`: needed for a run trained from a
+    Python module, whose file cannot rebuild the network."""
     run_dir = Path(run_dir)
+    if run_dir.is_file():
+        raise ConfigError(f"{run_dir} is a file; load_run reads a run directory (the folder "
+                          f"holding {MODEL_FILE}); for the model alone use load_model")
     missing = [n for n in (MODEL_FILE, SUMMARY_FILE, METRICS) if not (run_dir / n).is_file()]
     if missing:
         raise CheckpointError(
             f"{run_dir} is not a finished run: {', '.join(missing)} missing "
             "(an interrupted run continues with --resume)"
         )
-    try:
-        summary = json.loads((run_dir / SUMMARY_FILE).read_text())
-        history = [json.loads(line) for line in (run_dir / METRICS).read_text().splitlines()]
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{run_dir}: cannot read the run record ({exc})") from None
-    return RunResult(load_model(run_dir), summary, history, run_dir)
+    summary = _read_json_lines(run_dir / SUMMARY_FILE, whole=True)[0]
+    history = _read_json_lines(run_dir / METRICS)
+    if not isinstance(summary, dict) or not all(isinstance(row, dict) for row in history):
+        raise CheckpointError(f"{run_dir}: {SUMMARY_FILE} or {METRICS} is not a transferkit "
+                              "run record (JSON objects); use a run that transferkit wrote")
+    return RunResult(load_model(run_dir, model, **options), summary, history, run_dir)
 
 
 # ---- the verbs -------------------------------------------------------------------------------
@@ -613,8 +655,12 @@ def _large_options_hint(options: dict[str, Any] | None, methods: list[Method]) -
 
 
 def _selection_note(select: str, selected: dict[str, Any] | None) -> str:
-    if select == "last" or selected is None:
+    if select == "last":
         return "last epoch (no early stopping; no target labels used to choose a model)"
+    if selected is None:  # asked for, but no epoch had a finite score: say so, not "last"
+        return (f"last epoch: select={select} gave no finite score at any epoch (see "
+                f"'validators' and metrics.jsonl; e.g. too few target rows), so it chose "
+                "nothing (no target labels used)")
     if select == "oracle":
         return (f"epoch {selected['epoch']}, the best target-test accuracy: chosen WITH target "
                 "labels (oracle), as asked for; not a label-free result")
@@ -718,6 +764,10 @@ def distill(
                            student_options=student_options, method_options=method_options,
                            teacher_input=teacher_input, **settings)
     names = method_names(method)
+    if not any(takes_teacher(n) for n in names):
+        raise ConfigError(f"distill: no method in {'+'.join(names)} reads a teacher, so it "
+                          "would be loaded and ignored; add a distillation method (e.g. "
+                          f"{'+'.join([*names, 'kd'])}), or use adapt/train without a teacher")
     data = resolve_data(data, data_dir, data_options)
     cfg, options = split_settings(dict(settings), method_options)
     torch.manual_seed(cfg.seed)
@@ -739,48 +789,51 @@ def distill(
     module, spec = resolve_model(
         student, data.input_shape, data.num_classes, **(student_options or {})
     )
+    _check_own_weights(teachers, module, "student")
     methods = build_methods(names, teachers if len(teachers) > 1 else teachers[0], options)
-    synthetic = [m for m in methods if getattr(m, "replaces_training_data", False)]
-    if synthetic:  # no real training image: the teacher's own transfer set
-        x, _ = _transfer_set(synthetic[0], data, out, resume, cfg)
-        train_data, provides = TrainData(x, None, data.num_classes), {"teacher"}
-    elif isinstance(data, DomainPair) and any("target" in m.needs for m in methods):
-        # e.g. dann+kd: labelled source, unlabelled target (kd reads inputs=target or both)
-        train_data = TrainData(data.source.train.x, data.source.train.y, data.num_classes,
-                               data.target.train.x)
-        provides = {"teacher", "labels", "target"}
-    elif isinstance(data, DomainPair):  # the teacher alone on unlabelled target inputs
-        train_data = TrainData(data.target.train.x, None, data.num_classes)
-        provides = {"teacher"}
-    else:
-        train_data = TrainData(data.train.x, data.train.y, data.num_classes)
-        provides = {"teacher", "labels"}
-    why = " (on a pair, distill learns from unlabelled target inputs)" if isinstance(
-        data, DomainPair) else " (data-free trains on synthesised inputs)" if synthetic else ""
-    check_needs(methods, provides, "distill", why)
-    if "labels" in provides and not any(m.own_label_term for m in methods):
-        methods.insert(0, build_methods("supervised")[0])  # the hard labels, as the papers do
-    for one in teachers:
-        _check_classes(one, train_data.x, data.num_classes, "teacher")
-    _check_classes(module, train_data.x, data.num_classes, "student")
-    evals = _evals(data)
-    described = [_describe_teacher(t, s, evals, cfg) for t, s in zip(teachers, sources,
-                                                                    strict=True)]
-    one_teacher = len(teachers) == 1
-    record = {"data": data.name, **_data_record(data, data_options), "model": spec,
-              "method": _method_spec(method),
-              "methods": [m.name for m in methods], "method_options": _recorded_options(options),
-              "teacher": described[0][0] if one_teacher else [d[0] for d in described],
-              "teacher_accuracy": described[0][1] if one_teacher else [d[1] for d in described],
-              "teacher_parameters": sum(count_parameters(t) for t in teachers),
-              "teacher_inputs": conventions[0] if one_teacher else conventions}
-    if conversion is not None:  # part of what a resume must match
-        record["teacher_input"] = conversion.to_dict()
-    if synthetic:
-        record["training_data"] = f"{len(train_data.x)} inputs synthesised from the teacher " \
-            "(no real training image)"
-    return _run(RunPlan("distill", module, data, methods, train_data, evals, cfg, spec, record),
-                out, resume)
+    with _given_back_on_error(methods):
+        synthetic = [m for m in methods if getattr(m, "replaces_training_data", False)]
+        if synthetic:  # no real training image: the teacher's own transfer set
+            x, _ = _transfer_set(synthetic[0], data, out, resume, cfg)
+            train_data, provides = TrainData(x, None, data.num_classes), {"teacher"}
+        elif isinstance(data, DomainPair) and any("target" in m.needs for m in methods):
+            # e.g. dann+kd: labelled source, unlabelled target (kd reads inputs=target or both)
+            train_data = TrainData(data.source.train.x, data.source.train.y, data.num_classes,
+                                   data.target.train.x)
+            provides = {"teacher", "labels", "target"}
+        elif isinstance(data, DomainPair):  # the teacher alone on unlabelled target inputs
+            train_data = TrainData(data.target.train.x, None, data.num_classes)
+            provides = {"teacher"}
+        else:
+            train_data = TrainData(data.train.x, data.train.y, data.num_classes)
+            provides = {"teacher", "labels"}
+        why = " (on a pair, distill learns from unlabelled target inputs)" if isinstance(
+            data, DomainPair) else " (data-free trains on synthesised inputs)" if synthetic else ""
+        check_needs(methods, provides, "distill", why)
+        if "labels" in provides and not any(m.own_label_term for m in methods):
+            methods.insert(0, build_methods("supervised")[0])  # the hard labels, as papers do
+        for one in teachers:
+            _check_classes(one, train_data.x, data.num_classes, "teacher")
+        _check_classes(module, train_data.x, data.num_classes, "student")
+        evals = _evals(data)
+        described = [_describe_teacher(t, s, evals, cfg) for t, s in zip(teachers, sources,
+                                                                        strict=True)]
+        one_teacher = len(teachers) == 1
+        record = {"data": data.name, **_data_record(data, data_options), "model": spec,
+                  "method": _method_spec(method), "methods": [m.name for m in methods],
+                  "method_options": _recorded_options(options),
+                  "teacher": described[0][0] if one_teacher else [d[0] for d in described],
+                  "teacher_accuracy": described[0][1] if one_teacher
+                  else [d[1] for d in described],
+                  "teacher_parameters": sum(count_parameters(t) for t in teachers),
+                  "teacher_inputs": conventions[0] if one_teacher else conventions}
+        if conversion is not None:  # part of what a resume must match
+            record["teacher_input"] = conversion.to_dict()
+        if synthetic:
+            record["training_data"] = f"{len(train_data.x)} inputs synthesised from the " \
+                "teacher (no real training image)"
+        return _run(RunPlan("distill", module, data, methods, train_data, evals, cfg, spec,
+                            record), out, resume)
 
 
 TRANSFER_SET = "transfer_set.pt"
@@ -843,6 +896,30 @@ def _born_again(teacher, student, data, generations: int, *, out, resume, **kwar
     if out is not None and is_main():
         save_json(last.summary, Path(out) / SUMMARY_FILE)
     return last
+
+
+def _check_own_weights(teachers: list[nn.Module], module: nn.Module, who: str) -> None:
+    """The trained network must not share a parameter with a teacher: the teacher is frozen
+    for the run, so the student would not train (and would learn from itself)."""
+    frozen = {id(p) for teacher in teachers for p in teacher.parameters()}
+    if any(id(p) in frozen for p in module.parameters()):
+        raise ConfigError(
+            f"the {who} shares its weights with the teacher (the same module?); give the {who} "
+            "its own copy (copy.deepcopy(teacher)) or a model name"
+        )
+
+
+@contextmanager
+def _given_back_on_error(methods: list[Method]) -> Iterator[None]:
+    """Building a method freezes the modules it was given (a teacher: eval mode, no grad) at
+    once; a run refused or failed before its Trainer closes them gives them back here (a
+    method's close() is idempotent, so closing again after the Trainer's is harmless)."""
+    try:
+        yield
+    except BaseException:
+        for method in reversed(methods):
+            method.close()
+        raise
 
 
 def _method_spec(method: str | list[str]) -> str:
@@ -984,31 +1061,35 @@ def adapt(
     teacher_module, teacher_record = None, None
     if teacher is not None:
         teacher_module, teacher_record = _adapt_teacher(teacher, data, module, cfg, conversion)
+    if teacher_module is not None:
+        _check_own_weights([teacher_module], module, "model")
     methods = build_methods(names, teacher_module, options)
-    provides = {"labels", "target"} | ({"teacher"} if teacher is not None else set())
-    check_needs(methods, provides, "adapt")
-    if "supervised" not in names and not any(m.replaces_supervised for m in methods):
-        methods.insert(0, build_methods("supervised")[0])  # the labelled source
-    source = data.source.train
-    kept, held = holdout_rows(source.y, cfg.source_holdout)
-    train_data = TrainData(source.x[kept], source.y[kept], data.num_classes, data.target.train.x)
-    validation = ValidationSets.build(source.x[held], source.y[held], data.target.train.x)
-    record = {"data": data.name, **_data_record(data, data_options), "model": spec,
-              "method": _method_spec(method),
-              "methods": [m.name for m in methods], "method_options": _recorded_options(options)}
-    if teacher_record is not None:
-        record["teacher"] = teacher_record
-    if conversion is not None:
-        record["teacher_input"] = conversion.to_dict()
-    if feature_layer is not None:  # it changes what is aligned: part of what a resume matches
-        record["feature_layer"] = feature_layer
-    if start is not None:  # recorded as given, so a resume names the same file
-        record["model"], record["architecture"] = {"name": start, "options": {}}, spec
-    if converted:
-        record["inputs"] = converted
-    record["source_holdout_rows"] = len(held)
-    return _run(RunPlan("adapt", module, data, methods, train_data, _evals(data), cfg, spec,
-                        record, feature_layer, validation), out, resume)
+    with _given_back_on_error(methods):
+        provides = {"labels", "target"} | ({"teacher"} if teacher is not None else set())
+        check_needs(methods, provides, "adapt")
+        if "supervised" not in names and not any(m.replaces_supervised for m in methods):
+            methods.insert(0, build_methods("supervised")[0])  # the labelled source
+        source = data.source.train
+        kept, held = holdout_rows(source.y, cfg.source_holdout)
+        train_data = TrainData(source.x[kept], source.y[kept], data.num_classes,
+                               data.target.train.x)
+        validation = ValidationSets.build(source.x[held], source.y[held], data.target.train.x)
+        record = {"data": data.name, **_data_record(data, data_options), "model": spec,
+                  "method": _method_spec(method), "methods": [m.name for m in methods],
+                  "method_options": _recorded_options(options)}
+        if teacher_record is not None:
+            record["teacher"] = teacher_record
+        if conversion is not None:
+            record["teacher_input"] = conversion.to_dict()
+        if feature_layer is not None:  # it changes what is aligned: part of what a resume matches
+            record["feature_layer"] = feature_layer
+        if start is not None:  # recorded as given, so a resume names the same file
+            record["model"], record["architecture"] = {"name": start, "options": {}}, spec
+        if converted:
+            record["inputs"] = converted
+        record["source_holdout_rows"] = len(held)
+        return _run(RunPlan("adapt", module, data, methods, train_data, _evals(data), cfg, spec,
+                            record, feature_layer, validation), out, resume)
 
 
 def _target_only(data: Dataset | DomainPair | str, data_dir: str | Path | None,
@@ -1069,21 +1150,22 @@ def _adapt_source_free(
         note(converted, cfg.progress and is_main())
     _check_classes(model, target.train.x, target.num_classes, "model")
     methods = build_methods(names, None, options)
-    train_data = TrainData(target.train.x, None, target.num_classes)  # no labels, no source
-    record = {"data": target.name, **_data_record(target, data_options), "source_free": True,
-              "method": "+".join(names),
-              "methods": names, "method_options": options,
-              "model": {"name": start or type(model).__name__, "options": {}}}
-    if spec is not None:
-        record["architecture"] = spec
-    if feature_layer is not None:
-        record["feature_layer"] = feature_layer
-    if converted:
-        record["inputs"] = converted
-    validation = ValidationSets.build(None, None, target.train.x)
-    return _run(RunPlan("adapt", model, target, methods, train_data,
-                        {"target_test": target.test}, cfg, spec, record, feature_layer,
-                        validation), out, resume)
+    with _given_back_on_error(methods):
+        train_data = TrainData(target.train.x, None, target.num_classes)  # no labels, no source
+        record = {"data": target.name, **_data_record(target, data_options), "source_free": True,
+                  "method": "+".join(names),
+                  "methods": names, "method_options": options,
+                  "model": {"name": start or type(model).__name__, "options": {}}}
+        if spec is not None:
+            record["architecture"] = spec
+        if feature_layer is not None:
+            record["feature_layer"] = feature_layer
+        if converted:
+            record["inputs"] = converted
+        validation = ValidationSets.build(None, None, target.train.x)
+        return _run(RunPlan("adapt", model, target, methods, train_data,
+                            {"target_test": target.test}, cfg, spec, record, feature_layer,
+                            validation), out, resume)
 
 
 class Scores(dict):

@@ -516,6 +516,10 @@ def check_run_config(cfg: RunConfig) -> None:
             + (", and source-free methods work from the model and target data alone"
                if source_free else "")
             + "; remove --teacher, or add a distillation method, e.g. dann+kd")
+    if cfg.command == "distill" and not any(map(takes_teacher, method_names(cfg.method))):
+        raise ConfigError(  # before a named teacher is trained for nothing
+            f"distill: no method in {cfg.method} reads a teacher; add a distillation method, "
+            f"e.g. {cfg.method}+kd, or use adapt/train without a teacher")
     if cfg.command == "adapt" and "->" not in cfg.data and not source_free:
         raise ConfigError(f"adapt needs a domain pair such as 'mnist->usps', got {cfg.data!r} "
                           "(source-free methods such as shot take the target dataset alone)")

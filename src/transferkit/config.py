@@ -499,6 +499,19 @@ def _section(value: Any, field: str, where: str, hint: str = "") -> dict[Any, An
     return dict(value)
 
 
+def training_setting_guess(name: str) -> str:
+    """`` (did you mean the training setting 'epochs'?)`` for a method option that looks like
+    a misspelt training or optimizer setting (``epoch``, ``learning_rate``), else ``""``:
+    from Python, any keyword that is not a setting is taken for a method option."""
+    valid = (*TRAIN_FIELDS, *OPTIM_FIELDS, "optimizer")
+    lowered = name.lower()
+    guesses = [_SYNONYMS[lowered]] if _SYNONYMS.get(lowered) in valid else []
+    guesses = guesses or difflib.get_close_matches(lowered, valid, n=2, cutoff=0.75)
+    if not guesses:
+        return ""
+    return f" (did you mean the training setting {' or '.join(map(repr, guesses))}?)"
+
+
 def _unknown(key: Any, section: str, valid: tuple[str, ...], where: str, more: str = "") -> None:
     name = _key(key, section, where).lower()
     guesses = [_SYNONYMS[name]] if _SYNONYMS.get(name) in valid else []

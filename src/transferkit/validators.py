@@ -15,8 +15,9 @@ Conventions
   float64, so a score does not depend on the device or on the model's dtype. NumPy arrays are
   accepted and converted.
 * A model whose logits or features contain NaN or infinity scores ``nan``; :func:`choose_epoch`
-  never chooses a ``nan``. Missing or malformed inputs raise :class:`ConfigError` naming the
-  field of :class:`ValidationData` and how to fix it.
+  never chooses a ``nan``. Missing or malformed inputs (a list or ``None`` for a tensor, a
+  non-numeric dtype, an option such as ``tau`` out of range) raise :class:`ConfigError` naming
+  the field of :class:`ValidationData` or the argument, and how to fix it, before any work.
 * Entropies use the natural logarithm.
 * Accuracy measured with target labels (the "oracle") is never a validator: :func:`score`
   refuses the names ``oracle`` and ``target_accuracy``; call :func:`oracle_accuracy` when a
@@ -147,20 +148,65 @@ class ValidationData:
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if value is None or isinstance(value, torch.Tensor):
-                continue
-            if isinstance(value, np.ndarray):
-                object.__setattr__(self, f.name, torch.from_numpy(np.ascontiguousarray(value)))
-                continue
-            raise ConfigError(
-                f"ValidationData.{f.name} must be a torch.Tensor or numpy array, got "
-                f"{type(value).__name__}; pass {_FIELD_HELP[f.name]}"
-            )
+            if value is not None:
+                object.__setattr__(self, f.name, _tensor(f.name, value))
 
 
 def _shown(field: str) -> str:
     """How an input is named in messages: ``ValidationData.<field>`` or a plain argument."""
     return f"ValidationData.{field}" if field in _FIELD_HELP else field
+
+
+# NumPy dtypes torch.from_numpy can take (any byte order); object, str, float128... cannot.
+_NUMPY_DTYPES = frozenset(
+    {"bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"}
+    | {"float16", "float32", "float64", "complex64", "complex128"}
+)
+
+
+def _tensor(field: str, x: object) -> torch.Tensor:
+    """Return a tensor as is, or a numeric NumPy array as a tensor; refuse anything else.
+
+    Every public entry point passes its array inputs through here first, so that ``None``, a
+    string, a list or an ``object``/``str`` array gets a one-line :class:`ConfigError` naming
+    ``field`` instead of whatever torch raises deep inside a validator. Lists are refused
+    rather than guessed at, as :class:`ValidationData` always did. Values are not changed.
+    """
+    if isinstance(x, torch.Tensor):
+        return x
+    if isinstance(x, np.ndarray):
+        if x.dtype.name not in _NUMPY_DTYPES:
+            to = "np.int64" if "labels" in field else "np.float32"
+            raise ConfigError(
+                f"{_shown(field)} must hold numbers, got a numpy array of dtype {x.dtype}; "
+                f"convert it with .astype({to})"
+            )
+        return torch.from_numpy(np.ascontiguousarray(x, dtype=x.dtype.newbyteorder("=")))
+    what = f"; pass {_FIELD_HELP[field]}" if field in _FIELD_HELP else ""
+    raise ConfigError(
+        f"{_shown(field)} must be a torch.Tensor or numpy array, got {type(x).__name__}{what}"
+    )
+
+
+def _is_real(value: object) -> bool:
+    """A Python or NumPy real number; not a bool, a string, a tensor or ``None``."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def _is_int(value: object) -> bool:
+    """A Python or NumPy integer; not a bool (``True`` would silently mean 1)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _require(ok: bool, arg: str, value: object, rule: str) -> None:
+    """Refuse an option unless ``ok``, naming it and the rule it breaks.
+
+    Options are checked up front because a bad one otherwise fails late with a raw Python
+    error (``chunk_rows=0``) or silently gives a wrong number (``chunk_rows=-1`` loops over
+    nothing, ``tau=inf`` gives log(n - 1), ``l2=inf`` gives ``nan``).
+    """
+    if not ok:
+        raise ConfigError(f"{arg} must be {rule}; got {value!r}")
 
 
 def _matrix(field: str, x: torch.Tensor, *, min_rows: int = 1) -> torch.Tensor:
@@ -230,8 +276,8 @@ def _row_entropy(log_p: torch.Tensor) -> torch.Tensor:
 
 
 def _accuracy(logits: object, labels: object, logits_field: str, labels_field: str) -> float:
-    z = _matrix(logits_field, torch.as_tensor(logits))
-    y = _labels(labels_field, torch.as_tensor(labels), z.shape[0], z.shape[1])
+    z = _matrix(logits_field, _tensor(logits_field, logits))
+    y = _labels(labels_field, _tensor(labels_field, labels), z.shape[0], z.shape[1])
     if not _finite(z):
         return math.nan
     return float((z.argmax(dim=1) == y).double().mean())
@@ -262,7 +308,7 @@ def oracle_accuracy(target_logits: torch.Tensor, target_labels: torch.Tensor) ->
 
 def entropy_score(target_logits: torch.Tensor) -> float:
     """Minus the mean entropy (nats) of the target predictions; higher means more confident."""
-    z = _matrix("target_logits", torch.as_tensor(target_logits))
+    z = _matrix("target_logits", _tensor("target_logits", target_logits))
     if not _finite(z):
         return math.nan
     return -float(_row_entropy(torch.log_softmax(z, dim=1)).mean())
@@ -274,7 +320,7 @@ def im_score(target_logits: torch.Tensor) -> float:
     Lies in ``[-log C, log C]``; high when each row is confident and the classes are used
     evenly over the target set, ``0`` when every row confidently predicts the same class.
     """
-    z = _matrix("target_logits", torch.as_tensor(target_logits))
+    z = _matrix("target_logits", _tensor("target_logits", target_logits))
     if not _finite(z):
         return math.nan
     log_p = torch.log_softmax(z, dim=1)
@@ -290,9 +336,11 @@ def snd_score(target_logits: torch.Tensor, tau: float = 0.05, chunk_rows: int = 
     set to ``-inf``; row-softmax of ``S / tau``; mean row entropy (nats). Rows are processed
     ``chunk_rows`` at a time so memory stays ``O(chunk_rows * n)``. Needs at least 2 rows.
     """
-    if not tau > 0:
-        raise ConfigError(f"snd temperature tau must be > 0, got {tau}")
-    z = _matrix("target_logits", torch.as_tensor(target_logits), min_rows=2)
+    tau_ok = _is_real(tau) and 0 < tau < math.inf  # NaN fails both comparisons
+    _require(tau_ok, "snd's temperature tau", tau, "a finite number > 0 (the paper uses 0.05)")
+    rows_ok = _is_int(chunk_rows) and chunk_rows >= 1
+    _require(rows_ok, "snd's chunk_rows", chunk_rows, "a positive integer (default 1024)")
+    z = _matrix("target_logits", _tensor("target_logits", target_logits), min_rows=2)
     if not _finite(z):
         return math.nan
     q = F.normalize(torch.softmax(z, dim=1), p=2.0, dim=1)
@@ -379,6 +427,22 @@ def _fit_logistic(
     return lambda rows: ((rows - mean) / std) @ coef + bias
 
 
+def _check_dev_options(l2: object, max_iter: object, max_weight: object, seed: object) -> None:
+    """The keyword options of :func:`dev_weights` and :func:`dev_score`, checked before any work.
+
+    ``l2`` must be finite (``inf`` makes every weight ``nan``) and > 0 (with 0 separable
+    domains have no optimum). ``max_weight = inf`` is allowed: it turns clipping off.
+    """
+    l2_ok = _is_real(l2) and 0 < l2 < math.inf
+    _require(l2_ok, "dev's l2", l2, "a finite number > 0 (default 0.1)")
+    iter_ok = _is_int(max_iter) and max_iter >= 1
+    _require(iter_ok, "dev's max_iter", max_iter, "a positive integer (default 100)")
+    weight_ok = _is_real(max_weight) and max_weight >= 1
+    _require(weight_ok, "dev's max_weight", max_weight, "a number >= 1 (default 20; inf: no clip)")
+    seed_ok = _is_int(seed) and -(2**63) <= seed < 2**64  # what torch's manual_seed takes
+    _require(seed_ok, "dev's seed", seed, "an integer that fits in 64 bits (default 0)")
+
+
 def dev_weights(
     source_features: torch.Tensor,
     target_features: torch.Tensor,
@@ -400,16 +464,10 @@ def dev_weights(
     ``[1 / max_weight, max_weight]``. Returns a float64 tensor with one weight per row of
     ``source_features``; all ones-ish when the two domains look alike.
     """
-    if not l2 > 0 or not max_weight >= 1 or max_iter < 1:
-        raise ConfigError(
-            f"dev needs l2 > 0, max_weight >= 1 and max_iter >= 1; got l2={l2}, "
-            f"max_weight={max_weight}, max_iter={max_iter}"
-        )
-    xt = _matrix("target_features", torch.as_tensor(target_features))
-    if train_source_features is None:
-        xv = _matrix("source_features", torch.as_tensor(source_features), min_rows=2)
-    else:
-        xv = _matrix("source_features", torch.as_tensor(source_features))
+    _check_dev_options(l2, max_iter, max_weight, seed)
+    xt = _matrix("target_features", _tensor("target_features", target_features))
+    xv = _tensor("source_features", source_features)
+    xv = _matrix("source_features", xv, min_rows=2 if train_source_features is None else 1)
     _same_width("source_features", xv, "target_features", xt)
     lo, hi = -math.log(max_weight), math.log(max_weight)
 
@@ -418,10 +476,11 @@ def dev_weights(
         return (logit + math.log(len(train) / len(xt))).clamp(lo, hi).exp()
 
     if train_source_features is not None:
-        xtr = _matrix("train_source_features", torch.as_tensor(train_source_features))
+        xtr = _tensor("train_source_features", train_source_features)
+        xtr = _matrix("train_source_features", xtr)
         _same_width("train_source_features", xtr, "target_features", xt)
         return weights(xtr, xv)
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(int(seed))  # manual_seed refuses NumPy integers
     perm = torch.randperm(len(xv), generator=gen)
     half = len(xv) // 2
     fold_a, fold_b = perm[:half], perm[half:]
@@ -437,8 +496,8 @@ def dev_risk(losses: torch.Tensor, weights: torch.Tensor) -> float:
     With ``a_i = w_i * l_i``: ``eta = -Cov(a, w) / Var(w)`` (sample moments) and
     ``risk = mean(a) + eta * mean(w) - eta``; ``eta = 0`` when the weights do not vary.
     """
-    l_ = torch.as_tensor(losses).detach().to("cpu", torch.float64).reshape(-1)
-    w = torch.as_tensor(weights).detach().to("cpu", torch.float64).reshape(-1)
+    l_ = _tensor("losses", losses).detach().to("cpu", torch.float64).reshape(-1)
+    w = _tensor("weights", weights).detach().to("cpu", torch.float64).reshape(-1)
     if l_.shape != w.shape or len(w) < 1:
         raise ConfigError(
             f"dev_risk needs one weight per loss; got {len(l_)} losses and {len(w)} weights"
@@ -468,15 +527,20 @@ def dev_score(
 ) -> float:
     """Minus the DEV risk: per-row cross-entropy of the source validation rows, weighted by
     :func:`dev_weights` (which takes the keyword options) and combined by :func:`dev_risk`."""
-    z = _matrix("source_logits", torch.as_tensor(source_logits))
-    y = _labels("source_labels", torch.as_tensor(source_labels), z.shape[0], z.shape[1])
-    xs = torch.as_tensor(source_features)
+    _check_dev_options(l2, max_iter, max_weight, seed)
+    z = _matrix("source_logits", _tensor("source_logits", source_logits))
+    y = _labels("source_labels", _tensor("source_labels", source_labels), z.shape[0], z.shape[1])
+    xs = _matrix("source_features", _tensor("source_features", source_features))
     _same_rows("source_logits", z, "source_features", xs)
-    extra = () if train_source_features is None else (torch.as_tensor(train_source_features),)
-    if not _finite(z, xs, torch.as_tensor(target_features), *extra):
+    xt = _matrix("target_features", _tensor("target_features", target_features))
+    extra: list[torch.Tensor] = []
+    if train_source_features is not None:
+        xtr = _tensor("train_source_features", train_source_features)
+        extra.append(_matrix("train_source_features", xtr))
+    if not _finite(z, xs, xt, *extra):
         return math.nan
     options = {"l2": l2, "max_iter": max_iter, "max_weight": max_weight, "seed": seed}
-    w = dev_weights(xs, target_features, train_source_features, **options)
+    w = dev_weights(xs, xt, *extra, **options)
     return -dev_risk(F.cross_entropy(z, y, reduction="none"), w)
 
 
@@ -583,6 +647,30 @@ VALIDATORS: dict[str, Validator] = {
 }
 
 
+def _check_name(name: object) -> None:
+    """Refuse a name that is not a string (``["im"]`` would otherwise fail on hashing)."""
+    if not isinstance(name, str):
+        raise ConfigError(
+            f"the validator name must be a string, one of {', '.join(sorted(VALIDATORS))}; "
+            f"got {type(name).__name__} {name!r}"
+        )
+
+
+def _check_history(history: object) -> None:
+    """Refuse a history that is not a list of per-epoch mappings before any epoch is read."""
+    if not isinstance(history, Sequence) or isinstance(history, (str, bytes)):
+        raise ConfigError(
+            "choose_epoch's history must be a list with one dict of scores per epoch, e.g. "
+            f"[{{'im': 0.3}}, {{'im': 0.5}}]; got {type(history).__name__}"
+        )
+    for i, epoch in enumerate(history):
+        if not isinstance(epoch, Mapping):
+            raise ConfigError(
+                f"history[{i}] must be a dict of validator name to score, e.g. {{'im': 0.3}}; "
+                f"got {type(epoch).__name__}"
+            )
+
+
 def _refuse_oracle(name: str) -> None:
     if str(name).lower() in ORACLE_NAMES:
         raise ConfigError(
@@ -595,10 +683,11 @@ def _refuse_oracle(name: str) -> None:
 def score(name: str, data: ValidationData) -> float:
     """Score ``data`` with the validator called ``name``; higher is better.
 
-    Raises :class:`ConfigError` for a missing field (naming it and what to pass), for the
-    oracle names (see :func:`oracle_accuracy`) and, as :class:`UnknownValidatorError`, for an
-    unknown name (listing the valid ones).
+    Raises :class:`ConfigError` for a name that is not a string, for a missing field (naming
+    it and what to pass), for the oracle names (see :func:`oracle_accuracy`) and, as
+    :class:`UnknownValidatorError`, for an unknown name (listing the valid ones).
     """
+    _check_name(name)
     _refuse_oracle(name)
     if name not in VALIDATORS:
         raise UnknownValidatorError("validator", name, list(VALIDATORS))
@@ -612,9 +701,12 @@ def choose_epoch(
 
     Ties go to the **earlier** epoch. Epochs whose score is NaN, or that lack ``name`` (a
     validator computed only every few epochs), are never chosen. Raises :class:`ConfigError`
-    for an empty history, when no epoch has a finite score, for a non-number score, and for
-    the oracle names unless ``allow_target_labels=True`` is passed explicitly.
+    for a history that is not a list of dicts, for an empty history, when no epoch has a
+    finite score, for a non-number score, and for the oracle names unless
+    ``allow_target_labels=True`` is passed explicitly.
     """
+    _check_name(name)
+    _check_history(history)
     if not allow_target_labels:
         _refuse_oracle(name)
     if len(history) == 0:

@@ -11,6 +11,7 @@ from typing import Any
 
 from torch import nn
 
+from transferkit.config import training_setting_guess
 from transferkit.errors import ConfigError
 from transferkit.methods.base import Batch, Method, Outputs, Phase, Tap, TrainInfo
 from transferkit.methods.dann import DANN
@@ -137,10 +138,12 @@ def route_options(names: list[str], options: dict[str, Any]) -> dict[str, dict[s
             routed[target][option] = value
         if not targets and len(names) == 1:
             valid = ", ".join(method_options(names[0])) or "none"
-            raise ConfigError(f"method {names[0]!r} has no option {key!r}; its options: {valid}")
+            raise ConfigError(f"method {names[0]!r} has no option {key!r}"
+                              f"{training_setting_guess(key)}; its options: {valid}")
         if not targets:
             listing = "; ".join(f"{n}: {', '.join(method_options(n)) or 'none'}" for n in names)
-            raise ConfigError(f"no method in {'+'.join(names)} has an option {key!r} ({listing})")
+            raise ConfigError(f"no method in {'+'.join(names)} has an option {key!r}"
+                              f"{training_setting_guess(key)} ({listing})")
     return routed
 
 
@@ -187,6 +190,10 @@ def check_needs(methods: list[Method], provides: set[str], command: str, why: st
         "labels": "train on labelled data",
         "target": "train on a domain pair such as digits->digits_shifted",
     }
+    if command == "train":  # train takes neither: the verb that does is the fix
+        hints["teacher"] = "use distill (transferkit distill --teacher T / tk.distill)"
+        hints["target"] = ("use adapt on a domain pair (transferkit adapt --data "
+                           "digits->digits_shifted / tk.adapt)")
     for method in methods:
         missing = sorted(method.needs - provides)
         if missing:
