@@ -395,3 +395,123 @@ def test_console_script_error_is_one_line(sub_env: dict, tmp_path: Path) -> None
     assert proc.returncode == 2
     assert error_line(proc.stderr).startswith("transferkit: error: unknown dataset 'nope'")
     assert proc.stdout == ""
+
+
+# ---------------------------------------------------------------- models that cannot train
+
+
+class _Linear(nn.Module):
+    def __init__(self, output: str) -> None:
+        super().__init__()
+        self.fc, self.output = nn.Linear(64, 10), output
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.fc(x.flatten(1))
+        return z.detach() if self.output == "detached" else z.argmax(1, keepdim=True).expand(
+            -1, 10) if self.output == "indices" else z
+
+
+@pytest.mark.parametrize(("output", "words"), [
+    ("detached", "output does not depend on its trainable weights"),
+    ("indices", "must return floating-point logits, got torch.int64"),
+])
+def test_a_model_whose_output_cannot_train_is_refused_before_training(
+    digits: Dataset, tmp_path: Path, output: str, words: str
+) -> None:
+    """Such a forward used to fail inside backward ("element 0 of tensors does not require
+    grad") or log_softmax (no Long kernel), after the run directory was made."""
+    with pytest.raises(ConfigError, match=words):
+        tk.train(_Linear(output), digits, out=tmp_path / "run", **FAST)
+    assert not (tmp_path / "run").exists()
+    assert tk.evaluate(_Linear("detached"), digits)["test"]["accuracy"] >= 0  # evaluating: fine
+
+
+def test_a_float64_model_is_told_to_convert_not_blamed_on_the_shape(digits: Dataset) -> None:
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10)).double()
+    with pytest.raises(ConfigError, match=r"weights are torch.float64 .*\.float\(\)"):
+        tk.train(model, digits, **FAST)
+
+
+def test_api_arguments_of_the_wrong_kind_or_range(tmp_path: Path, trained_run: Path) -> None:
+    """Each used to end in a raw error from torch or NumPy (split_size, Overflow when
+    unpacking long long, Seed must be between 0 and 2**32 - 1)."""
+    with pytest.raises(ConfigError, match="batch_size must be an integer >= 1, got 0"):
+        tk.evaluate(trained_run, "digits", batch_size=0)
+    for seed in (-1, "x", 2**32):
+        with pytest.raises(ConfigError, match="seed must be an integer"):
+            tk.inspect(trained_run, "digits->digits_shifted", seed=seed, picture=False)
+    for seed, words in ((2**70, "less than or equal to"), (-3, "greater than or equal to 0")):
+        with pytest.raises(ConfigError, match=f"seed: Input should be {words}"):
+            tk.train("mlp", "digits", seed=seed, **{**FAST, "epochs": 1})
+
+
+def test_data_given_as_a_path_object_or_with_spaces_round_the_arrow(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    path = tmp_path / "a.npz"
+    np.savez(path, x=rng.normal(size=(30, 4)).astype(np.float32), y=np.arange(30) % 3)
+    assert tk.load_data(path).name == str(path)  # a pathlib.Path, as its str
+    assert tk.load_data(" digits -> digits_shifted ").name == "digits->digits_shifted"
+    with pytest.raises(tk.TransferkitError, match=f"data file {tmp_path / 'b.npz'} does not"):
+        tk.load_data(f"{path} -> {tmp_path / 'b.npz'}")  # no invisible leading space
+
+
+def test_wrong_kinds_of_names_and_parts_are_one_line(digits: Dataset, trained_run: Path) -> None:
+    from transferkit.data import DomainPair
+
+    cases = [
+        (lambda: tk.explain(None), "explain takes the name"),
+        (lambda: tk.explain(3), "explain takes the name"),
+        (lambda: tk.load_model([trained_run]), "named by its path"),
+        (lambda: tk.adapt("mlp", "digits->digits_shifted", feature_layer=3, **FAST),
+         "module path as a string"),
+        (lambda: Dataset(123, digits.train, digits.test, 10), "name must be a non-empty"),
+        (lambda: DomainPair("x", (digits.train.x, digits.train.y), digits),
+         "source must be a Dataset"),
+    ]
+    for call, words in cases:
+        with pytest.raises(TransferkitError, match=words):
+            call()
+
+
+def test_a_loaded_model_predicts_the_same_twice(trained_run: Path) -> None:
+    """load_model gives the module in eval mode: dropout off, repeatable predictions."""
+    model = tk.load_model(trained_run)
+    assert not any(m.training for m in model.modules())
+    x = torch.rand(4, 1, 8, 8)
+    assert torch.equal(model(x), model(x))
+
+
+class _OwnNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.flatten(1))
+
+
+def test_a_run_of_a_python_module_reloads_with_that_module(digits: Dataset,
+                                                           tmp_path: Path) -> None:
+    """Its model.pt cannot rebuild the network: the message used to call it a training
+    checkpoint, and load_run had no way to take the module."""
+    out = tmp_path / "run"
+    tk.train(_OwnNet(), digits, out=out, **FAST)
+    for call in (lambda: tk.load_run(out), lambda: tk.load_model(out)):
+        with pytest.raises(ConfigError) as info:
+            call()
+        message = str(info.value)
+        assert "network given from Python (class _OwnNet)" in message, message
+        assert "load_run(run, model=_OwnNet())" in message and "checkpoint" not in message
+    result = tk.load_run(out, _OwnNet())
+    assert result.summary["final"]["test"] == pytest.approx(
+        tk.evaluate(result.model, digits)["test"]["accuracy"])
+    with pytest.raises(ConfigError, match="is a file; load_run reads a run directory"):
+        tk.load_run(out / "model.pt")
+    (out / "summary.json").write_text("[1, 2]")
+    with pytest.raises(CheckpointError, match="not a transferkit run record"):
+        tk.load_run(out, _OwnNet())
+    (out / "summary.json").write_text("{}")
+    with (out / "metrics.jsonl").open("a") as f:
+        f.write('{"epoch": 3, "tr')  # a kill in the middle of a line
+    with pytest.raises(CheckpointError, match=r"metrics.jsonl line \d+ is not valid JSON"):
+        tk.load_run(out, _OwnNet())

@@ -149,6 +149,10 @@ def test_source_free_refusals(source_model) -> None:
     with pytest.raises(ConfigError, match="no BatchNorm"):
         src = tk.train("mlp", "digits", model_options=TINY, **RUN).model
         tk.adapt(src, PAIR, method="adabn", **RUN)
+    with pytest.raises(ConfigError, match="reads no source data, so source_holdout"):
+        tk.adapt(source_model, PAIR, method="shot", source_holdout=0.3, **RUN)
+    with pytest.raises(ConfigError, match="resume=True continues a run directory"):
+        tk.adapt(source_model, PAIR, method="shot", resume=True, **RUN)
 
 
 def test_cli_adapts_from_a_saved_model_and_a_target_dataset(cli, source_model, tmp_path) -> None:

@@ -14,6 +14,7 @@ a :class:`Dataset`, a :class:`DomainPair` or a registered name (``a->b`` names a
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -90,6 +91,7 @@ from transferkit.errors import (
     TransferkitError,
 )
 from transferkit.files import RunLock, describe_os_error
+from transferkit.losses._checks import check_count
 from transferkit.methods import (
     METHODS,
     Method,
@@ -146,6 +148,10 @@ def resolve_data(data: Dataset | DomainPair | str, data_dir: str | Path | None =
         if data_options:
             raise ConfigError("data options apply to data files; this data is already loaded")
         return data
+    if isinstance(data, os.PathLike):  # a pathlib.Path to a file or folder, as a str would be
+        data = os.fspath(data)
+    if isinstance(data, str):  # "a.npz -> b.npz": the spaces around the arrow are no part
+        data = "->".join(side.strip() for side in data.split("->"))
     if not isinstance(data, str):
         raise ConfigError(
             f"data must be a dataset name, Dataset or DomainPair, got {type(data).__name__}"
@@ -234,11 +240,15 @@ def split_settings(
     return validate(TrainConfig, train, "training settings"), {**settings, **(method_options or {})}
 
 
-def _probe(model: nn.Module, x: torch.Tensor, who: str) -> int:
-    """Number of classes the model outputs, with a clear error when the input does not fit."""
-    try:
-        with eval_mode(model), torch.no_grad():
-            out = model(x[:2])
+def _probe(model: nn.Module, x: torch.Tensor, who: str, trained: bool = False) -> int:
+    """Number of classes the model outputs, with a clear error when the input does not fit.
+
+    ``trained``: the run trains this model, so its output must be floating point and depend
+    on its trainable weights (a ``.detach()`` in ``forward`` would fail deep in backward)."""
+    grad = trained and any(p.requires_grad for p in model.parameters())
+    try:  # a copy of two rows: a forward that edits its input must not edit the data
+        with eval_mode(model), torch.set_grad_enabled(grad):
+            out = model(x[:2].clone())
     except TransferkitError:
         raise
     except Exception as exc:  # foreign models raise ValueError, TypeError, IndexError, ...
@@ -249,6 +259,10 @@ def _probe(model: nn.Module, x: torch.Tensor, who: str) -> int:
         fix = ("; if it was trained on other inputs, convert them with --teacher-input "
                "'mean=[...],std=[...],size=N,channels=C' (teacher_input= in the API)"
                if who == "teacher" else "")
+        dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()} - {x.dtype}
+        if dtypes:  # a float64 / half model: the shape is not what is wrong
+            fix += (f"; its weights are {sorted(map(str, dtypes))[0]} and the data "
+                    f"{x.dtype}: convert the model with .float()")
         raise ConfigError(
             f"{who} cannot take inputs of shape {tuple(x.shape[1:])}: {reason[:300]}{fix}"
         ) from None
@@ -257,6 +271,13 @@ def _probe(model: nn.Module, x: torch.Tensor, who: str) -> int:
                           f"{type(out).__name__}")
     if out.dim() != 2:
         raise ConfigError(f"{who} must return N x classes logits, got shape {tuple(out.shape)}")
+    if not out.is_floating_point():
+        raise ConfigError(f"{who} must return floating-point logits, got {out.dtype} (class "
+                          "indices?); return the scores before argmax")
+    if grad and not out.requires_grad:
+        raise ConfigError(f"the {who}'s output does not depend on its trainable weights (a "
+                          ".detach() or torch.no_grad() in forward?), so training cannot change "
+                          "it; return logits computed with gradients")
     return int(out.shape[1])
 
 
@@ -270,6 +291,9 @@ def _prepare_run_dir(
     run into the same directory is refused instead of mixing its files with the first's.
     """
     if out is None:
+        if resume:  # nothing to resume from: it would silently train from scratch
+            raise ConfigError("resume=True continues a run directory; give out= (the folder "
+                              "of the run to continue)")
         return None, None
     if not str(out).strip():
         raise ConfigError("the run directory (--out / out=) is empty; give a folder name")
@@ -371,15 +395,19 @@ def load_model(path: str | Path, model: nn.Module | str | None = None, **options
     ``path`` may be a run directory; a training ``checkpoint.pt`` also works. The module's
     attribute ``transferkit_inputs`` is the input convention it was trained on (an InputSpec,
     None when the file does not record one); ``evaluate``, ``distill`` and ``adapt`` use it to
-    feed the model data on its own scale.
+    feed the model data on its own scale. The module comes back in eval mode, ready to
+    predict (dropout off, BatchNorm on its running statistics); ``.train()`` to fine-tune it.
     """
-    return _load_record(path, model, **options)[0]
+    return _load_record(path, model, **options)[0].eval()
 
 
 def _load_record(
     path: str | Path, model: nn.Module | str | None = None, **options: Any
 ) -> tuple[nn.Module, dict[str, Any]]:
     """``load_model`` plus what the file records besides the weights (spec, input shape...)."""
+    if not isinstance(path, str | os.PathLike):
+        raise ConfigError(f"a saved model is named by its path (a model.pt or run directory, "
+                          f"as str or Path), got {type(path).__name__}")
     path = Path(path)
     if path.is_dir():
         if not (path / MODEL_FILE).is_file() and (path / CHECKPOINT).is_file():
@@ -714,7 +742,7 @@ def train(
     torch.manual_seed(cfg.seed)
     module, spec = resolve_model(model, data.input_shape, data.num_classes, **(model_options or {}))
     labelled = data.source if isinstance(data, DomainPair) else data
-    _check_classes(module, labelled.train.x, data.num_classes, "model")
+    _check_classes(module, labelled.train.x, data.num_classes, "model", trained=True)
     methods = build_methods(method, None, options)
     check_needs(methods, {"labels"}, "train", " (train fits labels; distil or adapt for more)")
     train_data = TrainData(labelled.train.x, labelled.train.y, data.num_classes)
@@ -814,7 +842,7 @@ def distill(
             methods.insert(0, build_methods("supervised")[0])  # the hard labels, as papers do
         for one in teachers:
             _check_classes(one, train_data.x, data.num_classes, "teacher")
-        _check_classes(module, train_data.x, data.num_classes, "student")
+        _check_classes(module, train_data.x, data.num_classes, "student", trained=True)
         evals = _evals(data)
         described = [_describe_teacher(t, s, evals, cfg) for t, s in zip(teachers, sources,
                                                                         strict=True)]
@@ -1056,7 +1084,7 @@ def adapt(
     data, converted = fit_data(module, data, "model")
     if converted:
         note(converted, cfg.progress and is_main())
-    _check_classes(module, data.source.train.x, data.num_classes, "model")
+    _check_classes(module, data.source.train.x, data.num_classes, "model", trained=True)
     conversion = None if teacher_input is None else parse_teacher_input(teacher_input)
     teacher_module, teacher_record = None, None
     if teacher is not None:
@@ -1136,6 +1164,10 @@ def _adapt_source_free(
     if model_options:
         raise ConfigError("model options apply only to a model given by name; source-free "
                           "adaptation starts from a saved model")
+    if settings.get("source_holdout", DEFAULT_SOURCE_HOLDOUT) != DEFAULT_SOURCE_HOLDOUT:
+        # it would be ignored: there is no source data (the default is what the CLI passes)
+        raise ConfigError(f"adapt: {'+'.join(names)} reads no source data, so source_holdout "
+                          "holds nothing out; remove it")
     target = _target_only(data, data_dir, data_options)
     cfg, options = split_settings(dict(settings), method_options)
     torch.manual_seed(cfg.seed)
@@ -1202,6 +1234,7 @@ def evaluate(
     of the same shape, the data is converted to the model's first (said in ``notes`` and on
     stderr); a different input shape is refused.
     """
+    check_count("batch_size", batch_size)
     data = resolve_data(data, data_dir, data_options)
     who = "model"
     if _is_saved_model(model):
@@ -1274,6 +1307,8 @@ def inspect(
     ``tsne_before.png`` into ``out`` (default ``<run>/inspect``)."""
     from transferkit.report import proxy_a_distance, tsne_picture
 
+    if check_count("seed", seed, 0) > 2**32 - 1:  # t-SNE's and the split's NumPy seeds
+        raise ConfigError(f"seed must be an integer from 0 to {2**32 - 1}, got {seed}")
     run_dir = Path(run)
     if run_dir.is_file():
         run_dir = run_dir.parent
@@ -1400,9 +1435,10 @@ def _is_saved_model(model: Any) -> bool:
     )
 
 
-def _check_classes(model: nn.Module, x: torch.Tensor, num_classes: int, who: str) -> None:
+def _check_classes(model: nn.Module, x: torch.Tensor, num_classes: int, who: str,
+                   trained: bool = False) -> None:
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    got = _probe(model, x.to(device), who)
+    got = _probe(model, x.to(device), who, trained)
     if got != num_classes:
         raise ConfigError(
             f"the {who} outputs {got} classes but the data has {num_classes}; "

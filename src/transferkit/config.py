@@ -119,8 +119,8 @@ class TrainConfig(_Strict):
                                         "training rows // batch size)")
     target_batch_size: Int | None = Field(None, ge=1, description="target rows per step "
                                           "(adapt; default: the batch size)")
-    seed: Int = Field(0, description="random seed of the initial weights, batch order and "
-                      "augmentation")
+    seed: Int = Field(0, ge=0, le=2**63 - 1, description="random seed of the initial "
+                      "weights, batch order and augmentation (0 to 2**63 - 1)")
     device: str = Field("auto", description="auto (a GPU when there is one), cpu, cuda or "
                         "cuda:1")
     eval_batch_size: Int = Field(1024, ge=1)

@@ -27,6 +27,9 @@ def explain(name: str) -> str:
     from transferkit.models import MODELS
     from transferkit.validators import VALIDATORS
 
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"explain takes the name of a dataset, pair, model, method or "
+                          f"validator as a string (e.g. 'dann'), got {short_repr(name)}")
     parts: list[str] = []
     for kind, registry in (("dataset", DATASETS), ("pair", PAIRS), ("model", MODELS)):
         if name in registry:

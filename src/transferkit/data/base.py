@@ -151,6 +151,9 @@ class Dataset:
     classes: tuple[Any, ...] | None = None
 
     def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise DataError(f"a dataset's name must be a non-empty string (it names the data "
+                            f"in run records), got {self.name!r}")
         k = self.num_classes
         if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
             raise DataError(
@@ -228,6 +231,16 @@ class DomainPair:
     target: Dataset
 
     def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise DataError(f"a domain pair's name must be a non-empty string such as "
+                            f"'source->target', got {self.name!r}")
+        for part in ("source", "target"):
+            given = getattr(self, part)
+            if not isinstance(given, Dataset):
+                raise DataError(
+                    f"pair {self.name}: {part} must be a Dataset(name, train, test, "
+                    f"num_classes), got {type(given).__name__}"
+                )
         if self.source.input_shape != self.target.input_shape:
             raise DataError(
                 f"pair {self.name}: source inputs {self.source.input_shape} and target inputs "

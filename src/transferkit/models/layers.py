@@ -56,6 +56,9 @@ def refuse_logits_only(model: nn.Module, layer: str, who: str) -> None:
 
 def resolve_layer(model: nn.Module, layer: str, who: str = "model") -> str:
     """The full module path that ``layer`` names in ``model`` (exact, or a unique ending)."""
+    if not isinstance(layer, str) or not layer:
+        raise ConfigError(f"a layer of the {who} is named by its module path as a string "
+                          f"(e.g. 'features.2' or 'stage2'), got {layer!r}")
     paths = [name for name, _ in model.named_modules() if name]
     if layer in paths:
         return layer
