@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from inspect import signature as inspect_signature
@@ -634,6 +634,11 @@ def _run(plan: RunPlan, out: str | Path | None, resume: bool) -> RunResult:
         if trainer.selected is not None:  # the kept model is the preferred epoch's
             trainer.model.load_state_dict(trainer.selected["state"])
             summary["selected"] = summary.get("choices", {}).get(cfg.select)
+        target = data.target if isinstance(data, DomainPair) else data
+        if not target.labelled:  # said where a reader looks for the target's accuracy
+            summary["target"] = (f"{target.name} has no labels: no target accuracy measured"
+                                 + ("; the validators' scores are label-free"
+                                    if plan.validation is not None else ""))
         if trainer.warning:
             summary["warning"] = trainer.warning
         disk_caches = {m.name: m.cache_record for m in methods if getattr(m, "cache_record", None)}
@@ -713,10 +718,25 @@ def _finished(run_dir: Path) -> dict[str, Any] | None:
     return None
 
 
+def _check_labelled(data: Dataset, command: str, select: str = "last") -> None:
+    """Labels where the run reads them: a dataset trained on, or the target of select=oracle."""
+    if data.labelled:
+        return
+    if command == "train":
+        raise ConfigError(f"train: dataset {data.name!r} has no labels; train learns from "
+                          "labelled rows (an unlabelled target belongs in a pair: adapt; a "
+                          "teacher can label it: distill)")
+    if select == "oracle":
+        raise ConfigError(f"select=oracle picks the epoch by target-test accuracy, and the target "
+                          f"{data.name!r} has no labels; choose a validator (e.g. im) or last")
+
+
 def _evals(data) -> dict[str, Split]:
+    """The labelled test splits a run scores; a target without labels has none to score."""
     if isinstance(data, DomainPair):
-        return {"source_test": data.source.test, "target_test": data.target.test}
-    return {"test": data.test}
+        scored = {"source_test": data.source.test, "target_test": data.target.test}
+        return scored if data.target.labelled else {"source_test": data.source.test}
+    return {"test": data.test} if data.labelled else {}
 
 
 def train(
@@ -742,10 +762,12 @@ def train(
     torch.manual_seed(cfg.seed)
     module, spec = resolve_model(model, data.input_shape, data.num_classes, **(model_options or {}))
     labelled = data.source if isinstance(data, DomainPair) else data
+    _check_labelled(labelled, "train")
     _check_classes(module, labelled.train.x, data.num_classes, "model", trained=True)
     methods = build_methods(method, None, options)
     check_needs(methods, {"labels"}, "train", " (train fits labels; distil or adapt for more)")
-    train_data = TrainData(labelled.train.x, labelled.train.y, data.num_classes)
+    train_data = TrainData(labelled.train.x, labelled.train.y, data.num_classes,
+                           inputs=labelled.inputs)
     record = {"data": data.name, **_data_record(data, data_options), "model": spec,
               "method": _method_spec(method),
               "method_options": options}
@@ -823,20 +845,27 @@ def distill(
         synthetic = [m for m in methods if getattr(m, "replaces_training_data", False)]
         if synthetic:  # no real training image: the teacher's own transfer set
             x, _ = _transfer_set(synthetic[0], data, out, resume, cfg)
-            train_data, provides = TrainData(x, None, data.num_classes), {"teacher"}
+            train_data = TrainData(x, None, data.num_classes, inputs=data.inputs)
+            provides = {"teacher"}
         elif isinstance(data, DomainPair) and any("target" in m.needs for m in methods):
             # e.g. dann+kd: labelled source, unlabelled target (kd reads inputs=target or both)
             train_data = TrainData(data.source.train.x, data.source.train.y, data.num_classes,
-                                   data.target.train.x)
+                                   data.target.train.x, inputs=data.inputs)
             provides = {"teacher", "labels", "target"}
         elif isinstance(data, DomainPair):  # the teacher alone on unlabelled target inputs
-            train_data = TrainData(data.target.train.x, None, data.num_classes)
+            train_data = TrainData(data.target.train.x, None, data.num_classes,
+                                   inputs=data.inputs)
+            provides = {"teacher"}
+        elif not data.labelled:  # inputs without labels: the teacher alone labels them
+            train_data = TrainData(data.train.x, None, data.num_classes, inputs=data.inputs)
             provides = {"teacher"}
         else:
-            train_data = TrainData(data.train.x, data.train.y, data.num_classes)
+            train_data = TrainData(data.train.x, data.train.y, data.num_classes,
+                                   inputs=data.inputs)
             provides = {"teacher", "labels"}
         why = " (on a pair, distill learns from unlabelled target inputs)" if isinstance(
-            data, DomainPair) else " (data-free trains on synthesised inputs)" if synthetic else ""
+            data, DomainPair) else " (data-free trains on synthesised inputs)" if synthetic \
+            else "" if data.labelled else f" ({data.name} has no labels)"
         check_needs(methods, provides, "distill", why)
         if "labels" in provides and not any(m.own_label_term for m in methods):
             methods.insert(0, build_methods("supervised")[0])  # the hard labels, as papers do
@@ -1072,6 +1101,7 @@ def adapt(
     if not isinstance(data, DomainPair):
         raise ConfigError(f"adapt needs a domain pair such as 'mnist->usps', got {data.name!r}")
     cfg, options = split_settings(dict(settings), method_options)
+    _check_labelled(data.target, "adapt", cfg.select)
     torch.manual_seed(cfg.seed)
     start = str(model) if _is_saved_model(model) else None
     if start is not None:
@@ -1100,7 +1130,7 @@ def adapt(
         source = data.source.train
         kept, held = holdout_rows(source.y, cfg.source_holdout)
         train_data = TrainData(source.x[kept], source.y[kept], data.num_classes,
-                               data.target.train.x)
+                               data.target.train.x, inputs=data.inputs)
         validation = ValidationSets.build(source.x[held], source.y[held], data.target.train.x)
         record = {"data": data.name, **_data_record(data, data_options), "model": spec,
                   "method": _method_spec(method), "methods": [m.name for m in methods],
@@ -1121,20 +1151,30 @@ def adapt(
 
 
 def _target_only(data: Dataset | DomainPair | str, data_dir: str | Path | None,
-                 data_options: dict[str, Any] | None = None) -> Dataset:
-    """The target dataset of a pair (its source never loaded) or a dataset given alone."""
+                 data_options: dict[str, Any] | None = None,
+                 unlabelled_classes: Callable[[torch.Tensor], int] | None = None) -> Dataset:
+    """The target dataset of a pair (its source never loaded) or a dataset given alone; a
+    target file without labels takes its class count from ``unlabelled_classes``."""
     if isinstance(data, DomainPair):
         return data.target
     if isinstance(data, Dataset):
         return data
+    if isinstance(data, os.PathLike):
+        data = os.fspath(data)
     if not isinstance(data, str):
         raise ConfigError(
             f"data must be a dataset name, Dataset or DomainPair, got {type(data).__name__}"
         )
     from transferkit.data.files import is_data_path
 
+    data = "->".join(side.strip() for side in data.split("->"))
     sides = data.split("->")
-    if any(is_data_path(side) for side in sides):  # a pair with files: the target side alone
+    if is_data_path(sides[-1]):  # a file, or a pair with files: the target side alone
+        from transferkit.data.files import load_file_dataset, parse_file_options
+
+        return load_file_dataset(sides[-1], parse_file_options(data_options),
+                                 unlabelled_classes=unlabelled_classes)
+    if any(is_data_path(side) for side in sides):
         return resolve_data(sides[-1], data_dir, data_options)
     return load_pair_target(data, data_dir) if "->" in data else load_dataset(data, data_dir)
 
@@ -1168,10 +1208,17 @@ def _adapt_source_free(
         # it would be ignored: there is no source data (the default is what the CLI passes)
         raise ConfigError(f"adapt: {'+'.join(names)} reads no source data, so source_holdout "
                           "holds nothing out; remove it")
-    target = _target_only(data, data_dir, data_options)
-    cfg, options = split_settings(dict(settings), method_options)
-    torch.manual_seed(cfg.seed)
     start = None if isinstance(model, nn.Module) else str(model)
+    given = model
+
+    def classes_of(x: torch.Tensor) -> int:  # a target file without labels: the model's count
+        net = given if isinstance(given, nn.Module) else load_model(str(given))
+        return _probe(net, x[:2], "model")
+
+    target = _target_only(data, data_dir, data_options, classes_of)
+    cfg, options = split_settings(dict(settings), method_options)
+    _check_labelled(target, "adapt", cfg.select)
+    torch.manual_seed(cfg.seed)
     spec = None
     if start is not None:
         model, saved = _load_record(start)
@@ -1183,7 +1230,8 @@ def _adapt_source_free(
     _check_classes(model, target.train.x, target.num_classes, "model")
     methods = build_methods(names, None, options)
     with _given_back_on_error(methods):
-        train_data = TrainData(target.train.x, None, target.num_classes)  # no labels, no source
+        train_data = TrainData(target.train.x, None, target.num_classes,  # no labels, no source
+                               inputs=target.inputs)
         record = {"data": target.name, **_data_record(target, data_options), "source_free": True,
                   "method": "+".join(names),
                   "methods": names, "method_options": options,
@@ -1195,9 +1243,9 @@ def _adapt_source_free(
         if converted:
             record["inputs"] = converted
         validation = ValidationSets.build(None, None, target.train.x)
-        return _run(RunPlan("adapt", model, target, methods, train_data,
-                            {"target_test": target.test}, cfg, spec, record, feature_layer,
-                            validation), out, resume)
+        evals = {"target_test": target.test} if target.labelled else {}
+        return _run(RunPlan("adapt", model, target, methods, train_data, evals, cfg, spec,
+                            record, feature_layer, validation), out, resume)
 
 
 class Scores(dict):
@@ -1247,17 +1295,30 @@ def evaluate(
     elif not isinstance(model, nn.Module):
         kind = type(model).__name__
         raise ConfigError(f"evaluate needs an nn.Module or a saved model, got {kind}")
-    evals, converted = fit_splits(model, data, _evals(data), who)
+    scored = _evals(data)
+    if not scored and not validators:
+        raise ConfigError(f"{data.name} has no labels, so there is no accuracy to measure; "
+                          "validators=True (CLI: --validators) gives label-free scores")
+    target = data.target if isinstance(data, DomainPair) else data
+    probe = {"rows": target.train} if not scored else {}  # the model is still checked on them
+    evals, converted = fit_splits(model, data, {**scored, **probe}, who)
     if converted:
         note(converted, is_main())
     dev = local_device(device)
     model = model.to(dev)
     _check_classes(model, next(iter(evals.values())).x, data.num_classes, "model")
+    evals = {name: split for name, split in evals.items() if name in scored}
     scores = {name: evaluate_split(model, split, dev, batch_size) for name, split in evals.items()}
     holdout = DEFAULT_SOURCE_HOLDOUT if source_holdout is None else source_holdout
     found = _validator_scores(model, data, who, dev, batch_size, holdout) if validators \
         else None
-    return Scores(scores, [converted] if converted else [], found)
+    notes = [converted] if converted else []
+    if not target.labelled:
+        notes.append(f"{target.name} has no labels: no accuracy on it"
+                     + ("" if validators else "; --validators (validators=True) scores the "
+                        "model on it without labels"))
+        note(notes[-1], is_main())
+    return Scores(scores, notes, found)
 
 
 def _recorded_holdout(path: Path) -> float | None:

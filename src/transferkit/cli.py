@@ -673,11 +673,14 @@ def print_summary(result: api.RunResult) -> None:
     if summary.get("teacher_parameters"):
         size += f" (teacher {summary['teacher_parameters']:,})"
     selected = summary.get("selected")
+    final = final or "no labelled split to score"
     print(f"{summary['command']}{' (last epoch)' if selected else ''}: {final}; {size}")
     if selected:  # model.pt holds the chosen epoch, not the last one printed above
         scores = ", ".join(f"{k} accuracy {v:.2%}" for k, v in selected.items()
                            if isinstance(v, float))
         print(f"  kept in model.pt: {summary['selection']}: {scores}")
+    if summary.get("target"):  # a target without labels: say why no target accuracy shows
+        print(f"  target: {summary['target']}")
     if str((summary.get("data_options") or {}).get("test", "")).lower() == "all":
         print("  (test=all: these are scored on the training rows themselves; for a pair, the "
               "target's are its unlabelled rows, with labels used only to score)")

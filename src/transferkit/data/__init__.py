@@ -2,7 +2,7 @@
 
 from transferkit.data import cifar as _cifar  # noqa: F401  (registers cifar10, cifar100)
 from transferkit.data import shift as _shift  # noqa: F401  (registers digits_shifted)
-from transferkit.data.base import Dataset, DomainPair, Split
+from transferkit.data.base import UNLABELLED, Dataset, DomainPair, Split, unlabelled
 from transferkit.data.datasets import DATASETS, load_dataset
 from transferkit.data.inputs import InputConverted, InputSpec
 from transferkit.data.pairs import PAIRS, load_pair, load_pair_target
@@ -12,6 +12,7 @@ __all__ = [
     "DATASETS",
     "ENV_VAR",
     "PAIRS",
+    "UNLABELLED",
     "Dataset",
     "DomainPair",
     "InputConverted",
@@ -22,4 +23,5 @@ __all__ = [
     "load_pair",
     "load_pair_target",
     "resolve_data_dirs",
+    "unlabelled",
 ]

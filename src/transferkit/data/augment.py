@@ -7,13 +7,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def random_translate(x: Tensor, pixels: int) -> Tensor:
-    """Shift each image by its own random (dy, dx) in ``[-pixels, pixels]``, zero-filled.
+def random_translate(x: Tensor, pixels: int, fill: float = 0.0) -> Tensor:
+    """Shift each image by its own random (dy, dx) in ``[-pixels, pixels]``, ``fill``-filled.
 
     Hinton et al. (2015) train the MNIST teacher on inputs "jittered by up to two pixels".
-    Implemented as zero padding then a per-sample crop gathered with index arithmetic, so
+    Implemented as padding then a per-sample crop gathered with index arithmetic, so
     one batch costs two ``gather`` calls and no Python loop. Draws from the global RNG, which
-    checkpoints save, so a resumed run sees the same shifts.
+    checkpoints save, so a resumed run sees the same shifts. ``fill`` is the stored value of
+    a raw 0 (black) pixel, ``(0 - mean) / std``: -1 for data in [-1, 1], where a 0 would be
+    grey; the default 0 is right for [0, 1] data.
     """
     if pixels <= 0:
         return x
@@ -21,7 +23,7 @@ def random_translate(x: Tensor, pixels: int) -> Tensor:
         raise ValueError(f"jitter needs N x C x H x W images, got shape {tuple(x.shape)}")
     n, c, h, w = x.shape
     shifts = torch.randint(0, 2 * pixels + 1, (2, n), device=x.device)
-    padded = F.pad(x, (pixels, pixels, pixels, pixels))
+    padded = F.pad(x, (pixels, pixels, pixels, pixels), value=fill)
     rows = (torch.arange(h, device=x.device)[None, :] + shifts[0][:, None])  # n x h
     cols = (torch.arange(w, device=x.device)[None, :] + shifts[1][:, None])  # n x w
     padded = padded.gather(2, rows[:, None, :, None].expand(n, c, h, w + 2 * pixels))
@@ -45,10 +47,12 @@ def random_flip(x: Tensor, p: float = 0.5) -> Tensor:
     return torch.where(flips[:, None, None, None], x.flip(3), x)
 
 
-def random_crop_flip(x: Tensor, padding: int = 4, flip: bool = True) -> Tensor:
+def random_crop_flip(x: Tensor, padding: int = 4, flip: bool = True,
+                     fill: float = 0.0) -> Tensor:
     """The standard CIFAR augmentation: pad, random crop, random horizontal flip.
 
-    Each image is zero-padded by ``padding`` pixels on every side, cropped back to its
+    Each image is padded with ``fill`` (the stored value of a raw 0, as in
+    :func:`random_translate`) by ``padding`` pixels on every side, cropped back to its
     ``H x W`` at its own random offset (uniform over all ``(2 padding + 1)^2`` crops) and, when
     ``flip``, mirrored left-right with probability 0.5. Vectorised like ``random_translate``:
     the crop and the flip are one row ``gather`` and one column ``gather`` (a flipped image
@@ -72,7 +76,7 @@ def random_crop_flip(x: Tensor, padding: int = 4, flip: bool = True) -> Tensor:
         cols = torch.where(flips[:, None], w - 1 - col, col)
     rows = torch.arange(h, device=device)[None, :] + offsets[0][:, None]  # n x h
     cols = cols + offsets[1][:, None]  # n x w
-    padded = F.pad(x, (padding, padding, padding, padding))
+    padded = F.pad(x, (padding, padding, padding, padding), value=fill)
     padded = padded.gather(2, rows[:, None, :, None].expand(n, c, h, w + 2 * padding))
     return padded.gather(3, cols[:, None, None, :].expand(n, c, h, w))
 

@@ -11,6 +11,11 @@ fractional labels, several label columns, NaN or infinite features, an empty spl
 
 ``Dataset.inputs`` is the input convention (see ``inputs.py``): every registered dataset sets
 it; data built by hand leaves it None (unknown), so no conversion or refusal is possible.
+
+An adaptation target may have no labels at all (:func:`unlabelled`): its labels are
+``UNLABELLED`` (-1), ``Dataset.labelled`` is False, and its test split is its training rows
+(there is nothing else to score). Nothing may compute an accuracy on it: the verbs leave its
+split out of every evaluation, and a -1 label fails loudly anywhere one would be read.
 """
 
 from __future__ import annotations
@@ -104,7 +109,11 @@ class Split:
         return self if n is None else Split(self.x[:n], self.y[:n])
 
 
-def _check_split(dataset: str, part: str, split: Split, num_classes: int) -> None:
+UNLABELLED = -1  # the label of every row of an unlabelled dataset (see unlabelled())
+
+
+def _check_split(dataset: str, part: str, split: Split, num_classes: int,
+                 labelled: bool = True) -> None:
     """Checks that need the dataset's name and class count (cheap unless something is wrong)."""
     where = f"dataset {dataset!r} ({part} split)"
     if len(split) == 0:
@@ -118,6 +127,11 @@ def _check_split(dataset: str, part: str, split: Split, num_classes: int) -> Non
                 f"inputs of {where} hold {count} NaN or infinite values (in {rows} rows); "
                 "drop or fill those rows before building the Dataset"
             )
+    if not labelled:
+        if bool((split.y != UNLABELLED).any()):
+            raise DataError(f"{where}: an unlabelled dataset's labels are all {UNLABELLED}; "
+                            "build it with transferkit.data.unlabelled(name, x, num_classes)")
+        return
     lo, hi = int(split.y.min()), int(split.y.max())
     if lo >= 0 and hi < num_classes:
         return
@@ -149,6 +163,8 @@ class Dataset:
     inputs: InputSpec | None = None
     # The original label values in class-index order (data files); None for built-in datasets.
     classes: tuple[Any, ...] | None = None
+    # False for an adaptation target without labels (see unlabelled()): never scored.
+    labelled: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -170,7 +186,7 @@ class Dataset:
                     f"{part} of dataset {self.name!r} must be a Split(x, y), "
                     f"got {type(split).__name__}"
                 )
-            _check_split(self.name, part, split, self.num_classes)
+            _check_split(self.name, part, split, self.num_classes, self.labelled)
         train_shape, test_shape = self.input_shape, tuple(self.test.x.shape[1:])
         if train_shape != test_shape:
             raise DataError(
@@ -241,6 +257,9 @@ class DomainPair:
                     f"pair {self.name}: {part} must be a Dataset(name, train, test, "
                     f"num_classes), got {type(given).__name__}"
                 )
+        if not self.source.labelled:
+            raise DataError(f"pair {self.name}: the source domain {self.source.name!r} has no "
+                            "labels; adaptation learns the task from labelled source data")
         if self.source.input_shape != self.target.input_shape:
             raise DataError(
                 f"pair {self.name}: source inputs {self.source.input_shape} and target inputs "
@@ -275,3 +294,13 @@ class DomainPair:
     def with_inputs(self, spec: InputSpec) -> DomainPair:
         """Both domains stored in convention ``spec`` (converted copies)."""
         return DomainPair(self.name, self.source.with_inputs(spec), self.target.with_inputs(spec))
+
+
+def unlabelled(name: str, x: Any, num_classes: int, *, inputs: InputSpec | None = None,
+               classes: tuple[Any, ...] | None = None, description: str = "") -> Dataset:
+    """A dataset of inputs without labels, e.g. an adaptation target from the field: its
+    training and test splits are the same rows, labelled ``UNLABELLED``; ``num_classes`` (and
+    ``classes``) are the task's, from the labelled source or the trained model."""
+    rows = _features(x)
+    split = Split(rows, torch.full((rows.shape[0],), UNLABELLED, dtype=torch.int64))
+    return Dataset(name, split, split, num_classes, description, inputs, classes, labelled=False)

@@ -24,6 +24,10 @@ arrays are ``x_test``/``y_test`` (or ``X_test``/``Y_test``). Image folders give 
 ``channels`` is 1 (grey, ITU-R 601 luma) or 3 (grey repeated), by default 3 when any image is
 colour. Alpha is dropped.
 
+The target of a pair may have no labels (an ``.npz``/``.mat`` without a labels array, or a
+folder of images without class sub-folders): it becomes an unlabelled dataset (see
+``base.unlabelled``) with the source's classes, every row adapted to and none scored.
+
 Labels may be numbers or strings. The classes are the sorted distinct training labels
 (numbers numerically, strings lexicographically), or those given (a pair maps the target's
 labels with the source's classes); ``Dataset.classes`` keeps them, in class-index order.
@@ -63,7 +67,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from transferkit.data.base import Dataset, DomainPair, Split
+from transferkit.data.base import Dataset, DomainPair, Split, unlabelled
 from transferkit.data.datasets import DATASETS, load_dataset
 from transferkit.data.inputs import InputSpec
 from transferkit.errors import ConfigError, DataError
@@ -296,7 +300,7 @@ class _Raw:
     where: str  # the file or folder, for messages
     title: str  # its name, for the description
     x: Tensor
-    labels: np.ndarray
+    labels: np.ndarray | None  # None: an unlabelled adaptation target
     x_test: Tensor | None = None
     labels_test: np.ndarray | None = None
     own_test: str = ""  # how to describe the file's own test split
@@ -310,9 +314,12 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _pick_keys(
-    path: Path, names: Sequence[str], options: FileOptions
+    path: Path, names: Sequence[str], options: FileOptions, labels_optional: bool = False
 ) -> tuple[dict[str, str | None], str]:
-    """Which arrays hold x, y and the test split; the second item names unused test arrays."""
+    """Which arrays hold x, y and the test split; the second item names unused test arrays.
+
+    ``labels_optional`` (an adaptation target): no labels array gives ``y: None`` and no test
+    split, instead of an error."""
     present = ", ".join(repr(n) for n in names) or "none"
 
     def pick(option: str, required: bool) -> str | None:
@@ -328,14 +335,21 @@ def _pick_keys(
         if found is None and required:
             looked = ", ".join(_KEY_DEFAULTS[option])
             what = "inputs" if option == "x" else "labels"
+            unlabelled = "" if option == "x" else (
+                f" (inputs without labels are an adaptation target: adapt --data "
+                f"SOURCE->{path})")
             raise DataError(
                 f"{path}: no {what} array (looked for {looked}); arrays present: {present}; "
-                f"set {OPT} {option}=NAME"
+                f"set {OPT} {option}=NAME{unlabelled}"
             )
         return found
 
-    keys = {"x": pick("x", True), "y": pick("y", True), "x_test": None, "y_test": None}
+    keys = {"x": pick("x", True), "y": pick("y", not labels_optional), "x_test": None,
+            "y_test": None}
     x_test, y_test = pick("x_test", False), pick("y_test", False)
+    if keys["y"] is None:  # unlabelled: its rows are all there is to adapt to (and no score)
+        unused = "/".join(k for k in (x_test, y_test) if k)
+        return keys, f"the file's {unused} not used (no labels)" if unused else ""
     if options.test is not None:
         unused = "/".join(k for k in (x_test, y_test) if k)
         return keys, f"the file's {unused} not used" if unused else ""
@@ -350,7 +364,8 @@ def _pick_keys(
     return keys, ""
 
 
-def _read_npz(path: Path, options: FileOptions) -> tuple[dict[str, np.ndarray], str]:
+def _read_npz(path: Path, options: FileOptions,
+              labels_optional: bool = False) -> tuple[dict[str, np.ndarray], str]:
     with path.open("rb") as f:
         head = f.read(8)
     if head.startswith(b"\x93NUMPY"):
@@ -370,7 +385,7 @@ def _read_npz(path: Path, options: FileOptions) -> tuple[dict[str, np.ndarray], 
             "with np.savez"
         ) from None
     with archive:
-        keys, unused = _pick_keys(path, list(archive.files), options)
+        keys, unused = _pick_keys(path, list(archive.files), options, labels_optional)
         arrays: dict[str, np.ndarray] = {}
         for role, key in keys.items():
             if key is None:
@@ -392,7 +407,8 @@ def _read_npz(path: Path, options: FileOptions) -> tuple[dict[str, np.ndarray], 
     return arrays, unused
 
 
-def _read_mat(path: Path, options: FileOptions) -> tuple[dict[str, np.ndarray], str]:
+def _read_mat(path: Path, options: FileOptions,
+              labels_optional: bool = False) -> tuple[dict[str, np.ndarray], str]:
     v73 = (
         f"{path} is a MATLAB v7.3 (HDF5) file, which scipy cannot read; save it with -v7 "
         "(save(file, 'fts', 'labels', '-v7')) or as .npz"
@@ -413,7 +429,7 @@ def _read_mat(path: Path, options: FileOptions) -> tuple[dict[str, np.ndarray], 
             "or as .npz"
         ) from None
     names = [k for k in contents if not k.startswith("__")]
-    keys, unused = _pick_keys(path, names, options)
+    keys, unused = _pick_keys(path, names, options, labels_optional)
     arrays = {}
     for role, key in keys.items():
         if key is not None:
@@ -610,16 +626,21 @@ def _label_array(path: Path, key: str, value: Any) -> np.ndarray:
     return array
 
 
-def _read_feature_file(path: Path, kind: str, options: FileOptions) -> _Raw:
+def _read_feature_file(path: Path, kind: str, options: FileOptions,
+                       labels_optional: bool = False) -> _Raw:
     name = str(path)  # as given: a run records it, and a resume reads the same file
     if kind == "csv":
         x, labels, note = _read_csv(path, options)
         return _Raw(name, str(path), path.name, x, _check_labels(path, note, labels, len(x)))
-    arrays, unused = (_read_npz if kind == "npz" else _read_mat)(path, options)
+    reader = _read_npz if kind == "npz" else _read_mat
+    arrays, unused = reader(path, options, labels_optional)
     x, image_note = _image_array(arrays["x"])
-    raw = _Raw(name, str(path), path.name, _features(path, "x", x), np.empty(0))
+    raw = _Raw(name, str(path), path.name, _features(path, "x", x), None)
     eight_bit = _eight_bit(arrays["x"])
     raw.image_note, raw.inputs = image_note, (UNIT if eight_bit else None)  # as image folders
+    if "y" not in arrays:  # an unlabelled target (labels_optional)
+        raw.unused_test = unused
+        return raw
     raw.labels = _check_labels(path, "y", _label_array(path, "y", arrays["y"]), len(raw.x))
     if "x_test" in arrays:
         if _eight_bit(arrays["x_test"]) != eight_bit:  # one would be scaled, not the other
@@ -740,13 +761,16 @@ def _decode(image_lib: Any, path: Path, channels: int, size: int | None) -> np.n
         return pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
 
 
-def _read_image_folder(root: Path, options: FileOptions) -> _Raw:
+def _read_image_folder(root: Path, options: FileOptions, labels_optional: bool = False) -> _Raw:
     image_lib = _image_lib()
     subdirs = {p.name for p in _visible_dirs(root)}
     split_layout = (
         "train" in subdirs and subdirs <= {"train", "test"} and bool(_visible_dirs(root / "train"))
     )
-    if split_layout:
+    flat = labels_optional and not subdirs and bool(_image_files(root))
+    if flat:  # an unlabelled target: its images lie in the folder itself, no class folders
+        parts = {"train": [("", _image_files(root))]}
+    elif split_layout:
         parts = {"train": _class_folders(root / "train", "root/train")}
         if "test" in subdirs and options.test is None:
             parts["test"] = _class_folders(root / "test", "root/test")
@@ -797,7 +821,7 @@ def _read_image_folder(root: Path, options: FileOptions) -> _Raw:
         str(root),
         f"{root.name or root.resolve().name}/",
         tensors["train"],
-        np.array([label for _, label in files["train"]], dtype=str),
+        None if flat else np.array([label for _, label in files["train"]], dtype=str),
         inputs=UNIT,
     )
     shape = "x".join(str(d) for d in (channels, height, width))
@@ -925,6 +949,9 @@ def _build(
     classes_from: str = "the given classes",
 ) -> Dataset:
     where = raw.where
+    if raw.labels is None:
+        assert classes is not None  # only a pair's target is read without labels
+        return _build_unlabelled(raw, options, tuple(classes))
     if classes is None:
         known = _infer_classes(where, raw.labels)
         classes_from = "the training labels"
@@ -980,27 +1007,59 @@ def _build(
     )
 
 
-def _read(path: Path, kind: str, options: FileOptions) -> _Raw:
+def _build_unlabelled(raw: _Raw, options: FileOptions, classes: tuple[Any, ...]) -> Dataset:
+    """A target without labels: every row is trained on (unlabelled) and none is scored, so
+    ``test`` does not apply; ``normalize`` uses all its rows (they are its training split)."""
+    x, inputs = raw.x, raw.inputs
+    notes = ["no labels: adapted to without them; no target accuracy can be measured"]
+    if raw.unused_test:
+        notes.append(raw.unused_test)
+    if options.normalize:
+        x, _ = _normalize(raw.where, options.normalize, x, None)
+        inputs = None
+        notes.append(f"normalized: {_steps_words(options.normalize)}")
+    if raw.image_note:
+        what = f"{len(x)} {raw.image_note}"
+    elif x.dim() == 2:
+        what = f"{len(x)} rows x {x.shape[1]} features"
+    else:
+        what = f"{len(x)} rows of inputs {'x'.join(str(d) for d in x.shape[1:])}"
+    known = tuple(v.item() if isinstance(v, np.generic) else v for v in classes)
+    return unlabelled(raw.name, x, len(known), inputs=inputs, classes=known,
+                      description=f"{raw.title}: {what}; {'; '.join(notes)}")
+
+
+def _read(path: Path, kind: str, options: FileOptions, labels_optional: bool = False) -> _Raw:
+    """``labels_optional``: an adaptation target, which may come without labels."""
     if kind == "images":
-        return _read_image_folder(path, options)
-    return _read_feature_file(path, kind, options)
+        return _read_image_folder(path, options, labels_optional)
+    return _read_feature_file(path, kind, options, labels_optional)
 
 
 def load_file_dataset(
     spec: str | Path,
     options: FileOptions = FileOptions(),
     classes: Sequence[Any] | None = None,
+    unlabelled_classes: Callable[[Tensor], int] | None = None,
 ) -> Dataset:
     """A Dataset read from a ``.npz``, ``.mat`` or ``.csv`` file or an image folder.
 
     ``classes`` (original label values in class-index order) fixes the class indices; a label
     not among them raises DataError. ``Dataset.classes`` records the classes used.
+    ``unlabelled_classes`` (source-free adaptation: a target file may have no labels) gives
+    the class count of a file without labels from its inputs (the trained model's outputs);
+    without it, a file without labels is refused.
     """
     options = parse_file_options(options)
     path = Path(spec)
     kind = _kind(path)
     _check_applicable(options, {kind}, f"{path} ({_KIND_WORDS[kind]})")
-    return _build(_read(path, kind, options), options, classes)
+    raw = _read(path, kind, options, labels_optional=unlabelled_classes is not None)
+    if raw.labels is None:
+        assert unlabelled_classes is not None
+        known = classes if classes is not None else range(unlabelled_classes(raw.x))
+        return _build_unlabelled(raw, options, tuple(known))
+    return _build(raw, options, classes)
 
 
 # --- pairs ------------------------------------------------------------------------------------
@@ -1087,7 +1146,7 @@ def load_file_pair(
 
     classes_from = f"the source's classes ({src_name})"
     if "target" in kinds:
-        raw = _read(Path(target), kinds["target"], options)
+        raw = _read(Path(target), kinds["target"], options, labels_optional=True)
         check_shape(tuple(raw.x.shape[1:]))
         tgt = _build(raw, options, classes, classes_from)
     else:

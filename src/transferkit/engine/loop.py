@@ -10,16 +10,20 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from transferkit.config import TrainConfig, settings_diff
 from transferkit.data.augment import random_crop_flip, random_flip, random_translate
 from transferkit.data.base import Split
+from transferkit.data.inputs import InputSpec
 from transferkit.engine import distributed
 from transferkit.engine.batches import epoch_batches, rank_slice
 from transferkit.engine.checkpoint import load_torch, load_weights, save_torch, write_text
@@ -56,6 +60,7 @@ from transferkit.errors import (
     TransferkitError,
 )
 from transferkit.methods.base import Batch, Method, Phase, Tap, TrainInfo
+from transferkit.models.base import module_modes, restore_modes
 
 CHECKPOINT = "checkpoint.pt"
 SELECTED = "selected.pt"  # the weights of the epoch that ``select`` prefers
@@ -97,12 +102,23 @@ def finite_or_null(value: Any) -> Any:
 
 @dataclass
 class TrainData:
-    """Training tensors: inputs, labels (None when unlabelled) and optional target inputs."""
+    """Training tensors: inputs, labels (None when unlabelled) and optional target inputs.
+
+    ``inputs`` is their convention (the Dataset's or DomainPair's ``inputs``; None: unknown):
+    jitter and augment pad with the stored value of a raw 0 pixel, -1 on data in [-1, 1].
+    """
 
     x: Tensor
     y: Tensor | None
     num_classes: int
     x_target: Tensor | None = None
+    inputs: InputSpec | None = None
+
+    @property
+    def black(self) -> float:
+        """The stored value of a raw 0 (``(0 - mean) / std``), as torchvision pads raw images
+        before normalising; 0 when the convention is unknown."""
+        return 0.0 if self.inputs is None else self.inputs.range[0]
 
     def class_counts(self) -> Tensor | None:
         if self.y is None:
@@ -152,12 +168,21 @@ class Trainer:
         if self.precision.requested != "off":
             note(f"precision: {self.precision.reason}", config.progress and distributed.is_main())
         self._check_data(methods)
+        self.fill = data.black  # jitter's and augment's padding: the data's black
         torch.manual_seed(config.seed)  # before networks that methods create (DML's peers)
         self.objective = Objective(model, methods, feature_layer)
         self.steps_per_epoch = config.steps_per_epoch or max(1, len(data.x) // config.batch_size)
         self.total_steps = self.steps_per_epoch * config.epochs
         self.objective.to(self.device)  # methods may compute on the device in setup
-        tap_shapes = self._probe_taps()
+        trains = any(m.trains_network for m in methods)
+        try:
+            with _batchnorm_values(self.objective) as bn_values:
+                tap_shapes = self._probe_taps()
+            if trains:  # before setup changes the model (adabn's statistics, tent's freezing)
+                self._check_batchnorm(bn_values)
+        except TransferkitError:
+            self.objective.remove_hooks()  # a refused model leaves without the tap hooks
+            raise
         feature_tap = self.objective.feature_tap
         info = TrainInfo(
             num_classes=data.num_classes,
@@ -178,6 +203,14 @@ class Trainer:
         )
         for method in methods:
             method.setup(info)
+        if trains:  # again for the modules setup built (a discriminator with BatchNorm)
+            try:
+                self._check_batchnorm(bn_values)
+            except ConfigError:
+                self.objective.remove_hooks()
+                for method in reversed(methods):  # give back what setup changed
+                    method.close()
+                raise
         self.objective.to(self.device)  # and move the modules setup created
         # before the optimizers and DDP see the parameters (converted in place)
         channels_last, self.memory_format = choose_memory_format(
@@ -187,7 +220,6 @@ class Trainer:
         self._restore_format = to_channels_last(self.objective) if channels_last else None
         self.phases = self.objective.phases()
         # No optimizer when no method trains anything (adabn alone): epochs only evaluate.
-        trains = any(m.trains_network for m in methods)
         self.optimizers = [self._phase_optimizer(p) for p in self.phases] if trains else []
         self.max_norm_weights = weight_matrices(model) if config.optim.max_norm else []
         self.step_fn: nn.Module = self.objective
@@ -245,9 +277,57 @@ class Trainer:
             raise ConfigError(f"methods [{names}] need labels but the training data has none")
         if any(m.needs_target for m in methods) and self.data.x_target is None:
             raise ConfigError(f"methods [{names}] need target inputs: train on a domain pair")
+        cfg = self.config
+        shifts = [f"jitter={cfg.jitter}"] if cfg.jitter else []
+        shifts += [f"augment={cfg.augment!r}"] if cfg.augment != "none" else []
+        if shifts and self.data.x.dim() != 4:  # else the first step fails inside augment.py
+            raise ConfigError(
+                f"{' and '.join(shifts)} (image augmentation) need{'s' * (len(shifts) == 1)} "
+                f"image inputs (N x C x H x W), but the training inputs are "
+                f"{' x '.join(map(str, ('N', *self.data.x.shape[1:])))}; leave them out "
+                "(jitter=0, augment='none') for feature vectors"
+            )
+
+    def _check_batchnorm(self, values: dict[nn.Module, int]) -> None:
+        """Refuse one-row batches when a BatchNorm layer in training mode would see a single
+        value per channel, where torch would fail inside the first step ("Expected more than
+        1 value per channel when training").
+
+        Batches are always whole (:func:`epoch_batches` concatenates permutations, so there
+        is no short last batch), but under DDP a process gets ``batch_size // world`` rows or
+        one more. On a pair, methods may run one domain's rows alone (fixmatch's strong view,
+        a discriminator), so ``target_batch_size`` counts too. ``values``: per-sample values per
+        channel of the layers the tap probe ran (``H x W`` for maps); a layer it did not run
+        (one setup built) counts 1 when it is a BatchNorm1d.
+        """
+        cfg, world = self.config, distributed.world_size()
+        sizes = {"batch_size": cfg.batch_size}  # also the target batch's, when unset
+        if self.objective.needs_target and cfg.target_batch_size is not None:
+            sizes["target_batch_size"] = cfg.target_batch_size
+        small = [name for name, size in sizes.items() if size // world <= 1]
+        if not small:
+            return
+        modes = module_modes(self.objective)
+        self.objective.train()  # the modes of a step (a teacher stays in eval mode)
+        try:
+            layer = next((name for name, m in self.objective.named_modules()
+                          if isinstance(m, _BatchNorm) and m.training
+                          and values.get(m, int(isinstance(m, nn.BatchNorm1d))) == 1), None)
+        finally:
+            restore_modes(modes)
+        if layer is None:
+            return
+        given = " and ".join(f"{name}={sizes[name]}" for name in small)
+        over = f" over {world} processes" if world > 1 else ""
+        fix = " and ".join(f"{name} >= {2 * world}" for name in small)
+        raise ConfigError(
+            f"{given}{over} give{'s' * (len(small) == 1)} training batches of one row, and "
+            f"BatchNorm layer {layer.removeprefix('model.')!r} (in training mode) needs more "
+            f"than one value per channel; give {fix} (or take that BatchNorm out)"
+        )
 
     def _probe_taps(self) -> dict[Tap, tuple[int, ...]]:
-        """Per-sample shapes of every tap, from two training rows (eval mode, no grad)."""
+        """Per-sample shapes of every tap, from two training rows (eval mode)."""
         x_target = None if self.data.x_target is None else self.data.x_target[:2]
         try:
             return self.objective.probe(
@@ -551,9 +631,9 @@ class Trainer:
                 None if target_order is None else target_order[step],
             )
             if cfg.jitter:
-                batch.x = random_translate(batch.x, cfg.jitter)
+                batch.x = random_translate(batch.x, cfg.jitter, self.fill)
             if cfg.augment == "cifar":
-                batch.x = random_crop_flip(batch.x, padding=4)
+                batch.x = random_crop_flip(batch.x, padding=4, fill=self.fill)
             elif cfg.augment == "flip":
                 batch.x = random_flip(batch.x)
             progress = self.global_step / self.total_steps
@@ -666,6 +746,26 @@ class Trainer:
             f"loss became non-finite at epoch {epoch + 1}, {where} ({terms}); {kept}; "
             "lower the learning rate or check the inputs for NaN"
         )
+
+
+@contextmanager
+def _batchnorm_values(module: nn.Module) -> Iterator[dict[nn.Module, int]]:
+    """Per-sample values per channel (``H x W`` for maps, 1 for vectors) that each BatchNorm
+    layer of ``module`` sees while the body runs (the tap probe): a one-row batch fails only
+    where this is 1."""
+    seen: dict[nn.Module, int] = {}
+
+    def hook(layer: nn.Module, args: tuple[Any, ...]) -> None:
+        if args and isinstance(args[0], Tensor):
+            seen[layer] = math.prod(args[0].shape[2:])
+
+    handles = [m.register_forward_pre_hook(hook) for m in module.modules()
+               if isinstance(m, _BatchNorm)]
+    try:
+        yield seen
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def _rank_seed(seed: int, rank: int) -> int:

@@ -196,13 +196,37 @@ class Objective(nn.Module):
         with torch.no_grad(), eval_mode(net):
             return net(self._rows(batch, part))
 
-    @torch.no_grad()
     def probe(self, x: Tensor, x_target: Tensor | None) -> dict[Tap, tuple[int, ...]]:
-        """Per-sample shapes of every tap, from one forward on two rows in eval mode."""
+        """Per-sample shapes of every tap, from one forward on two rows in eval mode.
+
+        With gradients on when a method aligns features, for :meth:`_check_features`; eval
+        mode, not training mode, so the probe draws no random numbers and moves no BatchNorm
+        statistics (whether a trainable parameter feeds the tap does not depend on the mode).
+        """
         batch = Batch(x[:2], None, None if x_target is None else x_target[:2])
-        with eval_mode(self):
+        aligning = [m.name for m in self.methods.values()
+                    if m.needs_features and m.trains_network and not m.source_free]
+        with eval_mode(self), torch.set_grad_enabled(bool(aligning)):
             out = self.outputs(batch)
+        if aligning:
+            self._check_features(out.taps, aligning)
         return {tap: tuple(value.shape[1:]) for tap, value in out.taps.items()}
+
+    def _check_features(self, taps: dict[Tap, Tensor], aligning: list[str]) -> None:
+        """Refuse features that no trainable parameter feeds (a layer right after the input):
+        the methods' losses on them could only train their own modules, never the model, and
+        the run would report an adaptation loss while the weights equal source-only ones.
+        Source-free SHOT is not asked: it reads the features only to cluster pseudo-labels."""
+        assert self.feature_tap is not None
+        if taps[self.feature_tap].requires_grad:
+            return
+        raise ConfigError(
+            f"the loss of {', '.join(aligning)} reads the features at the input of layer "
+            f"{self.feature_tap.layer!r}, and no trainable parameter feeds them (they are the "
+            "raw inputs or come from frozen layers), so it cannot adapt the model; give "
+            "feature_layer (--feature-layer) a layer after a trainable one, or a model with a "
+            "hidden layer"
+        )
 
     def remove_hooks(self) -> None:
         for recorder in self.recorders.values():

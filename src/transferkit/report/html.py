@@ -291,7 +291,11 @@ def collect_run(path: Path, name: str, context: Context) -> RunPage:
     model, input_shape = _model(page, path, context.readers)
     pair = isinstance(data_name, str) and "->" in data_name
     data = None
-    if model is not None and isinstance(data_name, str):
+    unlabelled_target = isinstance(summary.get("target"), str)  # the run says it had none
+    if model is not None and unlabelled_target and not pair:
+        page.sections.append(("Confusion matrix", _note(
+            f"no confusion matrix: {summary['target']}")))
+    elif model is not None and isinstance(data_name, str):
         options = known.get("data_options")
         try:
             data = context.data(data_name, options if isinstance(options, dict) else None)
@@ -423,6 +427,10 @@ def _confusion(page: RunPage, model: nn.Module, data: Any) -> None:
     split_name = "target test" if pair else "test"
     title = f"Confusion matrix ({split_name})"
     split = data.target.test if pair else data.test
+    if not (data.target if pair else data).labelled:
+        page.sections.append((title, _note(f"no confusion matrix: {data.name}'s "
+                                           f"{'target' if pair else 'data'} has no labels")))
+        return
     try:
         splits, _ = fit_splits(model, data, {"test": split}, f"model of {page.name}")
         x, y = splits["test"].x, splits["test"].y

@@ -1,0 +1,136 @@
+"""An adaptation target without labels (photos from the field): read from a file or folder,
+adapted to, validated without labels, and never scored with an accuracy it cannot have."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy.io import savemat
+
+import transferkit as tk
+from conftest import CLI_FAST, FAST, TINY, CliRunner
+from transferkit.data import UNLABELLED, Dataset, DomainPair, Split, unlabelled
+from transferkit.errors import ConfigError, DataError
+
+RUN = {**FAST, "epochs": 2}
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> dict[str, Path]:
+    """A labelled source of 3 classes (string labels) and a shifted target without labels."""
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 6)) * 3
+    y = np.arange(90) % 3
+    source = (centres[y] + rng.normal(size=(90, 6))).astype(np.float32)
+    target = (centres[np.arange(60) % 3] + rng.normal(size=(60, 6)) + 1.5).astype(np.float32)
+    paths = {"source": tmp_path / "source.npz", "target": tmp_path / "target.npz",
+             "mat": tmp_path / "target.mat"}
+    np.savez(paths["source"], x=source, y=np.array(["a", "b", "c"])[y])
+    np.savez(paths["target"], x=target, x_test=target[:5])  # test arrays without labels
+    savemat(paths["mat"], {"fts": target})
+    return paths
+
+
+def pair_of(files: dict[str, Path], side: str = "target") -> str:
+    return f"{files['source']}->{files[side]}"
+
+
+def test_a_target_file_without_labels_is_read_as_unlabelled(files: dict[str, Path]) -> None:
+    for side in ("target", "mat"):
+        pair = tk.load_data(pair_of(files, side))
+        target = pair.target
+        assert not target.labelled and pair.source.labelled
+        assert target.num_classes == 3 and target.classes == ("a", "b", "c")  # the source's
+        assert len(target.train) == 60 and target.test is target.train  # every row, unscored
+        assert bool((target.train.y == UNLABELLED).all())
+        assert "no labels" in target.description
+    assert "x_test not used (no labels)" in tk.load_data(pair_of(files)).target.description
+    # normalize on the unlabelled side uses its own rows
+    z = tk.load_data(pair_of(files), normalize="zscore").target.train.x
+    assert torch.allclose(z.mean(0), torch.zeros(6), atol=1e-5)
+    # alone, a file without labels cannot be trained on; the message says where it belongs
+    with pytest.raises(DataError, match=r"no labels array.*adaptation target: adapt --data"):
+        tk.load_data(str(files["target"]))
+
+
+def test_a_flat_image_folder_is_an_unlabelled_target(tmp_path: Path) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    for cls in ("cat", "dog"):
+        (tmp_path / "src" / cls).mkdir(parents=True)
+        for i in range(4):
+            pixels = rng.integers(0, 255, size=(8, 8), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "src" / cls / f"{i}.png")
+    (tmp_path / "field").mkdir()
+    for i in range(5):
+        pixels = rng.integers(0, 255, size=(8, 8), dtype=np.uint8)
+        Image.fromarray(pixels).save(tmp_path / "field" / f"{i}.png")
+    pair = tk.load_data(f"{tmp_path / 'src'}->{tmp_path / 'field'}")
+    assert not pair.target.labelled and pair.target.input_shape == (1, 8, 8)
+    assert len(pair.target.train) == 5 and pair.target.classes == ("cat", "dog")
+    with pytest.raises(DataError, match="no class folders"):  # alone it still needs classes
+        tk.load_data(str(tmp_path / "field"))
+
+
+def test_unlabelled_datasets_are_checked(files: dict[str, Path]) -> None:
+    x = torch.rand(4, 3)
+    data = unlabelled("field", x, 2)
+    assert not data.labelled and data.train.y.tolist() == [UNLABELLED] * 4
+    with pytest.raises(DataError, match="labels are all -1"):
+        Dataset("field", Split(x, torch.zeros(4)), Split(x, torch.zeros(4)), 2, labelled=False)
+    with pytest.raises(DataError, match=r"must lie in 0\.\.1"):  # -1 is no label of a labelled set
+        Dataset("d", Split(x, -torch.ones(4)), Split(x, -torch.ones(4)), 2)
+    with pytest.raises(DataError, match="the source domain 'field' has no labels"):
+        DomainPair("field->d", data, Dataset("d", Split(x, torch.zeros(4)),
+                                             Split(x, torch.zeros(4)), 2))
+
+
+def test_adapt_to_an_unlabelled_target_reports_no_target_accuracy(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    result = tk.adapt("mlp", pair_of(files), method="dann", model_options=TINY, select="im",
+                      out=out, **RUN)
+    summary = result.summary
+    assert set(summary["final"]) == {"source_test"}
+    assert "has no labels: no target accuracy measured" in summary["target"]
+    assert "oracle" not in summary["choices"] and "im" in summary["choices"]
+    assert summary["selected"]["epoch"] in (1, 2)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all(set(row["eval"]) == {"source_test"} for row in rows)  # never a target score
+    assert all(np.isfinite(row["validators"]["im"]) for row in rows)  # label-free, on it
+    with pytest.raises(ConfigError, match=r"select=oracle .* has no labels"):
+        tk.adapt("mlp", pair_of(files), method="dann", model_options=TINY, select="oracle",
+                 **RUN)
+    scores = tk.evaluate(out, pair_of(files))
+    assert set(scores) == {"source_test"} and "no accuracy on it" in scores.notes[-1]
+    scores = tk.evaluate(out, pair_of(files), validators=True)
+    assert np.isfinite(scores.validators["im"]) and "dev" in scores.validators
+
+
+def test_source_free_and_distill_on_unlabelled_inputs(files: dict[str, Path],
+                                                      tmp_path: Path) -> None:
+    source = tk.train("mlp", str(files["source"]),
+                      model_options=TINY, out=tmp_path / "src", **RUN)
+    for target in (str(files["target"]), pair_of(files)):  # alone, or the pair's target side
+        result = tk.adapt(tmp_path / "src", target, method="shot", **RUN)
+        assert result.summary["final"] == {} and "no labels" in result.summary["target"]
+    data = unlabelled("field", tk.load_data(pair_of(files)).target.train.x, 3)
+    student = tk.distill(source.model, "mlp", data, student_options=TINY, **RUN)
+    assert student.summary["methods"] == ["kd"]  # the teacher alone: no hard-label term
+    with pytest.raises(ConfigError, match="train: dataset 'field' has no labels"):
+        tk.train("mlp", data, **RUN)
+
+
+def test_cli_says_why_no_target_accuracy_shows(cli: CliRunner, files: dict[str, Path],
+                                               tmp_path: Path) -> None:
+    code, out, err = cli("adapt", "--data", pair_of(files), "--method", "dann", "--model-opt",
+                         "widths=[16]", "--epochs", "2", *CLI_FAST, "--out", tmp_path / "r")
+    assert code == 0, err
+    assert "adapt: source_test accuracy" in out and "target_test" not in out
+    assert "target: " in out and "has no labels: no target accuracy measured" in out
