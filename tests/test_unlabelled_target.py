@@ -57,6 +57,29 @@ def test_a_target_file_without_labels_is_read_as_unlabelled(files: dict[str, Pat
         tk.load_data(str(files["target"]))
 
 
+def test_a_csv_target_without_a_label_column(tmp_path: Path) -> None:
+    """A target CSV of exactly the source's feature columns (none named like a label) has
+    no labels; one more column is its label column, as in any CSV."""
+    rng = np.random.default_rng(2)
+    source = tmp_path / "source.csv"
+    rows = [f"{a:.3f},{b:.3f},{c:.3f},{'ab'[i % 2]}" for i, (a, b, c) in
+            enumerate(rng.normal(size=(20, 3)))]
+    source.write_text("f0,f1,f2,label\n" + "\n".join(rows) + "\n")
+    field = tmp_path / "field.csv"
+    field.write_text("f0,f1,f2\n" + "\n".join(",".join(f"{v:.3f}" for v in r)
+                                              for r in rng.normal(size=(7, 3))) + "\n")
+    pair = tk.load_data(f"{source}->{field}")
+    assert not pair.target.labelled and pair.target.input_shape == (3,)
+    assert len(pair.target.train) == 7 and pair.target.classes == ("a", "b")
+    bare = tmp_path / "bare.csv"  # no header either
+    bare.write_text("\n".join(",".join(f"{v:.3f}" for v in r)
+                              for r in rng.normal(size=(5, 3))) + "\n")
+    assert not tk.load_data(f"{source}->{bare}").target.labelled
+    labelled = tmp_path / "labelled.csv"
+    labelled.write_text("f0,f1,f2,label\n1,2,3,a\n4,5,6,b\n1,1,1,a\n2,2,2,b\n")
+    assert tk.load_data(f"{source}->{labelled}").target.labelled
+
+
 def test_a_flat_image_folder_is_an_unlabelled_target(tmp_path: Path) -> None:
     from PIL import Image
 

@@ -24,8 +24,9 @@ arrays are ``x_test``/``y_test`` (or ``X_test``/``Y_test``). Image folders give 
 ``channels`` is 1 (grey, ITU-R 601 luma) or 3 (grey repeated), by default 3 when any image is
 colour. Alpha is dropped.
 
-The target of a pair may have no labels (an ``.npz``/``.mat`` without a labels array, or a
-folder of images without class sub-folders): it becomes an unlabelled dataset (see
+The target of a pair may have no labels (an ``.npz``/``.mat`` without a labels array, a
+``.csv`` of exactly the source's feature columns, none named like a label, or a folder of
+images without class sub-folders): it becomes an unlabelled dataset (see
 ``base.unlabelled``) with the source's classes, every row adapted to and none scored.
 
 Labels may be numbers or strings. The classes are the sorted distinct training labels
@@ -462,8 +463,32 @@ def _csv_column(path: Path, spec: str, option: str, header: list[str] | None, wi
     )
 
 
-def _read_csv(path: Path, options: FileOptions) -> tuple[Tensor, np.ndarray, str]:
-    """(x, labels, feature note) from a CSV file; see the module docstring for the rules."""
+def _csv_numbers(path: Path, rows: list[tuple[int, list[str]]], columns: list[int],
+                 header: list[str] | None) -> np.ndarray:
+    """The feature columns as float64; a cell that is not a number is named by line and
+    column."""
+    cells = [[row[j] for j in columns] for _, row in rows]
+    try:
+        return np.array(cells, dtype=np.float64).reshape(len(rows), len(columns))
+    except ValueError:  # find the cell, then parse as Python does
+        for (line, _), values in zip(rows, cells, strict=True):
+            for j, cell in zip(columns, values, strict=True):
+                if not _is_number(cell):
+                    column = f"{header[j]!r}" if header is not None else f"index {j}"
+                    raise DataError(
+                        f"{path}, line {line}, column {column}: {cell!r} is not a number; "
+                        "feature columns must be numeric"
+                    ) from None
+        return np.array([[float(c) for c in values] for values in cells], dtype=np.float64)
+
+
+def _read_csv(path: Path, options: FileOptions,
+              unlabelled_width: int | None = None) -> tuple[Tensor, np.ndarray | None, str]:
+    """(x, labels, feature note) from a CSV file; see the module docstring for the rules.
+
+    ``unlabelled_width`` (a pair's target: the source's feature count): a file of exactly that
+    many columns, none named like a label and no ``x``/``y`` option, has no label column
+    (labels None); one more column is a label column as usual."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
@@ -504,12 +529,16 @@ def _read_csv(path: Path, options: FileOptions) -> tuple[Tensor, np.ndarray, str
                 f"{'header' if header is not None else 'first row'} has {width}; give every row "
                 "the same columns"
             )
+    lowered = [c.lower() for c in header] if header is not None else []
+    if (unlabelled_width == width and options.x is None and options.y is None
+            and not any(n in lowered for n in CSV_LABEL_NAMES)):
+        x = _csv_numbers(path, rows, list(range(width)), header)
+        return _features(path, "x", x), None, "no label column"
     if width < 2:
         raise DataError(f"{path} has {width} column; give feature columns and a label column")
     if options.y is not None:
         label = _csv_column(path, options.y, "y", header, width)
     else:
-        lowered = [c.lower() for c in header] if header is not None else []
         label = next(
             (lowered.index(n) for n in CSV_LABEL_NAMES if n in lowered), width - 1
         )
@@ -519,19 +548,7 @@ def _read_csv(path: Path, options: FileOptions) -> tuple[Tensor, np.ndarray, str
             raise ConfigError(f"data option x includes the label column of {path}; remove it")
     else:
         columns = [j for j in range(width) if j != label]
-    cells = [[row[j] for j in columns] for _, row in rows]
-    try:
-        x = np.array(cells, dtype=np.float64).reshape(len(rows), len(columns))
-    except ValueError:  # find the cell, then parse as Python does
-        for (line, _), values in zip(rows, cells, strict=True):
-            for j, cell in zip(columns, values, strict=True):
-                if not _is_number(cell):
-                    column = f"{header[j]!r}" if header is not None else f"index {j}"
-                    raise DataError(
-                        f"{path}, line {line}, column {column}: {cell!r} is not a number; "
-                        "feature columns must be numeric"
-                    ) from None
-        x = np.array([[float(c) for c in values] for values in cells], dtype=np.float64)
+    x = _csv_numbers(path, rows, columns, header)
     labels_text = [row[label] for _, row in rows]
     for (line, _), cell in zip(rows, labels_text, strict=True):
         if not cell:
@@ -627,10 +644,13 @@ def _label_array(path: Path, key: str, value: Any) -> np.ndarray:
 
 
 def _read_feature_file(path: Path, kind: str, options: FileOptions,
-                       labels_optional: bool = False) -> _Raw:
+                       labels_optional: bool | int = False) -> _Raw:
     name = str(path)  # as given: a run records it, and a resume reads the same file
-    if kind == "csv":
-        x, labels, note = _read_csv(path, options)
+    if kind == "csv":  # labels_optional as an int: the source's feature count (see _read_csv)
+        width = labels_optional if labels_optional is not True and labels_optional else None
+        x, labels, note = _read_csv(path, options, width)
+        if labels is None:
+            return _Raw(name, str(path), path.name, x, None)
         return _Raw(name, str(path), path.name, x, _check_labels(path, note, labels, len(x)))
     reader = _read_npz if kind == "npz" else _read_mat
     arrays, unused = reader(path, options, labels_optional)
@@ -1029,8 +1049,10 @@ def _build_unlabelled(raw: _Raw, options: FileOptions, classes: tuple[Any, ...])
                       description=f"{raw.title}: {what}; {'; '.join(notes)}")
 
 
-def _read(path: Path, kind: str, options: FileOptions, labels_optional: bool = False) -> _Raw:
-    """``labels_optional``: an adaptation target, which may come without labels."""
+def _read(path: Path, kind: str, options: FileOptions, labels_optional: bool | int = False
+          ) -> _Raw:
+    """``labels_optional``: an adaptation target, which may come without labels; an int is
+    the source's feature count, by which a CSV without a label column is recognised."""
     if kind == "images":
         return _read_image_folder(path, options, labels_optional)
     return _read_feature_file(path, kind, options, labels_optional)
@@ -1146,7 +1168,8 @@ def load_file_pair(
 
     classes_from = f"the source's classes ({src_name})"
     if "target" in kinds:
-        raw = _read(Path(target), kinds["target"], options, labels_optional=True)
+        flat = src.input_shape[0] if len(src.input_shape) == 1 else True
+        raw = _read(Path(target), kinds["target"], options, labels_optional=flat)
         check_shape(tuple(raw.x.shape[1:]))
         tgt = _build(raw, options, classes, classes_from)
     else:
