@@ -127,6 +127,10 @@ def test_adapt_to_an_unlabelled_target_reports_no_target_accuracy(
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert all(set(row["eval"]) == {"source_test"} for row in rows)  # never a target score
     assert all(np.isfinite(row["validators"]["im"]) for row in rows)  # label-free, on it
+    last = rows[-1]["target_predictions"]  # the one collapse sign without labels
+    assert last["rows"] == 60 and 1 / 3 <= last["top_class_share"] <= 1
+    name = ("a", "b", "c")[last["top_class"]]
+    assert f"predicts class {name!r} for {last['top_class_share']:.0%}" in summary["target"]
     with pytest.raises(ConfigError, match=r"select=oracle .* has no labels"):
         tk.adapt("mlp", pair_of(files), method="dann", model_options=TINY, select="oracle",
                  **RUN)

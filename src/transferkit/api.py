@@ -636,9 +636,17 @@ def _run(plan: RunPlan, out: str | Path | None, resume: bool) -> RunResult:
             summary["selected"] = summary.get("choices", {}).get(cfg.select)
         target = data.target if isinstance(data, DomainPair) else data
         if not target.labelled:  # said where a reader looks for the target's accuracy
+            shares = history[-1].get("target_predictions") if history else None
+            names = target.classes or ()
+            top = shares["top_class"] if shares else None
+            shown = names[top] if top is not None and top < len(names) else top
+            seen = "" if not shares else (
+                f"; the model predicts class {shown!r} for "
+                f"{shares['top_class_share']:.0%} of its rows (a share near 100% is a collapse "
+                "unless the target is mostly that class)")
             summary["target"] = (f"{target.name} has no labels: no target accuracy measured"
                                  + ("; the validators' scores are label-free"
-                                    if plan.validation is not None else ""))
+                                    if plan.validation is not None else "") + seen)
         if trainer.warning:
             summary["warning"] = trainer.warning
         disk_caches = {m.name: m.cache_record for m in methods if getattr(m, "cache_record", None)}

@@ -28,7 +28,7 @@ from transferkit.engine import distributed
 from transferkit.engine.batches import epoch_batches, rank_slice
 from transferkit.engine.checkpoint import load_torch, load_weights, save_torch, write_text
 from transferkit.engine.compiled import CompiledStep, fused_optimizer_ok
-from transferkit.engine.evaluate import evaluate_split
+from transferkit.engine.evaluate import evaluate_split, predict
 from transferkit.engine.memory_format import choose as choose_memory_format
 from transferkit.engine.memory_format import to_channels_last
 from transferkit.engine.objective import Objective
@@ -517,6 +517,8 @@ class Trainer:
                         row["validators"] = validator_scores(
                             self.model, self.validation, self.validation_layer, self.device,
                             cfg.eval_batch_size)
+                        if "target_test" not in self.evals:  # a target without labels
+                            row["target_predictions"] = self._target_predictions()
                 bar.end_epoch(row)
                 self.history.append(row)
                 if self.run_dir is not None:  # the same on every rank: the gather is collective
@@ -538,6 +540,18 @@ class Trainer:
             name: evaluate_split(network, split, self.device, self.config.eval_batch_size)
             for name, split in self.evals.items()
         }
+
+    def _target_predictions(self) -> dict[str, Any]:
+        """The most predicted class on the (unlabelled) target rows the validators read and
+        its share: with no labels to score, the one sign of a collapse a user can see."""
+        assert self.validation is not None
+        with torch.no_grad():
+            logits = predict(self.model, self.validation.target_x, self.device,
+                             self.config.eval_batch_size)
+        counts = torch.bincount(logits.argmax(1), minlength=self.data.num_classes)
+        top = int(counts.argmax())
+        return {"top_class": top, "top_class_share": float(counts[top]) / max(len(logits), 1),
+                "rows": len(logits)}
 
     def _check_explosion(self, epoch: int, loss: float) -> None:
         """Stop when the epoch's mean loss is far above the untrained model's loss."""
