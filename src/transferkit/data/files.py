@@ -1015,13 +1015,8 @@ def _build(
         test_x = x
     unit = "images" if raw.image_note else "rows"
     extra = f" (+ {len(raw.x_test)} test {unit})" if raw.x_test is not None else ""
-    if raw.image_note:
-        what = f"{rows} {raw.image_note}{extra}"
-    elif x.dim() == 2:
-        what = f"{rows} rows{extra} x {x.shape[1]} features"
-    else:
-        what = f"{rows} rows{extra} of inputs {'x'.join(str(d) for d in x.shape[1:])}"
-    description = f"{raw.title}: {what}, {len(known)} classes; {split_note}"
+    description = f"{raw.title}: {_rows_words(raw, rows, x, extra)}, {len(known)} classes; " \
+        f"{split_note}"
     return Dataset(
         raw.name, Split(x, y), Split(test_x, test_y), len(known), description, inputs, known
     )
@@ -1038,15 +1033,19 @@ def _build_unlabelled(raw: _Raw, options: FileOptions, classes: tuple[Any, ...])
         x, _ = _normalize(raw.where, options.normalize, x, None)
         inputs = None
         notes.append(f"normalized: {_steps_words(options.normalize)}")
-    if raw.image_note:
-        what = f"{len(x)} {raw.image_note}"
-    elif x.dim() == 2:
-        what = f"{len(x)} rows x {x.shape[1]} features"
-    else:
-        what = f"{len(x)} rows of inputs {'x'.join(str(d) for d in x.shape[1:])}"
     known = tuple(v.item() if isinstance(v, np.generic) else v for v in classes)
+    what = _rows_words(raw, len(x), x)
     return unlabelled(raw.name, x, len(known), inputs=inputs, classes=known,
                       description=f"{raw.title}: {what}; {'; '.join(notes)}")
+
+
+def _rows_words(raw: _Raw, rows: int, x: Tensor, extra: str = "") -> str:
+    """``120 images 1x28x28``, ``90 rows x 6 features`` or ``90 rows of inputs 2x3x4``."""
+    if raw.image_note:
+        return f"{rows} {raw.image_note}{extra}"
+    if x.dim() == 2:
+        return f"{rows} rows{extra} x {x.shape[1]} features"
+    return f"{rows} rows{extra} of inputs {'x'.join(str(d) for d in x.shape[1:])}"
 
 
 def _read(path: Path, kind: str, options: FileOptions, labels_optional: bool | int = False
