@@ -138,6 +138,9 @@ def test_adapt_to_an_unlabelled_target_reports_no_target_accuracy(
     assert set(scores) == {"source_test"} and "no accuracy on it" in scores.notes[-1]
     scores = tk.evaluate(out, pair_of(files), validators=True)
     assert np.isfinite(scores.validators["im"]) and "dev" in scores.validators
+    report = tk.export(out, "torchscript", out=tmp_path / "model.ts")  # parity on its rows
+    assert report["rows_checked"] == 60 and report["top1_agreement"] == 1.0
+    assert "accuracy" not in report and "no labels" in report["accuracy_note"]
 
 
 def test_source_free_and_distill_on_unlabelled_inputs(files: dict[str, Path],

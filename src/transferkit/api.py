@@ -1483,11 +1483,15 @@ def export(
                             ) from None
     else:
         data = resolve_data(data, data_dir, data_options)
-    split = data.target.test if isinstance(data, DomainPair) else data.test
-    splits, _ = fit_splits(model, data, {"test": split}, f"model {model_file}")
+    rows_of = data.target if isinstance(data, DomainPair) else data
+    splits, _ = fit_splits(model, data, {"test": rows_of.test}, f"model {model_file}")
     _check_classes(model, splits["test"].x[:2], data.num_classes, "model")
     x, y = splits["test"].x[:rows], splits["test"].y[:rows]
+    if not rows_of.labelled:  # parity on its rows, but no accuracy: it has no labels
+        y = None
     report = export_model(model, x, path, fmt=fmt, quantize=quantize, y=y, threads=threads)
+    if not rows_of.labelled:
+        report["accuracy_note"] = f"{rows_of.name} has no labels: parity only, no accuracy"
     report["data"] = data.name
     report["parameters"] = count_parameters(model)
     if is_main():

@@ -713,7 +713,8 @@ def print_export(report: dict[str, Any]) -> None:
     """Where, how big, how faithful, how fast: three lines."""
     size = report["bytes"] / 1024
     accuracy = (f", accuracy {report['accuracy']:.2%} (PyTorch {report['pytorch_accuracy']:.2%})"
-                if "accuracy" in report else "")
+                if "accuracy" in report else f" ({report['accuracy_note']})"
+                if "accuracy_note" in report else "")
     print(f"wrote {report['file']} ({report['format']}, {report['quantize']}): {size:,.1f} KiB, "
           f"{report['parameters']:,} parameters")
     print(f"parity on {report['rows_checked']} test rows of {report['data']}: max |diff| "
