@@ -164,3 +164,13 @@ def test_cli_says_why_no_target_accuracy_shows(cli: CliRunner, files: dict[str, 
     assert code == 0, err
     assert "adapt: source_test accuracy" in out and "target_test" not in out
     assert "target: " in out and "has no labels: no target accuracy measured" in out
+
+
+def test_no_accuracy_is_ever_computed_on_unlabelled_rows() -> None:
+    """The last guard: a code path that forgot ``Dataset.labelled`` fails in one line instead
+    of reporting 0% (no prediction equals -1)."""
+    from transferkit.engine.evaluate import evaluate_split
+
+    data = unlabelled("field", torch.rand(5, 4), 3)
+    with pytest.raises(DataError, match="no labels"):
+        evaluate_split(torch.nn.Linear(4, 3), data.test, torch.device("cpu"))

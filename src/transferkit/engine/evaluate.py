@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from transferkit.data.base import Split
 from transferkit.engine import distributed
+from transferkit.errors import DataError
 from transferkit.models.base import eval_mode
 
 
@@ -18,6 +19,9 @@ def evaluate_split(
     """``accuracy``, mean cross-entropy ``loss``, ``n``, and the most predicted class with its
     share of the predictions (``top_class``, ``top_class_share``: a collapse shows as ~1);
     each rank scores its share of rows."""
+    if len(split) and int(split.y.min()) < 0:  # a path that forgot Dataset.labelled
+        raise DataError("these rows have no labels (an unlabelled target): there is no "
+                        "accuracy to compute on them")
     with eval_mode(model):
         rows = torch.arange(len(split)).tensor_split(distributed.world_size())[distributed.rank()]
         totals = torch.zeros(3, dtype=torch.float64)
