@@ -174,3 +174,21 @@ def test_no_accuracy_is_ever_computed_on_unlabelled_rows() -> None:
     data = unlabelled("field", torch.rand(5, 4), 3)
     with pytest.raises(DataError, match="no labels"):
         evaluate_split(torch.nn.Linear(4, 3), data.test, torch.device("cpu"))
+
+
+def test_removing_the_target_labels_changes_no_weight(files: dict[str, Path],
+                                                      tmp_path: Path) -> None:
+    """Adaptation never reads target labels: the same target with its labels stripped trains
+    to the very same weights (test=all: both targets train on every row)."""
+    rng = np.random.default_rng(3)
+    labelled = tmp_path / "labelled_target.npz"
+    with np.load(files["target"]) as target:
+        np.savez(labelled, x=target["x"], y=np.array(["a", "b", "c"])[rng.integers(0, 3, 60)])
+    runs = {}
+    for name, target in (("labelled", labelled), ("unlabelled", files["target"])):
+        runs[name] = tk.adapt("mlp", f"{files['source']}->{target}", method="dann",
+                              model_options=TINY, data_options={"test": "all"}, **RUN)
+    assert "target_test" in runs["labelled"].summary["final"]
+    assert "target_test" not in runs["unlabelled"].summary["final"]
+    weights = [r.model.state_dict() for r in runs.values()]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
