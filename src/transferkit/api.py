@@ -1212,8 +1212,9 @@ def _adapt_source_free(
     if model_options:
         raise ConfigError("model options apply only to a model given by name; source-free "
                           "adaptation starts from a saved model")
-    if settings.get("source_holdout", DEFAULT_SOURCE_HOLDOUT) != DEFAULT_SOURCE_HOLDOUT:
-        # it would be ignored: there is no source data (the default is what the CLI passes)
+    if settings.get("source_holdout", DEFAULT_SOURCE_HOLDOUT) not in (0, DEFAULT_SOURCE_HOLDOUT):
+        # it would be ignored: there is no source data (the default is what the CLI passes,
+        # and 0, holding nothing out, is what a script shares with its source-free rows)
         raise ConfigError(f"adapt: {'+'.join(names)} reads no source data, so source_holdout "
                           "holds nothing out; remove it")
     start = None if isinstance(model, nn.Module) else str(model)
