@@ -123,7 +123,9 @@ def test_evaluate_prints_the_summary_accuracy(cli: CliRunner, cli_run: Path) -> 
     code, out, _ = cli("evaluate", cli_run / "model.pt", "--data", "digits->digits_shifted",
                        "--device", "cpu", "--json")
     assert code == 0
-    assert set(json.loads(out)) == {"source_test", "target_test"}
+    scored = json.loads(out)  # the digits model is fed the pair on its own scale, and told
+    assert set(scored) == {"source_test", "target_test", "notes"}
+    assert "converted" in scored["notes"][0], scored["notes"]
     # without --json: one line per split, the accuracy as a percentage
     code, out, _ = cli("evaluate", cli_run, "--data", "digits", "--device", "cpu")
     assert code == 0

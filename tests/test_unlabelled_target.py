@@ -48,7 +48,7 @@ def test_a_target_file_without_labels_is_read_as_unlabelled(files: dict[str, Pat
         assert len(target.train) == 60 and target.test is target.train  # every row, unscored
         assert bool((target.train.y == UNLABELLED).all())
         assert "no labels" in target.description
-    assert "x_test not used (no labels)" in tk.load_data(pair_of(files)).target.description
+    assert "arrays not read: 'x_test'" in tk.load_data(pair_of(files)).target.description
     # normalize on the unlabelled side uses its own rows
     z = tk.load_data(pair_of(files), normalize="zscore").target.train.x
     assert torch.allclose(z.mean(0), torch.zeros(6), atol=1e-5)
@@ -192,3 +192,80 @@ def test_removing_the_target_labels_changes_no_weight(files: dict[str, Path],
     assert "target_test" not in runs["unlabelled"].summary["final"]
     weights = [r.model.state_dict() for r in runs.values()]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_a_folder_of_images_and_sub_folders_is_refused(tmp_path: Path) -> None:
+    """Loose images beside class folders used to be dropped without a word (and a target
+    with one stray class folder was scored on its 2 images)."""
+    from PIL import Image
+
+    for folder in ("src/a", "src/b", "mixed/a"):
+        (tmp_path / folder).mkdir(parents=True, exist_ok=True)
+        for i in range(2):
+            Image.fromarray(np.full((4, 4), 40 * i, dtype=np.uint8)).save(
+                tmp_path / folder / f"{i}.png")
+    Image.fromarray(np.zeros((4, 4), dtype=np.uint8)).save(tmp_path / "mixed" / "loose.png")
+    for spec in (f"{tmp_path / 'src'}->{tmp_path / 'mixed'}", str(tmp_path / "mixed")):
+        with pytest.raises(DataError, match=r"holds both images \(1, e.g. loose.png\) and sub"):
+            tk.load_data(spec)
+
+
+def test_what_a_target_file_holds_besides_inputs_is_said(files: dict[str, Path],
+                                                         tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(20, 6)).astype(np.float32)
+    gt = tmp_path / "gt.npz"
+    np.savez(gt, x=x, gt=np.arange(20) % 3)  # labels under a name not looked for
+    target = tk.load_data(f"{files['source']}->{gt}").target
+    assert not target.labelled and "arrays not read: 'gt' (set --data-opt y=NAME" in \
+        target.description
+    test_only = tmp_path / "test_only.npz"  # labelled test rows, unlabelled training rows
+    np.savez(test_only, x=x, x_test=x[:5], y_test=np.arange(5) % 3)
+    with pytest.raises(DataError, match=r"has test labels .* but no training labels"):
+        tk.load_data(f"{files['source']}->{test_only}")
+    minus = tmp_path / "minus.npz"
+    np.savez(minus, x=x, y=-np.ones(20, dtype=np.int64))
+    with pytest.raises(DataError, match="every label is -1"):
+        tk.load_data(f"{files['source']}->{minus}")
+    # the source of a pair without labels is not told it could be a target
+    with pytest.raises(DataError) as info:
+        tk.load_data(f"{files['target']}->{files['source']}")
+    assert "no labels array" in str(info.value) and "adaptation target" not in str(info.value)
+
+
+def test_a_csv_target_in_another_column_order_is_aligned_by_name(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    source = tmp_path / "source.csv"
+    rows = [f"{a:.3f},{b:.3f},{c:.3f},{'ab'[i % 2]}"
+            for i, (a, b, c) in enumerate(rng.normal(size=(20, 3)))]
+    source.write_text("f0,f1,f2,label\n" + "\n".join(rows) + "\n")
+    values = rng.normal(size=(6, 3))
+    field = tmp_path / "field.csv"
+    field.write_text("f2,f0,f1\n" + "\n".join(f"{c},{a},{b}" for a, b, c in values) + "\n")
+    target = tk.load_data(f"{source}->{field}").target
+    assert torch.allclose(target.train.x, torch.tensor(values, dtype=torch.float32), atol=1e-6)
+    assert "columns put in the source's order" in target.description
+    extra = tmp_path / "extra.csv"  # an index column: not the source's 3 features
+    extra.write_text("i,f0,f1,f2\n" + "\n".join(f"{j}.5,1,2,3" for j in range(6)) + "\n")
+    with pytest.raises(DataError, match="exactly the source's 3 feature columns"):
+        tk.load_data(f"{source}->{extra}")
+
+
+def test_a_lone_file_without_labels_is_evaluated_exported_and_distilled(
+    files: dict[str, Path], tmp_path: Path, cli: CliRunner
+) -> None:
+    """What a source-free run trained on: the CLI reads it back with the model's classes."""
+    tk.train("mlp", str(files["source"]), model_options=TINY, out=tmp_path / "src", **RUN)
+    run = tmp_path / "shot"
+    tk.adapt(tmp_path / "src", str(files["target"]), method="shot", out=run, **RUN)
+    with pytest.raises(ConfigError, match="no accuracy to measure; validators=True"):
+        tk.evaluate(run, str(files["target"]))
+    assert np.isfinite(tk.evaluate(run, str(files["target"]), validators=True).validators["im"])
+    code, out, err = cli("export", run, "--format", "torchscript")  # the recorded data
+    assert code == 0, err
+    assert "no labels: parity only, no accuracy" in out
+    code, out, err = cli("evaluate", run, "--data", files["target"], "--validators", "--json")
+    assert code == 0, err
+    assert "no accuracy on it" in json.loads(out)["notes"][-1]
+    student = tk.distill(run, "mlp", str(files["target"]), student_options=TINY, **RUN)
+    assert student.summary["final"] == {} and student.summary["methods"] == ["kd"]

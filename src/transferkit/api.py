@@ -140,10 +140,12 @@ class RunResult:
 
 # ---- resolving arguments -------------------------------------------------------------------
 def resolve_data(data: Dataset | DomainPair | str, data_dir: str | Path | None = None,
-                 data_options: dict[str, Any] | None = None):
+                 data_options: dict[str, Any] | None = None,
+                 unlabelled_classes: Callable[[torch.Tensor], int] | None = None):
     """A dataset or pair object, or load it by name or path (``a->b`` is a domain pair; a
     side may be a ``.npz``/``.mat``/``.csv`` file or an image folder, read with
-    ``data_options``: see :func:`load_data`)."""
+    ``data_options``: see :func:`load_data`). ``unlabelled_classes``: a lone file may have no
+    labels, its class count then taken from its inputs (a trained model's outputs)."""
     if isinstance(data, Dataset | DomainPair):
         if data_options:
             raise ConfigError("data options apply to data files; this data is already loaded")
@@ -167,7 +169,7 @@ def resolve_data(data: Dataset | DomainPair | str, data_dir: str | Path | None =
     if any(is_data_path(side) for side in sides):
         options = parse_file_options(data_options)
         if len(sides) == 1:
-            return load_file_dataset(data, options)
+            return load_file_dataset(data, options, unlabelled_classes=unlabelled_classes)
         if len(sides) == 2 and all(sides):
             return load_file_pair(sides[0], sides[1], options, data_dir=data_dir)
         raise ConfigError(f"data {data!r}: write one file, or two joined by '->'")
@@ -739,6 +741,13 @@ def _check_labelled(data: Dataset, command: str, select: str = "last") -> None:
                           f"{data.name!r} has no labels; choose a validator (e.g. im) or last")
 
 
+def _say_unlabelled(target: Dataset) -> None:
+    """Before a run on a target without labels: say so, with what reading it left unread (a
+    labels array of an unusual name shows here, not after the run)."""
+    if not target.labelled:
+        note(f"target without labels: {target.description}", is_main())
+
+
 def _evals(data) -> dict[str, Split]:
     """The labelled test splits a run scores; a target without labels has none to score."""
     if isinstance(data, DomainPair):
@@ -826,12 +835,18 @@ def distill(
         raise ConfigError(f"distill: no method in {'+'.join(names)} reads a teacher, so it "
                           "would be loaded and ignored; add a distillation method (e.g. "
                           f"{'+'.join([*names, 'kd'])}), or use adapt/train without a teacher")
-    data = resolve_data(data, data_dir, data_options)
-    cfg, options = split_settings(dict(settings), method_options)
-    torch.manual_seed(cfg.seed)
     given = list(teacher) if isinstance(teacher, list | tuple) else [teacher]
     if not given:
         raise ConfigError("distill needs a teacher; the list of teachers is empty")
+
+    def classes_of(x: torch.Tensor) -> int:  # inputs without labels: the teacher's classes
+        first = given[0]
+        net = load_model(first) if isinstance(first, str | Path) else first
+        return _probe(net, x, "teacher")
+
+    data = resolve_data(data, data_dir, data_options, classes_of)
+    cfg, options = split_settings(dict(settings), method_options)
+    torch.manual_seed(cfg.seed)
     conversion = None if teacher_input is None else parse_teacher_input(teacher_input)
     teachers, sources, conventions = [], [], []
     for one in given:
@@ -1110,6 +1125,7 @@ def adapt(
         raise ConfigError(f"adapt needs a domain pair such as 'mnist->usps', got {data.name!r}")
     cfg, options = split_settings(dict(settings), method_options)
     _check_labelled(data.target, "adapt", cfg.select)
+    _say_unlabelled(data.target)
     torch.manual_seed(cfg.seed)
     start = str(model) if _is_saved_model(model) else None
     if start is not None:
@@ -1227,6 +1243,7 @@ def _adapt_source_free(
     target = _target_only(data, data_dir, data_options, classes_of)
     cfg, options = split_settings(dict(settings), method_options)
     _check_labelled(target, "adapt", cfg.select)
+    _say_unlabelled(target)
     torch.manual_seed(cfg.seed)
     spec = None
     if start is not None:
@@ -1292,7 +1309,6 @@ def evaluate(
     stderr); a different input shape is refused.
     """
     check_count("batch_size", batch_size)
-    data = resolve_data(data, data_dir, data_options)
     who = "model"
     if _is_saved_model(model):
         who = f"model {model}"
@@ -1304,6 +1320,9 @@ def evaluate(
     elif not isinstance(model, nn.Module):
         kind = type(model).__name__
         raise ConfigError(f"evaluate needs an nn.Module or a saved model, got {kind}")
+    net = model
+    data = resolve_data(data, data_dir, data_options,
+                        lambda x: _probe(net, x, who))  # a file without labels: its classes
     scored = _evals(data)
     if not scored and not validators:
         raise ConfigError(f"{data.name} has no labels, so there is no accuracy to measure; "
@@ -1469,6 +1488,10 @@ def export(
         raise ConfigError(f"export --out {path}: a {fmt} file is named *{SUFFIX[fmt]}; "
                           f"give a name ending in {SUFFIX[fmt]}, or the other --format")
     model = load_model(model_file)
+
+    def classes_of(x: torch.Tensor) -> int:  # data without labels: the model's class count
+        return _probe(model, x, f"model {model_file}")
+
     if data is None:
         record_file = model_file.parent / "config.yaml"
         record = read_yaml(record_file, "run record") if record_file.is_file() else None
@@ -1476,14 +1499,14 @@ def export(
             raise ConfigError(f"{model_file.parent} does not record its data; give --data")
         data, data_options = record["data"], data_options or record.get("data_options")
         try:
-            data = resolve_data(data, data_dir, data_options)
+            data = resolve_data(data, data_dir, data_options, classes_of)
         except TransferkitError as exc:  # e.g. a relative path, recorded from another folder
             kind = type(exc) if type(exc) in (DataError, ConfigError) else ConfigError
             raise kind(f"{exc} (the data the run recorded, {record['data']!r}, as it was "
                             "given when it trained; give --data to check on other data)"
                             ) from None
     else:
-        data = resolve_data(data, data_dir, data_options)
+        data = resolve_data(data, data_dir, data_options, classes_of)
     rows_of = data.target if isinstance(data, DomainPair) else data
     splits, _ = fit_splits(model, data, {"test": rows_of.test}, f"model {model_file}")
     _check_classes(model, splits["test"].x[:2], data.num_classes, "model")

@@ -681,7 +681,8 @@ def print_summary(result: api.RunResult) -> None:
         print(f"  kept in model.pt: {summary['selection']}: {scores}")
     if summary.get("target"):  # a target without labels: say why no target accuracy shows
         print(f"  target: {summary['target']}")
-    if str((summary.get("data_options") or {}).get("test", "")).lower() == "all":
+    test_all = str((summary.get("data_options") or {}).get("test", "")).lower() == "all"
+    if test_all and not summary.get("target"):  # an unlabelled target has no scores to explain
         print("  (test=all: these are scored on the training rows themselves; for a pair, the "
               "target's are its unlabelled rows, with labels used only to score)")
     for name, peer in (summary.get("networks") or {}).items():
@@ -698,9 +699,10 @@ def print_scores(scores: dict[str, dict[str, Any]], as_json: bool = False,
                  validators: dict[str, float] | None = None) -> None:
     """``test: accuracy 95.42% (loss 0.1534, 450 samples)``, one line per split (or JSON),
     then the validators' scores when given."""
-    if as_json:
-        print(json.dumps({**scores, **({"validators": validators} if validators else {})},
-                         indent=2))
+    if as_json:  # beside the splits: the label-free scores and what was done to the data
+        notes = getattr(scores, "notes", None)
+        print(json.dumps({**scores, **({"validators": validators} if validators else {}),
+                          **({"notes": notes} if notes else {})}, indent=2))
         return
     for split, s in scores.items():
         print(f"{split}: accuracy {s['accuracy']:.2%} (loss {s['loss']:.4f}, {s['n']} samples)")

@@ -302,5 +302,8 @@ def unlabelled(name: str, x: Any, num_classes: int, *, inputs: InputSpec | None 
     training and test splits are the same rows, labelled ``UNLABELLED``; ``num_classes`` (and
     ``classes``) are the task's, from the labelled source or the trained model."""
     rows = _features(x)
+    if classes is not None and len(classes) != num_classes:
+        raise DataError(f"dataset {name!r}: {len(classes)} class names for {num_classes} "
+                        "classes; give one name per class, or none")
     split = Split(rows, torch.full((rows.shape[0],), UNLABELLED, dtype=torch.int64))
     return Dataset(name, split, split, num_classes, description, inputs, classes, labelled=False)

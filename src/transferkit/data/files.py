@@ -305,22 +305,42 @@ class _Raw:
     x_test: Tensor | None = None
     labels_test: np.ndarray | None = None
     own_test: str = ""  # how to describe the file's own test split
-    unused_test: str = ""  # the file's own test split when the options chose another
+    read_note: str = ""  # what reading left out or changed (unused test arrays, column order)
     image_note: str = ""  # image folders: "images 3x32x32" and resizing
     inputs: InputSpec | None = None
+    columns: tuple[str, ...] | None = None  # a CSV's feature column names (its header)
 
 
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
-def _pick_keys(
-    path: Path, names: Sequence[str], options: FileOptions, labels_optional: bool = False
-) -> tuple[dict[str, str | None], str]:
-    """Which arrays hold x, y and the test split; the second item names unused test arrays.
+@dataclass(frozen=True)
+class _Side:
+    """How a file is read: alone, or as a pair's source or target. Only a target may have no
+    labels; a CSV target is recognised as unlabelled by the source's feature count."""
 
-    ``labels_optional`` (an adaptation target): no labels array gives ``y: None`` and no test
-    split, instead of an error."""
+    role: str = "alone"  # "alone", "source" or "target"
+    source_width: int | None = None  # a pair's flat source: its feature count
+
+    @property
+    def labels_optional(self) -> bool:
+        return self.role == "target"
+
+
+_ALONE = _Side()
+# A lone file without labels could be an adaptation target: said where that helps.
+_TARGET_HINT = " (inputs without labels are an adaptation target: adapt --data SOURCE->{path})"
+
+
+def _pick_keys(
+    path: Path, names: Sequence[str], options: FileOptions, side: _Side = _ALONE
+) -> tuple[dict[str, str | None], str]:
+    """Which arrays hold x, y and the test split; the second item names unused arrays.
+
+    A pair's target (``side``) may have no labels: then ``y`` is None and it has no test split;
+    an explicit ``y`` option it lacks makes it unlabelled too (the option serves the source),
+    and the note names the arrays left unread, so a labels array of another name is seen."""
     present = ", ".join(repr(n) for n in names) or "none"
 
     def pick(option: str, required: bool) -> str | None:
@@ -328,6 +348,8 @@ def _pick_keys(
         if explicit is not None:
             if explicit in names:
                 return explicit
+            if option == "y" and side.labels_optional:
+                return None
             raise DataError(
                 f"{path}: no array {explicit!r} (option {option}); arrays present: {present}; "
                 f"set {OPT} {option}=NAME"
@@ -336,21 +358,28 @@ def _pick_keys(
         if found is None and required:
             looked = ", ".join(_KEY_DEFAULTS[option])
             what = "inputs" if option == "x" else "labels"
-            unlabelled = "" if option == "x" else (
-                f" (inputs without labels are an adaptation target: adapt --data "
-                f"SOURCE->{path})")
+            hint = _TARGET_HINT.format(path=path) if option == "y" and side.role == "alone" \
+                else ""
             raise DataError(
                 f"{path}: no {what} array (looked for {looked}); arrays present: {present}; "
-                f"set {OPT} {option}=NAME{unlabelled}"
+                f"set {OPT} {option}=NAME{hint}"
             )
         return found
 
-    keys = {"x": pick("x", True), "y": pick("y", not labels_optional), "x_test": None,
+    keys = {"x": pick("x", True), "y": pick("y", not side.labels_optional), "x_test": None,
             "y_test": None}
     x_test, y_test = pick("x_test", False), pick("y_test", False)
     if keys["y"] is None:  # unlabelled: its rows are all there is to adapt to (and no score)
-        unused = "/".join(k for k in (x_test, y_test) if k)
-        return keys, f"the file's {unused} not used (no labels)" if unused else ""
+        if y_test is not None:  # labelled test rows but unlabelled training rows
+            raise DataError(
+                f"{path}: has test labels ({y_test!r}) but no training labels; transferkit "
+                "adapts to a target with labels for every row or for none: give y too, or "
+                f"save the rows without {y_test!r} to adapt to them without labels"
+            )
+        others = [n for n in names if n != keys["x"]]
+        unread = f"arrays not read: {', '.join(map(repr, others))} (set {OPT} y=NAME if " \
+            "one holds labels)" if others else ""
+        return keys, unread
     if options.test is not None:
         unused = "/".join(k for k in (x_test, y_test) if k)
         return keys, f"the file's {unused} not used" if unused else ""
@@ -366,7 +395,7 @@ def _pick_keys(
 
 
 def _read_npz(path: Path, options: FileOptions,
-              labels_optional: bool = False) -> tuple[dict[str, np.ndarray], str]:
+              side: _Side = _ALONE) -> tuple[dict[str, np.ndarray], str]:
     with path.open("rb") as f:
         head = f.read(8)
     if head.startswith(b"\x93NUMPY"):
@@ -386,7 +415,7 @@ def _read_npz(path: Path, options: FileOptions,
             "with np.savez"
         ) from None
     with archive:
-        keys, unused = _pick_keys(path, list(archive.files), options, labels_optional)
+        keys, unused = _pick_keys(path, list(archive.files), options, side)
         arrays: dict[str, np.ndarray] = {}
         for role, key in keys.items():
             if key is None:
@@ -409,7 +438,7 @@ def _read_npz(path: Path, options: FileOptions,
 
 
 def _read_mat(path: Path, options: FileOptions,
-              labels_optional: bool = False) -> tuple[dict[str, np.ndarray], str]:
+              side: _Side = _ALONE) -> tuple[dict[str, np.ndarray], str]:
     v73 = (
         f"{path} is a MATLAB v7.3 (HDF5) file, which scipy cannot read; save it with -v7 "
         "(save(file, 'fts', 'labels', '-v7')) or as .npz"
@@ -430,7 +459,7 @@ def _read_mat(path: Path, options: FileOptions,
             "or as .npz"
         ) from None
     names = [k for k in contents if not k.startswith("__")]
-    keys, unused = _pick_keys(path, names, options, labels_optional)
+    keys, unused = _pick_keys(path, names, options, side)
     arrays = {}
     for role, key in keys.items():
         if key is not None:
@@ -482,9 +511,11 @@ def _csv_numbers(path: Path, rows: list[tuple[int, list[str]]], columns: list[in
         return np.array([[float(c) for c in values] for values in cells], dtype=np.float64)
 
 
-def _read_csv(path: Path, options: FileOptions,
-              unlabelled_width: int | None = None) -> tuple[Tensor, np.ndarray | None, str]:
-    """(x, labels, feature note) from a CSV file; see the module docstring for the rules.
+def _read_csv(
+    path: Path, options: FileOptions, unlabelled_width: int | None = None
+) -> tuple[Tensor, np.ndarray | None, str, tuple[str, ...] | None]:
+    """(x, labels, label note, feature column names) from a CSV file; see the module
+    docstring for the rules.
 
     ``unlabelled_width`` (a pair's target: the source's feature count): a file of exactly that
     many columns, none named like a label and no ``x``/``y`` option, has no label column
@@ -533,7 +564,7 @@ def _read_csv(path: Path, options: FileOptions,
     if (unlabelled_width == width and options.x is None and options.y is None
             and not any(n in lowered for n in CSV_LABEL_NAMES)):
         x = _csv_numbers(path, rows, list(range(width)), header)
-        return _features(path, "x", x), None, "no label column"
+        return _features(path, "x", x), None, "no label column", _names(header, range(width))
     if width < 2:
         raise DataError(f"{path} has {width} column; give feature columns and a label column")
     if options.y is not None:
@@ -559,7 +590,12 @@ def _read_csv(path: Path, options: FileOptions,
     else:
         labels = np.array(labels_text, dtype=str)
     name = header[label] if header is not None else f"column {label}"
-    return _features(path, "x", x), labels, f"label column {name!r}"
+    return _features(path, "x", x), labels, f"label column {name!r}", _names(header, columns)
+
+
+def _names(header: list[str] | None, columns: Sequence[int] | range) -> tuple[str, ...] | None:
+    """The header's names of the feature columns (None without a header)."""
+    return None if header is None else tuple(header[j] for j in columns)
 
 
 def _features(path: Path, key: str, value: Any) -> Tensor:
@@ -644,22 +680,23 @@ def _label_array(path: Path, key: str, value: Any) -> np.ndarray:
 
 
 def _read_feature_file(path: Path, kind: str, options: FileOptions,
-                       labels_optional: bool | int = False) -> _Raw:
+                       side: _Side = _ALONE) -> _Raw:
     name = str(path)  # as given: a run records it, and a resume reads the same file
-    if kind == "csv":  # labels_optional as an int: the source's feature count (see _read_csv)
-        width = labels_optional if labels_optional is not True and labels_optional else None
-        x, labels, note = _read_csv(path, options, width)
+    if kind == "csv":
+        width = side.source_width if side.labels_optional else None
+        x, labels, note, columns = _read_csv(path, options, width)
         if labels is None:
-            return _Raw(name, str(path), path.name, x, None)
-        return _Raw(name, str(path), path.name, x, _check_labels(path, note, labels, len(x)))
+            return _Raw(name, str(path), path.name, x, None, columns=columns)
+        return _Raw(name, str(path), path.name, x, _check_labels(path, note, labels, len(x)),
+                    columns=columns)
     reader = _read_npz if kind == "npz" else _read_mat
-    arrays, unused = reader(path, options, labels_optional)
+    arrays, unused = reader(path, options, side)
     x, image_note = _image_array(arrays["x"])
     raw = _Raw(name, str(path), path.name, _features(path, "x", x), None)
     eight_bit = _eight_bit(arrays["x"])
     raw.image_note, raw.inputs = image_note, (UNIT if eight_bit else None)  # as image folders
-    if "y" not in arrays:  # an unlabelled target (labels_optional)
-        raw.unused_test = unused
+    if "y" not in arrays:  # an unlabelled target
+        raw.read_note = unused
         return raw
     raw.labels = _check_labels(path, "y", _label_array(path, "y", arrays["y"]), len(raw.x))
     if "x_test" in arrays:
@@ -678,7 +715,7 @@ def _read_feature_file(path: Path, kind: str, options: FileOptions,
                 f"{tuple(raw.x.shape[1:])}; give both the same features"
             )
         raw.own_test = f"the file's test arrays ({len(raw.x_test)} rows)"
-    raw.unused_test = unused
+    raw.read_note = unused
     return raw
 
 
@@ -732,9 +769,11 @@ def _image_files(folder: Path) -> list[Path]:
 def _class_folders(root: Path, part: str) -> list[tuple[str, list[Path]]]:
     dirs = _visible_dirs(root)
     if not dirs:
+        flat = " (images directly in a folder are a target without labels: put it on the " \
+            "right of ->)" if _image_files(root) else ""
         raise DataError(
             f"{root} has no class folders; put each class's images in its own sub-folder "
-            f"({part}/CLASS/image.png)"
+            f"({part}/CLASS/image.png){flat}"
         )
     found = []
     for folder in dirs:
@@ -781,13 +820,20 @@ def _decode(image_lib: Any, path: Path, channels: int, size: int | None) -> np.n
         return pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
 
 
-def _read_image_folder(root: Path, options: FileOptions, labels_optional: bool = False) -> _Raw:
+def _read_image_folder(root: Path, options: FileOptions, side: _Side = _ALONE) -> _Raw:
     image_lib = _image_lib()
     subdirs = {p.name for p in _visible_dirs(root)}
     split_layout = (
         "train" in subdirs and subdirs <= {"train", "test"} and bool(_visible_dirs(root / "train"))
     )
-    flat = labels_optional and not subdirs and bool(_image_files(root))
+    loose = _image_files(root)
+    if loose and subdirs:  # some images would be silently left out, whichever layout wins
+        raise DataError(
+            f"{root} holds both images ({len(loose)}, e.g. {loose[0].name}) and sub-folders "
+            f"({', '.join(sorted(subdirs)[:5])}); put every image in a class folder (labelled) "
+            "or none in sub-folders (a target without labels)"
+        )
+    flat = side.labels_optional and bool(loose)
     if flat:  # an unlabelled target: its images lie in the folder itself, no class folders
         parts = {"train": [("", _image_files(root))]}
     elif split_layout:
@@ -851,7 +897,7 @@ def _read_image_folder(root: Path, options: FileOptions, labels_optional: bool =
         raw.labels_test = np.array([label for _, label in files["test"]], dtype=str)
         raw.own_test = f"the test/ folder ({len(raw.x_test)} images)"
     elif split_layout and "test" in subdirs:
-        raw.unused_test = "the test/ folder not used"
+        raw.read_note = "the test/ folder not used"
     return raw
 
 
@@ -979,6 +1025,9 @@ def _build(
         known = tuple(v.item() if isinstance(v, np.generic) else v for v in classes)
         if not known:
             raise ConfigError("classes must list at least one class label")
+        if raw.labels.dtype.kind in "iuf" and bool((raw.labels == -1).all()) and -1 not in known:
+            raise DataError(f"{where}: every label is -1, the usual mark of 'no label'; a "
+                            "target without labels is a file without a labels array: drop it")
     y = _map_labels(where, raw.labels, known, classes_from, "training")
     x = raw.x
     rows = len(x)
@@ -1004,8 +1053,8 @@ def _build(
             f"{options.seed}{default}): {len(train_rows)} train / {len(test_rows)} test"
         )
         x, y, test_x, test_y = x[train_rows], y[train_rows], x[test_rows], y[test_rows]
-    if raw.unused_test:
-        split_note += f"; {raw.unused_test}"
+    if raw.read_note:
+        split_note += f"; {raw.read_note}"
     inputs = raw.inputs
     if options.normalize:
         x, test_x = _normalize(where, options.normalize, x, test_x)
@@ -1026,9 +1075,9 @@ def _build_unlabelled(raw: _Raw, options: FileOptions, classes: tuple[Any, ...])
     """A target without labels: every row is trained on (unlabelled) and none is scored, so
     ``test`` does not apply; ``normalize`` uses all its rows (they are its training split)."""
     x, inputs = raw.x, raw.inputs
-    notes = ["no labels: adapted to without them; no target accuracy can be measured"]
-    if raw.unused_test:
-        notes.append(raw.unused_test)
+    notes = ["no labels: adapted to without them, no target accuracy can be measured"]
+    if raw.read_note:
+        notes.append(raw.read_note)
     if options.normalize:
         x, _ = _normalize(raw.where, options.normalize, x, None)
         inputs = None
@@ -1048,13 +1097,11 @@ def _rows_words(raw: _Raw, rows: int, x: Tensor, extra: str = "") -> str:
     return f"{rows} rows{extra} of inputs {'x'.join(str(d) for d in x.shape[1:])}"
 
 
-def _read(path: Path, kind: str, options: FileOptions, labels_optional: bool | int = False
-          ) -> _Raw:
-    """``labels_optional``: an adaptation target, which may come without labels; an int is
-    the source's feature count, by which a CSV without a label column is recognised."""
+def _read(path: Path, kind: str, options: FileOptions, side: _Side = _ALONE) -> _Raw:
+    """``side``: read alone or as a pair's source or target (which may have no labels)."""
     if kind == "images":
-        return _read_image_folder(path, options, labels_optional)
-    return _read_feature_file(path, kind, options, labels_optional)
+        return _read_image_folder(path, options, side)
+    return _read_feature_file(path, kind, options, side)
 
 
 def load_file_dataset(
@@ -1075,7 +1122,7 @@ def load_file_dataset(
     path = Path(spec)
     kind = _kind(path)
     _check_applicable(options, {kind}, f"{path} ({_KIND_WORDS[kind]})")
-    raw = _read(path, kind, options, labels_optional=unlabelled_classes is not None)
+    raw = _read(path, kind, options, _ALONE if unlabelled_classes is None else _Side("target"))
     if raw.labels is None:
         assert unlabelled_classes is not None
         known = classes if classes is not None else range(unlabelled_classes(raw.x))
@@ -1149,8 +1196,10 @@ def load_file_pair(
         )
     what = " and ".join(f"{sides[r]} ({_KIND_WORDS[k]})" for r, k in kinds.items())
     _check_applicable(options, set(kinds.values()), what)
+    src_columns = None
     if "source" in kinds:
-        src = _build(_read(Path(source), kinds["source"], options), options, None)
+        src_raw = _read(Path(source), kinds["source"], options, _Side("source"))
+        src, src_columns = _build(src_raw, options, None), src_raw.columns
     else:
         src = _registered(str(source), options, None, "", data_dir, download)
     classes = src.classes if src.classes is not None else tuple(range(src.num_classes))
@@ -1167,14 +1216,36 @@ def load_file_pair(
 
     classes_from = f"the source's classes ({src_name})"
     if "target" in kinds:
-        flat = src.input_shape[0] if len(src.input_shape) == 1 else True
-        raw = _read(Path(target), kinds["target"], options, labels_optional=flat)
-        check_shape(tuple(raw.x.shape[1:]))
-        tgt = _build(raw, options, classes, classes_from)
+        width = src.input_shape[0] if len(src.input_shape) == 1 else None
+        try:
+            raw = _read(Path(target), kinds["target"], options, _Side("target", width))
+            check_shape(tuple(raw.x.shape[1:]))
+            _align_columns(raw, src_columns, target)
+            tgt = _build(raw, options, classes, classes_from)
+        except DataError as exc:
+            if kinds["target"] != "csv" or width is None or "label" not in str(exc):
+                raise
+            raise DataError(f"{exc} (a target CSV without labels has exactly the source's "
+                            f"{width} feature columns, none named like a label)") from None
     else:
         tgt = _registered(str(target), options, classes, classes_from, data_dir, download,
                           check_shape)
     return DomainPair(name, src, tgt)
+
+
+def _align_columns(raw: _Raw, names: tuple[str, ...] | None, target: str) -> None:
+    """Put a CSV target's feature columns in the source's order when both headers name the
+    same columns in another order (matched by position they would mix features silently,
+    and nothing shows it on a target without labels)."""
+    if names is None or raw.columns is None or raw.columns == names:
+        return
+    if sorted(raw.columns) != sorted(names) or len(set(names)) != len(names):
+        return  # other names: the columns are matched by position, as given
+    order = [raw.columns.index(n) for n in names]
+    raw.x = raw.x[:, order].contiguous()
+    raw.columns = names
+    raw.read_note = "; ".join(filter(None, [raw.read_note, f"{target}'s columns put in "
+                                              "the source's order by their header names"]))
 
 
 def data_digest(spec: str) -> dict[str, str]:
