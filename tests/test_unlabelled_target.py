@@ -105,7 +105,8 @@ def test_unlabelled_datasets_are_checked(files: dict[str, Path]) -> None:
     data = unlabelled("field", x, 2)
     assert not data.labelled and data.train.y.tolist() == [UNLABELLED] * 4
     with pytest.raises(DataError, match="labels are all -1"):
-        Dataset("field", Split(x, torch.zeros(4)), Split(x, torch.zeros(4)), 2, labelled=False)
+        Dataset("field", Split(x, torch.zeros(4)), Split(x, torch.zeros(4)), 2, labelled=False,
+                train_labelled=False)
     with pytest.raises(DataError, match=r"must lie in 0\.\.1"):  # -1 is no label of a labelled set
         Dataset("d", Split(x, -torch.ones(4)), Split(x, -torch.ones(4)), 2)
     with pytest.raises(DataError, match="the source domain 'field' has no labels"):
@@ -219,10 +220,10 @@ def test_what_a_target_file_holds_besides_inputs_is_said(files: dict[str, Path],
     target = tk.load_data(f"{files['source']}->{gt}").target
     assert not target.labelled and "arrays not read: 'gt' (set --data-opt y=NAME" in \
         target.description
-    test_only = tmp_path / "test_only.npz"  # labelled test rows, unlabelled training rows
-    np.savez(test_only, x=x, x_test=x[:5], y_test=np.arange(5) % 3)
-    with pytest.raises(DataError, match=r"has test labels .* but no training labels"):
-        tk.load_data(f"{files['source']}->{test_only}")
+    no_inputs = tmp_path / "no_inputs.npz"  # test labels without their test inputs
+    np.savez(no_inputs, x=x, y_test=np.arange(5) % 3)
+    with pytest.raises(DataError, match=r"has test labels .* but no test inputs"):
+        tk.load_data(f"{files['source']}->{no_inputs}")
     minus = tmp_path / "minus.npz"
     np.savez(minus, x=x, y=-np.ones(20, dtype=np.int64))
     with pytest.raises(DataError, match="every label is -1"):
@@ -269,3 +270,25 @@ def test_a_lone_file_without_labels_is_evaluated_exported_and_distilled(
     assert "no accuracy on it" in json.loads(out)["notes"][-1]
     student = tk.distill(run, "mlp", str(files["target"]), student_options=TINY, **RUN)
     assert student.summary["final"] == {} and student.summary["methods"] == ["kd"]
+
+
+def test_a_target_with_labelled_test_rows_only(files: dict[str, Path], tmp_path: Path) -> None:
+    """Unlabelled training rows and a few labelled test rows (the usual protocol when some
+    field examples are labelled): adapted to without labels, scored on the test rows."""
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(40, 6)).astype(np.float32)
+    path = tmp_path / "field.npz"
+    np.savez(path, x=x, x_test=x[:9], y_test=np.array(["c", "a", "b"] * 3))
+    pair = tk.load_data(f"{files['source']}->{path}")
+    target = pair.target
+    assert target.labelled and not target.train_labelled
+    assert bool((target.train.y == UNLABELLED).all()) and len(target.train) == 40
+    assert target.test.y.tolist() == [2, 0, 1] * 3  # mapped with the source's classes
+    result = tk.adapt("mlp", pair, method="dann", model_options=TINY, select="oracle", **RUN)
+    assert set(result.summary["final"]) == {"source_test", "target_test"}
+    assert "target" not in result.summary and "oracle" in result.summary["choices"]
+    assert result.history[-1]["eval"]["target_test"]["n"] == 9
+    with pytest.raises(ConfigError, match="has no labels; train learns from labelled rows"):
+        tk.train("mlp", target, **RUN)
+    with pytest.raises(DataError, match="labelled training rows and an unlabelled test"):
+        Dataset("d", target.test, target.train, 3, train_labelled=True, labelled=False)

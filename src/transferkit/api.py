@@ -730,13 +730,13 @@ def _finished(run_dir: Path) -> dict[str, Any] | None:
 
 def _check_labelled(data: Dataset, command: str, select: str = "last") -> None:
     """Labels where the run reads them: a dataset trained on, or the target of select=oracle."""
-    if data.labelled:
+    if data.labelled and data.train_labelled:
         return
-    if command == "train":
+    if command == "train" and not data.train_labelled:
         raise ConfigError(f"train: dataset {data.name!r} has no labels; train learns from "
                           "labelled rows (an unlabelled target belongs in a pair: adapt; a "
                           "teacher can label it: distill)")
-    if select == "oracle":
+    if select == "oracle" and not data.labelled:
         raise ConfigError(f"select=oracle picks the epoch by target-test accuracy, and the target "
                           f"{data.name!r} has no labels; choose a validator (e.g. im) or last")
 
@@ -744,8 +744,9 @@ def _check_labelled(data: Dataset, command: str, select: str = "last") -> None:
 def _say_unlabelled(target: Dataset) -> None:
     """Before a run on a target without labels: say so, with what reading it left unread (a
     labels array of an unusual name shows here, not after the run)."""
-    if not target.labelled:
-        note(f"target without labels: {target.description}", is_main())
+    if not target.train_labelled:
+        what = "without labels" if not target.labelled else "with labelled test rows only"
+        note(f"target {what}: {target.description}", is_main())
 
 
 def _evals(data) -> dict[str, Split]:
@@ -879,7 +880,7 @@ def distill(
             train_data = TrainData(data.target.train.x, None, data.num_classes,
                                    inputs=data.inputs)
             provides = {"teacher"}
-        elif not data.labelled:  # inputs without labels: the teacher alone labels them
+        elif not data.train_labelled:  # inputs without labels: the teacher alone labels them
             train_data = TrainData(data.train.x, None, data.num_classes, inputs=data.inputs)
             provides = {"teacher"}
         else:
@@ -888,7 +889,7 @@ def distill(
             provides = {"teacher", "labels"}
         why = " (on a pair, distill learns from unlabelled target inputs)" if isinstance(
             data, DomainPair) else " (data-free trains on synthesised inputs)" if synthetic \
-            else "" if data.labelled else f" ({data.name} has no labels)"
+            else "" if data.train_labelled else f" ({data.name} has no labels)"
         check_needs(methods, provides, "distill", why)
         if "labels" in provides and not any(m.own_label_term for m in methods):
             methods.insert(0, build_methods("supervised")[0])  # the hard labels, as papers do

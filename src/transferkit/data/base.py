@@ -15,7 +15,9 @@ it; data built by hand leaves it None (unknown), so no conversion or refusal is 
 An adaptation target may have no labels at all (:func:`unlabelled`): its labels are
 ``UNLABELLED`` (-1), ``Dataset.labelled`` is False, and its test split is its training rows
 (there is nothing else to score). Nothing may compute an accuracy on it: the verbs leave its
-split out of every evaluation, and a -1 label fails loudly anywhere one would be read.
+split out of every evaluation, and a -1 label fails loudly anywhere one would be read. A
+target may also have unlabelled training rows and a labelled test split (the usual protocol
+when a few field examples are labelled): ``train_labelled`` is False, ``labelled`` True.
 """
 
 from __future__ import annotations
@@ -165,11 +167,18 @@ class Dataset:
     classes: tuple[Any, ...] | None = None
     # False for an adaptation target without labels (see unlabelled()): never scored.
     labelled: bool = True
+    # False when the training rows have no labels (all of an unlabelled target's, or a
+    # target's whose test split alone is labelled): never trained on with labels.
+    train_labelled: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
             raise DataError(f"a dataset's name must be a non-empty string (it names the data "
                             f"in run records), got {self.name!r}")
+        if self.train_labelled and not self.labelled:
+            raise DataError(f"dataset {self.name!r}: labelled training rows and an unlabelled "
+                            "test split; give the test labels, or set train_labelled=False too "
+                            "(transferkit.data.unlabelled builds a dataset without labels)")
         k = self.num_classes
         if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
             raise DataError(
@@ -186,7 +195,8 @@ class Dataset:
                     f"{part} of dataset {self.name!r} must be a Split(x, y), "
                     f"got {type(split).__name__}"
                 )
-            _check_split(self.name, part, split, self.num_classes, self.labelled)
+            has_labels = self.train_labelled if part == "train" else self.labelled
+            _check_split(self.name, part, split, self.num_classes, has_labels)
         train_shape, test_shape = self.input_shape, tuple(self.test.x.shape[1:])
         if train_shape != test_shape:
             raise DataError(
@@ -257,7 +267,7 @@ class DomainPair:
                     f"pair {self.name}: {part} must be a Dataset(name, train, test, "
                     f"num_classes), got {type(given).__name__}"
                 )
-        if not self.source.labelled:
+        if not (self.source.labelled and self.source.train_labelled):
             raise DataError(f"pair {self.name}: the source domain {self.source.name!r} has no "
                             "labels; adaptation learns the task from labelled source data")
         if self.source.input_shape != self.target.input_shape:
@@ -306,4 +316,5 @@ def unlabelled(name: str, x: Any, num_classes: int, *, inputs: InputSpec | None 
         raise DataError(f"dataset {name!r}: {len(classes)} class names for {num_classes} "
                         "classes; give one name per class, or none")
     split = Split(rows, torch.full((rows.shape[0],), UNLABELLED, dtype=torch.int64))
-    return Dataset(name, split, split, num_classes, description, inputs, classes, labelled=False)
+    return Dataset(name, split, split, num_classes, description, inputs, classes, labelled=False,
+                   train_labelled=False)

@@ -68,7 +68,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from transferkit.data.base import Dataset, DomainPair, Split, unlabelled
+from transferkit.data.base import UNLABELLED, Dataset, DomainPair, Split, unlabelled
 from transferkit.data.datasets import DATASETS, load_dataset
 from transferkit.data.inputs import InputSpec
 from transferkit.errors import ConfigError, DataError
@@ -369,12 +369,14 @@ def _pick_keys(
     keys = {"x": pick("x", True), "y": pick("y", not side.labels_optional), "x_test": None,
             "y_test": None}
     x_test, y_test = pick("x_test", False), pick("y_test", False)
-    if keys["y"] is None:  # unlabelled: its rows are all there is to adapt to (and no score)
-        if y_test is not None:  # labelled test rows but unlabelled training rows
+    if keys["y"] is None:  # unlabelled training rows: all there is to adapt to
+        if options.test is None and x_test is not None and y_test is not None:
+            keys["x_test"], keys["y_test"] = x_test, y_test  # scored on its labelled test rows
+            return keys, ""
+        if options.test is None and y_test is not None:
             raise DataError(
-                f"{path}: has test labels ({y_test!r}) but no training labels; transferkit "
-                "adapts to a target with labels for every row or for none: give y too, or "
-                f"save the rows without {y_test!r} to adapt to them without labels"
+                f"{path}: has test labels ({y_test!r}) but no test inputs (x_test) and no "
+                f"training labels; arrays present: {present}; set {OPT} x_test=NAME"
             )
         others = [n for n in names if n != keys["x"]]
         unread = f"arrays not read: {', '.join(map(repr, others))} (set {OPT} y=NAME if " \
@@ -695,28 +697,35 @@ def _read_feature_file(path: Path, kind: str, options: FileOptions,
     raw = _Raw(name, str(path), path.name, _features(path, "x", x), None)
     eight_bit = _eight_bit(arrays["x"])
     raw.image_note, raw.inputs = image_note, (UNIT if eight_bit else None)  # as image folders
-    if "y" not in arrays:  # an unlabelled target
+    if "y" not in arrays:  # an unlabelled target (maybe with labelled test rows)
         raw.read_note = unused
+        if "x_test" in arrays:
+            _own_test(raw, path, arrays, eight_bit)
         return raw
     raw.labels = _check_labels(path, "y", _label_array(path, "y", arrays["y"]), len(raw.x))
     if "x_test" in arrays:
-        if _eight_bit(arrays["x_test"]) != eight_bit:  # one would be scaled, not the other
-            raise DataError(
-                f"{path}: x is {np.asarray(arrays['x']).dtype} but x_test "
-                f"{np.asarray(arrays['x_test']).dtype}; store both with the same type"
-            )
-        raw.x_test = _features(path, "x_test", _image_array(arrays["x_test"])[0])
-        raw.labels_test = _check_labels(
-            path, "y_test", _label_array(path, "y_test", arrays["y_test"]), len(raw.x_test)
-        )
-        if raw.x_test.shape[1:] != raw.x.shape[1:]:
-            raise DataError(
-                f"{path}: x_test has rows of shape {tuple(raw.x_test.shape[1:])} but x "
-                f"{tuple(raw.x.shape[1:])}; give both the same features"
-            )
-        raw.own_test = f"the file's test arrays ({len(raw.x_test)} rows)"
+        _own_test(raw, path, arrays, eight_bit)
     raw.read_note = unused
     return raw
+
+
+def _own_test(raw: _Raw, path: Path, arrays: dict[str, np.ndarray], eight_bit: bool) -> None:
+    """The file's own test split (``x_test``, ``y_test``) onto ``raw``, checked against x."""
+    if _eight_bit(arrays["x_test"]) != eight_bit:  # one would be scaled, not the other
+        raise DataError(
+            f"{path}: x is {np.asarray(arrays['x']).dtype} but x_test "
+            f"{np.asarray(arrays['x_test']).dtype}; store both with the same type"
+        )
+    raw.x_test = _features(path, "x_test", _image_array(arrays["x_test"])[0])
+    raw.labels_test = _check_labels(
+        path, "y_test", _label_array(path, "y_test", arrays["y_test"]), len(raw.x_test)
+    )
+    if raw.x_test.shape[1:] != raw.x.shape[1:]:
+        raise DataError(
+            f"{path}: x_test has rows of shape {tuple(raw.x_test.shape[1:])} but x "
+            f"{tuple(raw.x.shape[1:])}; give both the same features"
+        )
+    raw.own_test = f"the file's test arrays ({len(raw.x_test)} rows)"
 
 
 def _check_labels(path: Path, what: str, labels: np.ndarray, rows: int) -> np.ndarray:
@@ -1072,20 +1081,31 @@ def _build(
 
 
 def _build_unlabelled(raw: _Raw, options: FileOptions, classes: tuple[Any, ...]) -> Dataset:
-    """A target without labels: every row is trained on (unlabelled) and none is scored, so
-    ``test`` does not apply; ``normalize`` uses all its rows (they are its training split)."""
-    x, inputs = raw.x, raw.inputs
-    notes = ["no labels: adapted to without them, no target accuracy can be measured"]
+    """A target without training labels: every training row is adapted to (unlabelled); it is
+    scored only on the file's own labelled test arrays, if it has them (else on nothing, so
+    ``test`` does not apply). ``normalize`` uses the training rows' statistics."""
+    x, inputs, test_x = raw.x, raw.inputs, raw.x_test
+    scored = raw.labels_test is not None and test_x is not None
+    notes = ["no training labels: adapted to without them, scored on " + raw.own_test
+             if scored else "no labels: adapted to without them, no target accuracy can be "
+             "measured"]
     if raw.read_note:
         notes.append(raw.read_note)
     if options.normalize:
-        x, _ = _normalize(raw.where, options.normalize, x, None)
+        x, test_x = _normalize(raw.where, options.normalize, x, test_x if scored else None)
         inputs = None
         notes.append(f"normalized: {_steps_words(options.normalize)}")
     known = tuple(v.item() if isinstance(v, np.generic) else v for v in classes)
     what = _rows_words(raw, len(x), x)
-    return unlabelled(raw.name, x, len(known), inputs=inputs, classes=known,
-                      description=f"{raw.title}: {what}; {'; '.join(notes)}")
+    description = f"{raw.title}: {what}; {'; '.join(notes)}"
+    if not scored:
+        return unlabelled(raw.name, x, len(known), inputs=inputs, classes=known,
+                          description=description)
+    assert raw.labels_test is not None and test_x is not None
+    test_y = _map_labels(raw.where, raw.labels_test, known, "the source's classes", "test")
+    train = Split(x, torch.full((len(x),), UNLABELLED, dtype=torch.int64))
+    return Dataset(raw.name, train, Split(test_x, test_y), len(known), description, inputs,
+                   known, train_labelled=False)
 
 
 def _rows_words(raw: _Raw, rows: int, x: Tensor, extra: str = "") -> str:
