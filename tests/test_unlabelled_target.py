@@ -292,3 +292,24 @@ def test_a_target_with_labelled_test_rows_only(files: dict[str, Path], tmp_path:
         tk.train("mlp", target, **RUN)
     with pytest.raises(DataError, match="labelled training rows and an unlabelled test"):
         Dataset("d", target.test, target.train, 3, train_labelled=True, labelled=False)
+
+
+def test_an_image_target_with_loose_train_images_and_labelled_test_folders(
+    tmp_path: Path,
+) -> None:
+    from PIL import Image
+
+    def save(folder: str, count: int) -> None:
+        (tmp_path / folder).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            Image.fromarray(np.full((4, 4), 30 * i, dtype=np.uint8)).save(
+                tmp_path / folder / f"{i}.png")
+
+    for folder in ("src/cat", "src/dog"):
+        save(folder, 3)
+    save("field/train", 5)  # the unlabelled pool
+    save("field/test/dog", 2)  # the few labelled field examples
+    target = tk.load_data(f"{tmp_path / 'src'}->{tmp_path / 'field'}").target
+    assert target.labelled and not target.train_labelled
+    assert len(target.train) == 5 and target.test.y.tolist() == [1, 1]
+    assert "scored on the test/ folder (2 images)" in target.description

@@ -843,8 +843,15 @@ def _read_image_folder(root: Path, options: FileOptions, side: _Side = _ALONE) -
             "or none in sub-folders (a target without labels)"
         )
     flat = side.labels_optional and bool(loose)
+    # a target whose train/ holds its images loose (no labels) and test/ its labelled ones
+    flat_train = (side.labels_optional and "train" in subdirs and subdirs <= {"train", "test"}
+                  and not _visible_dirs(root / "train") and bool(_image_files(root / "train")))
     if flat:  # an unlabelled target: its images lie in the folder itself, no class folders
-        parts = {"train": [("", _image_files(root))]}
+        parts = {"train": [("", loose)]}
+    elif flat_train:
+        parts = {"train": [("", _image_files(root / "train"))]}
+        if "test" in subdirs and options.test is None:
+            parts["test"] = _class_folders(root / "test", "root/test")
     elif split_layout:
         parts = {"train": _class_folders(root / "train", "root/train")}
         if "test" in subdirs and options.test is None:
@@ -896,7 +903,8 @@ def _read_image_folder(root: Path, options: FileOptions, side: _Side = _ALONE) -
         str(root),
         f"{root.name or root.resolve().name}/",
         tensors["train"],
-        None if flat else np.array([label for _, label in files["train"]], dtype=str),
+        None if flat or flat_train else np.array([label for _, label in files["train"]],
+                                                 dtype=str),
         inputs=UNIT,
     )
     shape = "x".join(str(d) for d in (channels, height, width))
@@ -905,7 +913,7 @@ def _read_image_folder(root: Path, options: FileOptions, side: _Side = _ALONE) -
         raw.x_test = tensors["test"]
         raw.labels_test = np.array([label for _, label in files["test"]], dtype=str)
         raw.own_test = f"the test/ folder ({len(raw.x_test)} images)"
-    elif split_layout and "test" in subdirs:
+    elif (split_layout or flat_train) and "test" in subdirs:
         raw.read_note = "the test/ folder not used"
     return raw
 
