@@ -11,6 +11,7 @@ from transferkit.api import (
     load_data,
     load_model,
     load_run,
+    predict,
     report_runs,
     train,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "load_data",
     "load_model",
     "load_run",
+    "predict",
     "report_runs",
     "train",
 ]

@@ -110,6 +110,7 @@ from transferkit.models import (
 from transferkit.models.base import eval_mode, weights_sha256
 from transferkit.models.features import features_and_logits
 from transferkit.models.onnx import OnnxModel, is_torchscript, torchscript_inputs_record
+from transferkit.predict import Predictions, predictions, rows_to_predict
 
 MODEL_FILE = "model.pt"
 SUMMARY_FILE = "summary.json"
@@ -386,9 +387,23 @@ def save_model(model: nn.Module, path: Path, spec: dict[str, Any] | None, data) 
             # a module given from Python cannot be rebuilt from a file: its class is named in
             # the message that asks for it (load_model(path, MyNet()))
             **({"module_class": type(model).__qualname__} if spec is None else {}),
+            **({"classes": classes} if (classes := _class_names(data)) else {}),
         },
         path,
     )
+
+
+CLASSES_ATTR = "transferkit_classes"  # a loaded model's class names, when its data had them
+
+
+def _class_names(data: Any) -> list[Any] | None:
+    """The training data's class names (a file's labels, e.g. ["cat", "dog"]) as plain JSON
+    values, so a prediction can name its class; None for class indices."""
+    labelled = data.source if isinstance(data, DomainPair) else data
+    names = getattr(labelled, "classes", None)
+    if not names or not all(isinstance(c, str | int | float) for c in names):
+        return None
+    return list(names)
 
 
 def load_model(path: str | Path, model: nn.Module | str | None = None, **options: Any) -> nn.Module:
@@ -469,6 +484,8 @@ def _load_record(
     setattr(model, INPUTS_ATTR, inputs)
     shape = saved.get("input_shape")
     setattr(model, SHAPE_ATTR, None if shape is None else tuple(shape))
+    names = saved.get("classes")
+    setattr(model, CLASSES_ATTR, list(names) if isinstance(names, list) else None)
     return model, {k: v for k, v in saved.items() if k != "state_dict"}
 
 
@@ -1310,17 +1327,9 @@ def evaluate(
     stderr); a different input shape is refused.
     """
     check_count("batch_size", batch_size)
-    who = "model"
-    if _is_saved_model(model):
-        who = f"model {model}"
-        if source_holdout is None:  # the rows the run itself held out
-            source_holdout = _recorded_holdout(Path(model))
-        model = load_model(model)
-    elif isinstance(model, str):
-        raise ConfigError(f"evaluate needs a trained model: {model!r} is not a file or run dir")
-    elif not isinstance(model, nn.Module):
-        kind = type(model).__name__
-        raise ConfigError(f"evaluate needs an nn.Module or a saved model, got {kind}")
+    if source_holdout is None and _is_saved_model(model):  # the rows the run held out
+        source_holdout = _recorded_holdout(Path(model))
+    model, who = _trained_model(model, "evaluate")
     net = model
     data = resolve_data(data, data_dir, data_options,
                         lambda x: _probe(net, x, who))  # a file without labels: its classes
@@ -1348,6 +1357,53 @@ def evaluate(
                         "model on it without labels"))
         note(notes[-1], is_main())
     return Scores(scores, notes, found)
+
+
+def _trained_model(model: nn.Module | str | Path, verb: str) -> tuple[nn.Module, str]:
+    """A module as given, or loaded from a model.pt / run directory; and how to name it."""
+    if _is_saved_model(model):
+        return load_model(model), f"model {model}"
+    if isinstance(model, str):
+        raise ConfigError(f"{verb} needs a trained model: {model!r} is not a file or run dir")
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"{verb} needs an nn.Module or a saved model, got "
+                          f"{type(model).__name__}")
+    return model, "model"
+
+
+def predict(
+    model: nn.Module | str | Path,
+    data: Dataset | DomainPair | str,
+    *,
+    split: str = "train",
+    data_dir: str | Path | None = None,
+    data_options: dict[str, Any] | None = None,
+    device: str = "auto",
+    batch_size: int = 1024,
+) -> Predictions:
+    """Each row's predicted class, its confidence and every class's probability (no label
+    read): a data file's every row in file order (``test=all`` unless ``data_options`` set
+    ``test``), an image folder's every image by path, a pair's target, a registered
+    dataset's ``split``. ``Predictions.to_csv(path)`` writes them; see :mod:`transferkit.predict`.
+    """
+    check_count("batch_size", batch_size)
+    module, who = _trained_model(model, "predict")
+    options = dict(data_options or {})
+    if isinstance(data, str | os.PathLike):
+        from transferkit.data.files import is_data_path
+
+        if any(is_data_path(side.strip()) for side in os.fspath(data).split("->")):
+            options.setdefault("test", "all")  # every row of the file, in its order
+    data = resolve_data(data, data_dir, options or None, lambda x: _probe(module, x, who))
+    dataset, part = rows_to_predict(data, split)
+    chosen = getattr(dataset, part)
+    splits, converted = fit_splits(module, data, {part: chosen}, who)
+    if converted:
+        note(converted, is_main())
+    dev = local_device(device)
+    module = module.to(dev)
+    _check_classes(module, splits[part].x, data.num_classes, "model")
+    return predictions(module, dataset, splits[part].x, part, dev, batch_size)
 
 
 def _recorded_holdout(path: Path) -> float | None:

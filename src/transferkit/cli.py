@@ -219,6 +219,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_file_flags(evaluate)
     evaluate.add_argument("--device", default="auto", help=DEVICE_HELP)
     evaluate.add_argument("--json", action="store_true", help="print the scores as JSON")
+    predict = sub.add_parser("predict", help="each row's predicted class and confidence, as a "
+                             "CSV (no label read): a file in file order, images by path")
+    predict.add_argument("model", help="model.pt or run directory")
+    predict.add_argument("--data", required=True, help="data file, image folder, pair (its "
+                         "target) or dataset to predict")
+    predict.add_argument("--out", default="predictions.csv",
+                         help="the CSV to write (default predictions.csv)")
+    predict.add_argument("--probs", action="store_true",
+                         help="also every class's probability (columns p_CLASS)")
+    predict.add_argument("--split", default="train", choices=["train", "test"],
+                         help="which split of a registered dataset (files: every row)")
+    predict.add_argument("--data-dir", help=DATA_DIR_HELP)
+    _add_data_file_flags(predict)
+    predict.add_argument("--device", default="auto", help=DEVICE_HELP)
     export = sub.add_parser("export", help="write a run's model as ONNX or TorchScript, check "
                             "it against PyTorch, measure size and latency")
     export.add_argument("run", help="run directory (or its model.pt)")
@@ -780,6 +794,17 @@ def main(argv: list[str] | None = None) -> int:
                                   device=args.device, validators=args.validators)
             if is_main():
                 print_scores(scores, args.json, scores.validators)
+            return 0
+        if args.command == "predict":
+            check_data_dir(args.data_dir)
+            local_device(args.device)
+            found = api.predict(args.model, args.data, split=args.split, data_dir=args.data_dir,
+                                data_options=data_options(args) or None, device=args.device)
+            if is_main():
+                path = found.to_csv(args.out, probs=args.probs)
+                counts = ", ".join(f"{name} {n}" for name, n in found.counts().items())
+                print(f"wrote {len(found.rows):,} predictions of {found.data} to {path}: "
+                      f"{counts}")
             return 0
         if args.command == "export":
             check_data_dir(args.data_dir)

@@ -170,6 +170,9 @@ class Dataset:
     # False when the training rows have no labels (all of an unlabelled target's, or a
     # target's whose test split alone is labelled): never trained on with labels.
     train_labelled: bool = True
+    # What each training row is called where it came from (an image folder's file paths), for
+    # predictions a user can match to their files; None: rows are known by their index.
+    row_names: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -197,6 +200,9 @@ class Dataset:
                 )
             has_labels = self.train_labelled if part == "train" else self.labelled
             _check_split(self.name, part, split, self.num_classes, has_labels)
+        if self.row_names is not None and len(self.row_names) != len(self.train):
+            raise DataError(f"dataset {self.name!r}: {len(self.row_names)} row names for "
+                            f"{len(self.train)} training rows")
         train_shape, test_shape = self.input_shape, tuple(self.test.x.shape[1:])
         if train_shape != test_shape:
             raise DataError(
@@ -307,7 +313,8 @@ class DomainPair:
 
 
 def unlabelled(name: str, x: Any, num_classes: int, *, inputs: InputSpec | None = None,
-               classes: tuple[Any, ...] | None = None, description: str = "") -> Dataset:
+               classes: tuple[Any, ...] | None = None, description: str = "",
+               row_names: tuple[str, ...] | None = None) -> Dataset:
     """A dataset of inputs without labels, e.g. an adaptation target from the field: its
     training and test splits are the same rows, labelled ``UNLABELLED``; ``num_classes`` (and
     ``classes``) are the task's, from the labelled source or the trained model."""
@@ -317,4 +324,4 @@ def unlabelled(name: str, x: Any, num_classes: int, *, inputs: InputSpec | None 
                         "classes; give one name per class, or none")
     split = Split(rows, torch.full((rows.shape[0],), UNLABELLED, dtype=torch.int64))
     return Dataset(name, split, split, num_classes, description, inputs, classes, labelled=False,
-                   train_labelled=False)
+                   train_labelled=False, row_names=row_names)

@@ -309,6 +309,7 @@ class _Raw:
     image_note: str = ""  # image folders: "images 3x32x32" and resizing
     inputs: InputSpec | None = None
     columns: tuple[str, ...] | None = None  # a CSV's feature column names (its header)
+    row_names: list[str] | None = None  # an image folder's training files, in row order
 
 
 def _first_line(exc: BaseException) -> str:
@@ -907,6 +908,7 @@ def _read_image_folder(root: Path, options: FileOptions, side: _Side = _ALONE) -
                                                  dtype=str),
         inputs=UNIT,
     )
+    raw.row_names = [str(path) for path, _ in files["train"]]
     shape = "x".join(str(d) for d in (channels, height, width))
     raw.image_note = f"images {shape}" + (" (resized, bilinear)" if options.size else "")
     if "test" in tensors:
@@ -1070,6 +1072,8 @@ def _build(
             f"{options.seed}{default}): {len(train_rows)} train / {len(test_rows)} test"
         )
         x, y, test_x, test_y = x[train_rows], y[train_rows], x[test_rows], y[test_rows]
+        if raw.row_names is not None:
+            raw.row_names = [raw.row_names[i] for i in train_rows.tolist()]
     if raw.read_note:
         split_note += f"; {raw.read_note}"
     inputs = raw.inputs
@@ -1083,9 +1087,9 @@ def _build(
     extra = f" (+ {len(raw.x_test)} test {unit})" if raw.x_test is not None else ""
     description = f"{raw.title}: {_rows_words(raw, rows, x, extra)}, {len(known)} classes; " \
         f"{split_note}"
-    return Dataset(
-        raw.name, Split(x, y), Split(test_x, test_y), len(known), description, inputs, known
-    )
+    names = None if raw.row_names is None else tuple(raw.row_names)
+    return Dataset(raw.name, Split(x, y), Split(test_x, test_y), len(known), description, inputs,
+                   known, row_names=names)
 
 
 def _build_unlabelled(raw: _Raw, options: FileOptions, classes: tuple[Any, ...]) -> Dataset:
@@ -1106,14 +1110,15 @@ def _build_unlabelled(raw: _Raw, options: FileOptions, classes: tuple[Any, ...])
     known = tuple(v.item() if isinstance(v, np.generic) else v for v in classes)
     what = _rows_words(raw, len(x), x)
     description = f"{raw.title}: {what}; {'; '.join(notes)}"
+    names = None if raw.row_names is None else tuple(raw.row_names)
     if not scored:
         return unlabelled(raw.name, x, len(known), inputs=inputs, classes=known,
-                          description=description)
+                          description=description, row_names=names)
     assert raw.labels_test is not None and test_x is not None
     test_y = _map_labels(raw.where, raw.labels_test, known, "the source's classes", "test")
     train = Split(x, torch.full((len(x),), UNLABELLED, dtype=torch.int64))
     return Dataset(raw.name, train, Split(test_x, test_y), len(known), description, inputs,
-                   known, train_labelled=False)
+                   known, train_labelled=False, row_names=names)
 
 
 def _rows_words(raw: _Raw, rows: int, x: Tensor, extra: str = "") -> str:

@@ -1,0 +1,92 @@
+"""Predictions of a trained model on data, row by row: what a user of an adapted model wants
+for the field data that has no labels.
+
+The rows: a data file's every row in file order (read with ``test=all`` unless the options
+say otherwise), an image folder's every image (named by its path), a pair's target, or a
+registered dataset's training split (``split="test"`` for its test split). Each row gets the
+predicted class (its original label when the data records one, e.g. ``"dog"``), the softmax
+confidence of that class and, on request, every class's probability. No label is read.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from transferkit.data import Dataset, DomainPair
+from transferkit.errors import ConfigError
+from transferkit.files import write_text
+
+SPLITS = ("train", "test")
+
+
+@dataclass
+class Predictions:
+    """One entry per row: ``rows`` (names or indices), ``labels`` (predicted class names),
+    ``predicted`` (class indices), ``confidence`` and ``probs`` (rows x classes)."""
+
+    data: str
+    rows: list[str]
+    classes: list[Any]
+    predicted: Tensor
+    confidence: Tensor
+    probs: Tensor
+
+    @property
+    def labels(self) -> list[Any]:
+        return [self.classes[i] for i in self.predicted.tolist()]
+
+    def counts(self) -> dict[Any, int]:
+        """How many rows each class was predicted for (a collapse shows as one large count)."""
+        found = torch.bincount(self.predicted, minlength=len(self.classes)).tolist()
+        return {name: n for name, n in zip(self.classes, found, strict=True) if n}
+
+    def to_csv(self, path: str | Path, probs: bool = False) -> Path:
+        """``row,class,confidence`` (and ``p_<class>`` per class with ``probs``), written
+        atomically: a kill leaves the old file or the new one, never half of it."""
+        text = io.StringIO()
+        out = csv.writer(text, lineterminator="\n")
+        out.writerow(["row", "class", "confidence", *([f"p_{c}" for c in self.classes]
+                                                      if probs else [])])
+        for i, (row, label) in enumerate(zip(self.rows, self.labels, strict=True)):
+            extra = [f"{p:.6g}" for p in self.probs[i].tolist()] if probs else []
+            out.writerow([row, label, f"{float(self.confidence[i]):.6g}", *extra])
+        target = Path(path)
+        if target.is_dir():
+            raise ConfigError(f"predict --out {target} is a folder; give a .csv file name")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_text(target, text.getvalue())
+        return target
+
+
+def rows_to_predict(data: Dataset | DomainPair, split: str) -> tuple[Dataset, str]:
+    """The dataset whose rows are predicted (a pair's target) and which split of it."""
+    if split not in SPLITS:
+        raise ConfigError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    return (data.target if isinstance(data, DomainPair) else data), split
+
+
+def predictions(model: nn.Module, dataset: Dataset, x: Tensor, split: str,
+                device: torch.device, batch_size: int) -> Predictions:
+    """Softmax of ``model`` on ``x`` (the split's inputs, already in the model's convention)."""
+    from transferkit.engine.evaluate import predict as logits_of
+
+    with torch.no_grad():
+        logits = logits_of(model, x, device, batch_size).float()
+    probs = torch.softmax(logits, dim=1)
+    confidence, predicted = probs.max(dim=1)
+    names = dataset.row_names if split == "train" else None
+    rows = list(names) if names is not None else [str(i) for i in range(len(x))]
+    recorded = getattr(model, "transferkit_classes", None)  # the names the model trained on
+    indices = list(range(logits.shape[1]))
+    own = list(dataset.classes) if dataset.classes is not None else indices
+    if own == indices and isinstance(recorded, list) and len(recorded) == len(indices):
+        own = recorded  # data without names of its own (a lone file without labels)
+    classes = own
+    return Predictions(dataset.name, rows, classes, predicted, confidence, probs)
