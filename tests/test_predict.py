@@ -73,6 +73,13 @@ def test_images_are_named_by_path_and_a_lone_folder_gets_the_models_names(
     assert found.classes == ["cat", "dog"] and set(found.labels) <= {"cat", "dog"}
     source = tk.predict(run, str(tmp_path / "src"))
     assert source.rows[0] == str(tmp_path / "src" / "cat" / "0.png") and len(source.rows) == 6
+    for part, cls in (("train", "cat"), ("test", "dog")):  # train/ then test/, every image
+        (tmp_path / "tt" / part / cls).mkdir(parents=True)
+        Image.fromarray(np.zeros((4, 4), dtype=np.uint8)).save(tmp_path / "tt" / part / cls /
+                                                                "0.png")
+    assert tk.predict(run, str(tmp_path / "tt")).rows == [
+        str(tmp_path / "tt" / "train" / "cat" / "0.png"),
+        str(tmp_path / "tt" / "test" / "dog" / "0.png")]
 
 
 def test_a_pair_predicts_its_target_and_a_dataset_either_split(tmp_path: Path) -> None:
@@ -100,3 +107,46 @@ def test_cli_writes_the_csv_and_says_the_class_counts(cli: CliRunner, labelled_f
     assert code == 0, err
     assert f"wrote 60 predictions of {labelled_file} to {out}" in text
     assert len(out.read_text().splitlines()) == 61
+
+
+def test_the_files_labels_are_never_read_and_every_row_is_predicted(
+    labelled_file: Path, tmp_path: Path
+) -> None:
+    """The model's class names, whatever the file's labels say (5..7, or other names); a
+    file's x_test rows follow its x rows; test= and split= do not apply to a file."""
+    run = tmp_path / "run"
+    tk.train("mlp", str(labelled_file), model_options=TINY, out=run, **RUN)
+    with np.load(labelled_file) as arrays:
+        x = arrays["x"]
+    odd = tmp_path / "odd.npz"
+    np.savez(odd, x=x[:7], y=np.arange(7) + 5, x_test=x[7:10], y_test=np.zeros(3))
+    found = tk.predict(run, str(odd))
+    assert found.classes == ["bird", "cat", "dog"] and set(found.labels) <= set(found.classes)
+    assert found.rows == [*map(str, range(7)), "x_test:0", "x_test:1", "x_test:2"]
+    whole = tk.predict(run, str(labelled_file))
+    assert found.predicted.tolist() == whole.predicted[:10].tolist()  # the same rows, in order
+    with pytest.raises(ConfigError, match="predict reads every row"):
+        tk.predict(run, str(labelled_file), data_options={"test": 0.2})
+    with pytest.raises(ConfigError, match="split applies to registered datasets"):
+        tk.predict(run, str(labelled_file), split="test")
+    header = "f0,f1,f2,f3,f4"  # a CSV without a label column: told by the model's width
+    lone = tmp_path / "lone.csv"
+    lone.write_text(header + "\n" + "\n".join(",".join(f"{v:.5f}" for v in r) for r in x) + "\n")
+    assert tk.predict(run, str(lone)).predicted.tolist() == whole.predicted.tolist()
+    for bad, words in ((tmp_path / "sub/", "is a folder"), (lone / "x.csv", "is a file")):
+        with pytest.raises(ConfigError, match=words):
+            found.to_csv(str(bad) + ("/" if words == "is a folder" else ""))
+
+
+def test_source_free_and_teacher_only_students_keep_the_class_names(
+    labelled_file: Path, tmp_path: Path
+) -> None:
+    with np.load(labelled_file) as arrays:
+        pool = tmp_path / "pool.npz"
+        np.savez(pool, x=arrays["x"] + 0.5)  # no labels
+    tk.train("mlp", str(labelled_file), model_options=TINY, out=tmp_path / "src", **RUN)
+    tk.adapt(tmp_path / "src", str(pool), method="shot", out=tmp_path / "shot", **RUN)
+    tk.distill(tmp_path / "src", "mlp", str(pool), student_options=TINY,
+               out=tmp_path / "student", **RUN)
+    for run in ("shot", "student"):
+        assert tk.predict(tmp_path / run, str(pool)).classes == ["bird", "cat", "dog"], run

@@ -387,7 +387,7 @@ def save_model(model: nn.Module, path: Path, spec: dict[str, Any] | None, data) 
             # a module given from Python cannot be rebuilt from a file: its class is named in
             # the message that asks for it (load_model(path, MyNet()))
             **({"module_class": type(model).__qualname__} if spec is None else {}),
-            **({"classes": classes} if (classes := _class_names(data)) else {}),
+            **({"classes": classes} if (classes := _class_names(data, model)) else {}),
         },
         path,
     )
@@ -396,14 +396,16 @@ def save_model(model: nn.Module, path: Path, spec: dict[str, Any] | None, data) 
 CLASSES_ATTR = "transferkit_classes"  # a loaded model's class names, when its data had them
 
 
-def _class_names(data: Any) -> list[Any] | None:
+def _class_names(data: Any, model: nn.Module | None = None) -> list[Any] | None:
     """The training data's class names (a file's labels, e.g. ["cat", "dog"]) as plain JSON
-    values, so a prediction can name its class; None for class indices."""
+    values, so a prediction can name its class; else the names the model came with (a
+    source-free run on a file without labels keeps its source model's); None for indices."""
     labelled = data.source if isinstance(data, DomainPair) else data
-    names = getattr(labelled, "classes", None)
-    if not names or not all(isinstance(c, str | int | float) for c in names):
-        return None
-    return list(names)
+    names = list(getattr(labelled, "classes", None) or [])
+    if names == list(range(len(names))) or not all(isinstance(c, str | int | float)
+                                                  for c in names):
+        names = list(getattr(model, CLASSES_ATTR, None) or [])
+    return names or None
 
 
 def load_model(path: str | Path, model: nn.Module | str | None = None, **options: Any) -> nn.Module:
@@ -867,10 +869,12 @@ def distill(
     torch.manual_seed(cfg.seed)
     conversion = None if teacher_input is None else parse_teacher_input(teacher_input)
     teachers, sources, conventions = [], [], []
+    teacher_classes = None  # the first teacher's class names: a student on unlabelled data
     for one in given:
         source = f"module {type(one).__name__} (from Python)"
         if isinstance(one, str | Path):
             source, one = str(one), load_model(one)
+        teacher_classes = teacher_classes or getattr(one, CLASSES_ATTR, None)
         one, convention = _fit_teacher_inputs(one, conversion, data)
         if isinstance(one, InputConverted):
             note(f"teacher inputs {convention}", cfg.progress and is_main())
@@ -881,6 +885,8 @@ def distill(
         student, data.input_shape, data.num_classes, **(student_options or {})
     )
     _check_own_weights(teachers, module, "student")
+    if teacher_classes and getattr(module, CLASSES_ATTR, None) is None:
+        setattr(module, CLASSES_ATTR, list(teacher_classes))  # kept if the data has no names
     methods = build_methods(names, teachers if len(teachers) > 1 else teachers[0], options)
     with _given_back_on_error(methods):
         synthetic = [m for m in methods if getattr(m, "replaces_training_data", False)]
@@ -1381,40 +1387,76 @@ def predict(
     device: str = "auto",
     batch_size: int = 1024,
 ) -> Predictions:
-    """Each row's predicted class, its confidence and every class's probability (no label
-    read): a data file's every row in file order (``test=all`` unless ``data_options`` set
-    ``test``), an image folder's every image by path, a pair's target, a registered
-    dataset's ``split``. ``Predictions.to_csv(path)`` writes them; see :mod:`transferkit.predict`.
+    """Each row's predicted class, its confidence and every class's probability; no label is
+    read. A data file's every row in file order (``x`` then ``x_test``), an image folder's
+    every image by path (``train/`` then ``test/``), a pair's target (its file, or a
+    registered target's ``split``), a registered dataset's ``split``. Classes are named as the
+    model recorded them (the labels it trained on). ``Predictions.to_csv(path)`` writes them;
+    see :mod:`transferkit.predict`.
     """
-    check_count("batch_size", batch_size)
-    module, who = _trained_model(model, "predict")
-    options = dict(data_options or {})
-    if isinstance(data, str | os.PathLike):
-        from transferkit.data.files import is_data_path
+    from transferkit.data.files import is_data_path, load_rows_to_predict, parse_file_options
 
-        if any(is_data_path(side.strip()) for side in os.fspath(data).split("->")):
-            options.setdefault("test", "all")  # every row of the file, in its order
-    data = resolve_data(data, data_dir, options or None, lambda x: _probe(module, x, who))
+    check_count("batch_size", batch_size)
+    _say_recorded_normalize(model, data_options)
+    module, who = _trained_model(model, "predict")
+    names = getattr(module, CLASSES_ATTR, None)
+    shape = getattr(module, SHAPE_ATTR, None)
+
+    def classes_of(x: torch.Tensor) -> list[Any]:  # the model's names, else its indices
+        count = _probe(module, x, who)
+        return list(names) if names and len(names) == count else list(range(count))
+
+    if isinstance(data, str | os.PathLike):
+        text = os.fspath(data)
+        target = text.split("->")[-1].strip()
+        if is_data_path(target):  # a file, or a pair's target file: every row
+            if split != "train":
+                raise ConfigError(f"split={split!r}: predict reads every row of a data file "
+                                  f"({target}); split applies to registered datasets")
+            width = shape[0] if shape is not None and len(shape) == 1 else None
+            data = load_rows_to_predict(target, parse_file_options(data_options), classes_of,
+                                        width)
+        else:
+            data = resolve_data(text, data_dir, data_options)
+    else:
+        data = resolve_data(data, data_dir, data_options)
     dataset, part = rows_to_predict(data, split)
-    chosen = getattr(dataset, part)
-    splits, converted = fit_splits(module, data, {part: chosen}, who)
+    splits, converted = fit_splits(module, dataset, {part: getattr(dataset, part)}, who)
     if converted:
         note(converted, is_main())
     dev = local_device(device)
     module = module.to(dev)
-    _check_classes(module, splits[part].x, data.num_classes, "model")
+    _check_classes(module, splits[part].x, dataset.num_classes, "model")
     return predictions(module, dataset, splits[part].x, part, dev, batch_size)
+
+
+def _run_record(path: Path) -> dict[str, Any]:
+    """The config.yaml of the run that saved ``path`` ({} when there is none)."""
+    record_file = (path if path.is_dir() else path.parent) / "config.yaml"
+    if not record_file.is_file():
+        return {}
+    record = read_yaml(record_file, "run record")
+    return record if isinstance(record, dict) else {}
 
 
 def _recorded_holdout(path: Path) -> float | None:
     """The ``source_holdout`` the run that saved ``path`` trained with (None: not recorded)."""
-    record_file = (path if path.is_dir() else path.parent) / "config.yaml"
-    if not record_file.is_file():
-        return None
-    record = read_yaml(record_file, "run record")
-    train = record.get("train") if isinstance(record, dict) else None
+    train = _run_record(path).get("train")
     holdout = train.get("source_holdout") if isinstance(train, dict) else None
     return float(holdout) if isinstance(holdout, int | float) else None
+
+
+def _say_recorded_normalize(model: Any, options: dict[str, Any] | None) -> None:
+    """A run that normalised its features (``--normalize zscore``) needs its data read so for
+    predictions too; say so when the options leave it out (the statistics are then the
+    predicted rows', not the training rows')."""
+    if not _is_saved_model(model) or (options or {}).get("normalize"):
+        return
+    recorded = (_run_record(Path(model)).get("data_options") or {}).get("normalize")
+    if recorded:
+        steps = recorded if isinstance(recorded, str) else ",".join(map(str, recorded))
+        note(f"the run that saved {model} normalised its data ({steps}); pass --normalize "
+             f"{steps} (normalize= in data_options) to read these rows alike", is_main())
 
 
 def _validator_scores(model: nn.Module, data: Dataset | DomainPair, who: str,

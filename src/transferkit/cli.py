@@ -796,6 +796,9 @@ def main(argv: list[str] | None = None) -> int:
                 print_scores(scores, args.json, scores.validators)
             return 0
         if args.command == "predict":
+            from transferkit.predict import check_out
+
+            check_out(args.out)  # before the model runs
             check_data_dir(args.data_dir)
             local_device(args.device)
             found = api.predict(args.model, args.data, split=args.split, data_dir=args.data_dir,
@@ -803,8 +806,8 @@ def main(argv: list[str] | None = None) -> int:
             if is_main():
                 path = found.to_csv(args.out, probs=args.probs)
                 counts = ", ".join(f"{name} {n}" for name, n in found.counts().items())
-                print(f"wrote {len(found.rows):,} predictions of {found.data} to {path}: "
-                      f"{counts}")
+                rows = f"{len(found):,} prediction{'s' * (len(found) != 1)}"
+                print(f"wrote {rows} of {found.data} to {path}: {counts}")
             return 0
         if args.command == "export":
             check_data_dir(args.data_dir)

@@ -42,6 +42,9 @@ class Predictions:
     def labels(self) -> list[Any]:
         return [self.classes[i] for i in self.predicted.tolist()]
 
+    def __len__(self) -> int:
+        return len(self.rows)
+
     def counts(self) -> dict[Any, int]:
         """How many rows each class was predicted for (a collapse shows as one large count)."""
         found = torch.bincount(self.predicted, minlength=len(self.classes)).tolist()
@@ -57,12 +60,28 @@ class Predictions:
         for i, (row, label) in enumerate(zip(self.rows, self.labels, strict=True)):
             extra = [f"{p:.6g}" for p in self.probs[i].tolist()] if probs else []
             out.writerow([row, label, f"{float(self.confidence[i]):.6g}", *extra])
-        target = Path(path)
-        if target.is_dir():
-            raise ConfigError(f"predict --out {target} is a folder; give a .csv file name")
-        target.parent.mkdir(parents=True, exist_ok=True)
+        target = check_out(path)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"predict --out {target}: cannot make its folder "
+                              f"({exc.strerror or exc}); give a writable .csv path") from None
         write_text(target, text.getvalue())
         return target
+
+
+def check_out(path: str | Path) -> Path:
+    """The CSV path ``predict`` may write (checked before any work): not a folder, not named
+    like one (``out/``), not under a file."""
+    text = str(path)
+    target = Path(text)
+    if not text.strip() or target.is_dir() or text.endswith(("/", "\\")):
+        raise ConfigError(f"predict --out {text!r} is a folder; give a .csv file name, e.g. "
+                          f"{target / 'predictions.csv'}")
+    parent = next((p for p in target.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise ConfigError(f"predict --out {target}: {parent} is a file, not a folder")
+    return target
 
 
 def rows_to_predict(data: Dataset | DomainPair, split: str) -> tuple[Dataset, str]:

@@ -310,6 +310,7 @@ class _Raw:
     inputs: InputSpec | None = None
     columns: tuple[str, ...] | None = None  # a CSV's feature column names (its header)
     row_names: list[str] | None = None  # an image folder's training files, in row order
+    test_row_names: list[str] | None = None  # and its test/ files
 
 
 def _first_line(exc: BaseException) -> str:
@@ -915,6 +916,7 @@ def _read_image_folder(root: Path, options: FileOptions, side: _Side = _ALONE) -
         raw.x_test = tensors["test"]
         raw.labels_test = np.array([label for _, label in files["test"]], dtype=str)
         raw.own_test = f"the test/ folder ({len(raw.x_test)} images)"
+        raw.test_row_names = [str(path) for path, _ in files["test"]]
     elif (split_layout or flat_train) and "test" in subdirs:
         raw.read_note = "the test/ folder not used"
     return raw
@@ -1161,6 +1163,33 @@ def load_file_dataset(
         known = classes if classes is not None else range(unlabelled_classes(raw.x))
         return _build_unlabelled(raw, options, tuple(known))
     return _build(raw, options, classes)
+
+
+def load_rows_to_predict(spec: str | Path, options: FileOptions,
+                         classes_of: Callable[[Tensor], Sequence[Any]],
+                         width: int | None = None) -> Dataset:
+    """Every row of a data file or image folder, labels never read, for predictions: ``x``
+    then ``x_test`` (an image folder's ``train/`` then ``test/``), in file order, as an
+    unlabelled dataset of the model's classes (``classes_of(x)``: its recorded names, else its
+    class indices). Its rows are named by image path, else by
+    index (``x_test`` rows as ``x_test:i``). ``width``: the model's feature count, by which a
+    CSV without a label column is told from one with (``test`` does not apply: every row is
+    predicted)."""
+    options = parse_file_options(options)
+    if options.test is not None:
+        raise ConfigError(f"data option test={options.test}: predict reads every row of "
+                          f"{spec}; remove it")
+    path = Path(spec)
+    kind = _kind(path)
+    _check_applicable(options, {kind}, f"{path} ({_KIND_WORDS[kind]})")
+    raw = _read(path, kind, options, _Side("target", width))
+    names = raw.row_names or [str(i) for i in range(len(raw.x))]
+    if raw.x_test is not None:
+        extra = raw.test_row_names or [f"x_test:{i}" for i in range(len(raw.x_test))]
+        raw.x, names = torch.cat([raw.x, raw.x_test]), [*names, *extra]
+    raw.labels, raw.labels_test, raw.x_test, raw.row_names = None, None, None, names
+    raw.read_note = ""
+    return _build_unlabelled(raw, options, tuple(classes_of(raw.x)))
 
 
 # --- pairs ------------------------------------------------------------------------------------
