@@ -75,7 +75,9 @@ def check_out(path: str | Path) -> Path:
     like one (``out/``), not under a file."""
     text = str(path)
     target = Path(text)
-    if not text.strip() or target.is_dir() or text.endswith(("/", "\\")):
+    if not text.strip():
+        raise ConfigError("predict --out is empty; give a .csv file name, e.g. predictions.csv")
+    if target.is_dir() or text.endswith(("/", "\\")):
         raise ConfigError(f"predict --out {text!r} is a folder; give a .csv file name, e.g. "
                           f"{target / 'predictions.csv'}")
     parent = next((p for p in target.parents if p.exists()), None)
