@@ -43,6 +43,7 @@ from transferkit.data import (
     load_pair_target,
 )
 from transferkit.data.inputs import (
+    CLASSES_ATTR,
     INPUTS_ATTR,
     SHAPE_ATTR,
     InputConverted,
@@ -151,14 +152,7 @@ def resolve_data(data: Dataset | DomainPair | str, data_dir: str | Path | None =
         if data_options:
             raise ConfigError("data options apply to data files; this data is already loaded")
         return data
-    if isinstance(data, os.PathLike):  # a pathlib.Path to a file or folder, as a str would be
-        data = os.fspath(data)
-    if isinstance(data, str):  # "a.npz -> b.npz": the spaces around the arrow are no part
-        data = "->".join(side.strip() for side in data.split("->"))
-    if not isinstance(data, str):
-        raise ConfigError(
-            f"data must be a dataset name, Dataset or DomainPair, got {type(data).__name__}"
-        )
+    data = _data_spec(data)
     from transferkit.data.files import (
         is_data_path,
         load_file_dataset,
@@ -178,6 +172,18 @@ def resolve_data(data: Dataset | DomainPair | str, data_dir: str | Path | None =
         raise ConfigError(f"data options apply to data files, and {data!r} is a registered "
                           "name; remove them")
     return load_pair(data, data_dir) if "->" in data else load_dataset(data, data_dir)
+
+
+def _data_spec(data: Any) -> str:
+    """A data name or path as text: a pathlib.Path as its str, and no spaces around ``->``
+    (``"a.npz -> b.npz"``); anything else is refused in one line."""
+    if isinstance(data, os.PathLike):
+        data = os.fspath(data)
+    if not isinstance(data, str):
+        raise ConfigError(
+            f"data must be a dataset name, Dataset or DomainPair, got {type(data).__name__}"
+        )
+    return "->".join(side.strip() for side in data.split("->"))
 
 
 def _data_record(data: Any, data_options: dict[str, Any] | None) -> dict[str, Any]:
@@ -391,9 +397,6 @@ def save_model(model: nn.Module, path: Path, spec: dict[str, Any] | None, data) 
         },
         path,
     )
-
-
-CLASSES_ATTR = "transferkit_classes"  # a loaded model's class names, when its data had them
 
 
 def _class_names(data: Any, model: nn.Module | None = None) -> list[Any] | None:
@@ -1207,15 +1210,9 @@ def _target_only(data: Dataset | DomainPair | str, data_dir: str | Path | None,
         return data.target
     if isinstance(data, Dataset):
         return data
-    if isinstance(data, os.PathLike):
-        data = os.fspath(data)
-    if not isinstance(data, str):
-        raise ConfigError(
-            f"data must be a dataset name, Dataset or DomainPair, got {type(data).__name__}"
-        )
+    data = _data_spec(data)
     from transferkit.data.files import is_data_path
 
-    data = "->".join(side.strip() for side in data.split("->"))
     sides = data.split("->")
     if is_data_path(sides[-1]):  # a file, or a pair with files: the target side alone
         from transferkit.data.files import load_file_dataset, parse_file_options
@@ -1592,9 +1589,8 @@ def export(
         return _probe(model, x, f"model {model_file}")
 
     if data is None:
-        record_file = model_file.parent / "config.yaml"
-        record = read_yaml(record_file, "run record") if record_file.is_file() else None
-        if not isinstance(record, dict) or not isinstance(record.get("data"), str):
+        record = _run_record(model_file)
+        if not isinstance(record.get("data"), str):
             raise ConfigError(f"{model_file.parent} does not record its data; give --data")
         data, data_options = record["data"], data_options or record.get("data_options")
         try:

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from transferkit.data import Dataset, DomainPair
+from transferkit.data.inputs import CLASSES_ATTR
 from transferkit.errors import ConfigError
 from transferkit.files import write_text
 
@@ -104,7 +105,7 @@ def predictions(model: nn.Module, dataset: Dataset, x: Tensor, split: str,
     confidence, predicted = probs.max(dim=1)
     names = dataset.row_names if split == "train" else None
     rows = list(names) if names is not None else [str(i) for i in range(len(x))]
-    recorded = getattr(model, "transferkit_classes", None)  # the names the model trained on
+    recorded = getattr(model, CLASSES_ATTR, None)  # the names the model trained on
     indices = list(range(logits.shape[1]))
     own = list(dataset.classes) if dataset.classes is not None else indices
     if own == indices and isinstance(recorded, list) and len(recorded) == len(indices):

@@ -25,6 +25,7 @@ INPUTS_ATTR = "transferkit_inputs"
 # The input shape a loaded model was trained on, set even when its convention is unknown
 # (a float .npz records none): a model is never fed inputs of another shape.
 SHAPE_ATTR = "transferkit_input_shape"
+CLASSES_ATTR = "transferkit_classes"  # a loaded model's class names, when its data had them
 
 
 def _num(value: float) -> str:
