@@ -45,6 +45,7 @@ from transferkit.data import (
 from transferkit.data.inputs import (
     CLASSES_ATTR,
     INPUTS_ATTR,
+    NORMALIZATION_ATTR,
     SHAPE_ATTR,
     InputConverted,
     InputSpec,
@@ -52,6 +53,7 @@ from transferkit.data.inputs import (
     fit_splits,
     fit_teacher,
 )
+from transferkit.data.normalize import Normalization
 from transferkit.data.teacher_input import (
     TeacherInput,
     check_declared,
@@ -394,9 +396,18 @@ def save_model(model: nn.Module, path: Path, spec: dict[str, Any] | None, data) 
             # the message that asks for it (load_model(path, MyNet()))
             **({"module_class": type(model).__qualname__} if spec is None else {}),
             **({"classes": classes} if (classes := _class_names(data, model)) else {}),
+            **({"normalize": fitted.to_record()} if (fitted := _normalization(data)) else {}),
         },
         path,
     )
+
+
+def _normalization(data: Any) -> Normalization | None:
+    """The normalisation fitted on the rows the model is meant for: a pair's target's (a
+    target is normalised with its own statistics), else the data's."""
+    meant = data.target if isinstance(data, DomainPair) else data
+    fitted = getattr(meant, "normalization", None)
+    return fitted if isinstance(fitted, Normalization) else None
 
 
 def _class_names(data: Any, model: nn.Module | None = None) -> list[Any] | None:
@@ -444,7 +455,7 @@ def _load_record(
         onnx = path.suffix.lower() == ".onnx"
         foreign = OnnxModel(path) if onnx else load_torchscript(path)
         text = foreign.inputs_record if onnx else torchscript_inputs_record(path)
-        setattr(foreign, INPUTS_ATTR, _exported_inputs(text, path))  # None: not recorded
+        _set_exported_record(foreign, text, path)
         return foreign, {"spec": None, "format": path.suffix.lower().lstrip(".")}
     state = load_torch(path)
     if "objective" in state:  # a training checkpoint: take the model's part
@@ -491,24 +502,45 @@ def _load_record(
     setattr(model, SHAPE_ATTR, None if shape is None else tuple(shape))
     names = saved.get("classes")
     setattr(model, CLASSES_ATTR, list(names) if isinstance(names, list) else None)
+    try:
+        fitted = None if saved.get("normalize") is None else Normalization.from_record(
+            saved["normalize"], str(path))
+    except TransferkitError as exc:
+        raise CheckpointError(str(exc)) from None
+    setattr(model, NORMALIZATION_ATTR, fitted)
     return model, {k: v for k, v in saved.items() if k != "state_dict"}
 
 
-def _exported_inputs(text: str | None, path: Path) -> InputSpec | None:
-    """The input convention ``transferkit export`` wrote into an ONNX/TorchScript file."""
-    if text is None:
-        return None
-    try:
-        record = json.loads(text)
-        spec = record.get("inputs")
-        if spec is None:
-            return None
-        inputs = InputSpec.from_dict(spec)
-        shape = record.get("input_shape")
-        return inputs if shape is None else InputSpec(inputs.mean, inputs.std, tuple(shape))
-    except (ValueError, TypeError, AttributeError, TransferkitError) as exc:
-        raise CheckpointError(f"{path}: its transferkit input record is damaged ({exc})"
-                              ) from None
+def _set_exported_record(model: nn.Module, text: str | None, path: Path) -> None:
+    """What ``transferkit export`` wrote into an ONNX/TorchScript file, set on the module as
+    ``load_model`` sets it: the input convention, class names and normalisation (None when
+    not recorded)."""
+    inputs = names = fitted = shape = None
+    if text is not None:
+        try:
+            record = json.loads(text)
+            shape = record.get("input_shape")
+            if shape is not None and not (isinstance(shape, list) and shape and all(
+                    isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)):
+                raise ValueError(f"input_shape must be a list of positive ints, got {shape!r}")
+            spec = record.get("inputs")
+            if spec is not None:
+                inputs = InputSpec.from_dict(spec)
+                if shape is not None:
+                    inputs = InputSpec(inputs.mean, inputs.std, tuple(shape))
+            names = record.get("classes")
+            if names is not None and not (isinstance(names, list) and all(
+                    isinstance(c, str | int | float) for c in names)):
+                raise ValueError(f"classes must be a list of names, got {names!r}")
+            if record.get("normalize") is not None:
+                fitted = Normalization.from_record(record["normalize"], "the record")
+        except (ValueError, TypeError, AttributeError, TransferkitError) as exc:
+            raise CheckpointError(f"{path}: its transferkit input record is damaged ({exc})"
+                                  ) from None
+    setattr(model, INPUTS_ATTR, inputs)
+    setattr(model, SHAPE_ATTR, None if shape is None else tuple(shape))
+    setattr(model, CLASSES_ATTR, names)
+    setattr(model, NORMALIZATION_ATTR, fitted)
 
 
 def _check_model_record(path: Path, saved: dict[str, Any]) -> None:
@@ -677,6 +709,9 @@ def _run(plan: RunPlan, out: str | Path | None, resume: bool) -> RunResult:
         if disk_caches:  # cache_teacher=disk: hit or written, and which file
             summary["teacher_cache"] = disk_caches
         setattr(trainer.model, INPUTS_ATTR, getattr(data, "inputs", None))  # as load_model
+        setattr(trainer.model, SHAPE_ATTR, tuple(data.input_shape))
+        setattr(trainer.model, CLASSES_ATTR, _class_names(data, trainer.model))
+        setattr(trainer.model, NORMALIZATION_ATTR, _normalization(data))
         if run_dir is not None and is_main():
             save_model(trainer.model, run_dir / MODEL_FILE, spec, data)
             for name, net in peers.items():
@@ -1394,8 +1429,11 @@ def predict(
     from transferkit.data.files import is_data_path, load_rows_to_predict, parse_file_options
 
     check_count("batch_size", batch_size)
-    _say_recorded_normalize(model, data_options)
     module, who = _trained_model(model, "predict")
+    recorded = getattr(module, NORMALIZATION_ATTR, None)
+    recorded = recorded if isinstance(recorded, Normalization) else None
+    if recorded is None:  # a model.pt written before models kept their normalisation
+        _say_recorded_normalize(model, data_options)
     names = getattr(module, CLASSES_ATTR, None)
     shape = getattr(module, SHAPE_ATTR, None)
 
@@ -1412,7 +1450,7 @@ def predict(
                                   f"({target}); split applies to registered datasets")
             width = shape[0] if shape is not None and len(shape) == 1 else None
             data = load_rows_to_predict(target, parse_file_options(data_options), classes_of,
-                                        width)
+                                        width, recorded)
         else:
             data = resolve_data(text, data_dir, data_options)
     else:

@@ -1,7 +1,8 @@
 """The student leaves as a deployable file: ONNX or TorchScript, optionally int8.
 
 ``export_model`` writes the file (atomically) with the model's input convention inside
-(ONNX metadata ``transferkit_inputs``; TorchScript extra file ``transferkit.json``), then
+(ONNX metadata ``transferkit_inputs``; TorchScript extra file ``transferkit.json``), with its
+class names and its feature normalisation when it has them, then
 checks it against the PyTorch model on the given inputs (largest absolute logit difference
 and top-1 agreement, plus accuracy when labels are given) and measures its size and CPU
 latency per batch (median and 95th percentile, onnxruntime for ONNX). ``int8`` is dynamic
@@ -26,7 +27,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from transferkit.data.inputs import INPUTS_ATTR
+from transferkit.data.inputs import CLASSES_ATTR, INPUTS_ATTR, NORMALIZATION_ATTR
+from transferkit.data.normalize import Normalization
 from transferkit.errors import ConfigError
 from transferkit.files import atomic_write
 from transferkit.models.base import eval_mode
@@ -37,9 +39,19 @@ QUANTIZE = (None, "int8")
 
 
 def _inputs_record(model: nn.Module, input_shape: Sequence[int]) -> str:
+    """What a deployment needs beside the graph: the input shape and convention, the class
+    names (when the data had them) and the feature normalisation fitted on the training rows
+    (steps, and zscore's mean and std) that raw rows must go through first."""
     spec = getattr(model, INPUTS_ATTR, None)
-    return json.dumps({"input_shape": list(input_shape),
-                       "inputs": None if spec is None else spec.to_dict()})
+    record: dict[str, Any] = {"input_shape": list(input_shape),
+                              "inputs": None if spec is None else spec.to_dict()}
+    names = getattr(model, CLASSES_ATTR, None)
+    if isinstance(names, list) and names:
+        record["classes"] = names
+    fitted = getattr(model, NORMALIZATION_ATTR, None)
+    if isinstance(fitted, Normalization):
+        record["normalize"] = fitted.to_record()
+    return json.dumps(record)
 
 
 def _onnx_bytes(model: nn.Module, example: Tensor, record: str, int8: bool) -> bytes:

@@ -173,6 +173,10 @@ class Dataset:
     # What each training row is called where it came from (an image folder's file paths), for
     # predictions a user can match to their files; None: rows are known by their index.
     row_names: tuple[str, ...] | None = None
+    # The feature normalisation fitted on the training rows (``normalize`` of a data file), a
+    # transferkit.data.normalize.Normalization; saved with a model, so that its predictions
+    # read new rows with the training statistics.
+    normalization: Any | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():

@@ -71,11 +71,13 @@ from torch import Tensor
 from transferkit.data.base import UNLABELLED, Dataset, DomainPair, Split, unlabelled
 from transferkit.data.datasets import DATASETS, load_dataset
 from transferkit.data.inputs import InputSpec
+from transferkit.data.normalize import STEPS as NORMALIZE_STEPS
+from transferkit.data.normalize import Normalization
+from transferkit.data.normalize import fit as fit_normalization
 from transferkit.errors import ConfigError, DataError
 
 FEATURE_SUFFIXES = (".npz", ".mat", ".csv")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-NORMALIZE_STEPS = ("zscore", "l1", "log")
 DEFAULT_TEST_FRACTION = 0.2
 X_KEYS = ("x", "X", "inputs", "features", "fts", "data")
 Y_KEYS = ("y", "Y", "labels", "label", "targets")
@@ -984,49 +986,16 @@ def _stratified(y: Tensor, num_classes: int, fraction: float, seed: int) -> tupl
 
 
 def _normalize(
-    where: str, steps: tuple[str, ...], train: Tensor, test: Tensor | None
-) -> tuple[Tensor, Tensor | None]:
-    """Apply the steps in order; zscore uses the training split's statistics only."""
-    for i, step in enumerate(steps):
-        if step == "log":
-            for x in (train, test):
-                if x is None:
-                    continue
-                negative = int((x < 0).sum())
-                if negative:
-                    hint = ""
-                    if "zscore" in steps[:i]:
-                        hint = "; zscore before log makes values negative: put log first"
-                    raise DataError(
-                        f"{where}: normalize step log (log1p) needs values >= 0, but "
-                        f"{negative} values are negative (min {float(x.min()):g}){hint}"
-                    )
-            train, test = torch.log1p(train), None if test is None else torch.log1p(test)
-        elif step == "l1":
-
-            def l1(x: Tensor) -> Tensor:
-                norm = x.abs().flatten(1).sum(1, dtype=torch.float64)
-                norm[norm == 0] = 1.0
-                return (x.double() / norm.view(-1, *([1] * (x.dim() - 1)))).float()
-
-            train, test = l1(train), None if test is None else l1(test)
-        else:  # zscore
-            dims = [0, *range(2, train.dim())]
-            data = train.double()
-            mean = data.mean(dims, keepdim=True)
-            std = data.std(dims, correction=0, keepdim=True)
-            std[std == 0] = 1.0
-
-            def zscore(x: Tensor, mean: Tensor = mean, std: Tensor = std) -> Tensor:
-                return ((x.double() - mean) / std).float()
-
-            train, test = zscore(train), None if test is None else zscore(test)
-    return train, test
-
-
-def _steps_words(steps: tuple[str, ...]) -> str:
-    stats = " (statistics of the training split)" if "zscore" in steps else ""
-    return f"{', '.join(steps)}{stats}"
+    where: str, steps: tuple[str, ...], train: Tensor, test: Tensor | None,
+    fitted: Normalization | None = None,
+) -> tuple[Tensor, Tensor | None, Normalization]:
+    """The steps fitted on the training rows (or ``fitted``: a model's recorded ones) and
+    applied to both splits; see :mod:`transferkit.data.normalize`."""
+    if fitted is None:
+        fitted, train = fit_normalization(where, steps, train)
+    else:
+        train = fitted.apply(where, train)
+    return train, None if test is None else fitted.apply(where, test), fitted
 
 
 def _build(
@@ -1078,11 +1047,11 @@ def _build(
             raw.row_names = [raw.row_names[i] for i in train_rows.tolist()]
     if raw.read_note:
         split_note += f"; {raw.read_note}"
-    inputs = raw.inputs
+    inputs, fitted = raw.inputs, None
     if options.normalize:
-        x, test_x = _normalize(where, options.normalize, x, test_x)
+        x, test_x, fitted = _normalize(where, options.normalize, x, test_x)
         inputs = None
-        split_note += f"; normalized: {_steps_words(options.normalize)}"
+        split_note += f"; normalized: {fitted.words}"
     if test_x is None:  # test == "all": the same tensors
         test_x = x
     unit = "images" if raw.image_note else "rows"
@@ -1091,14 +1060,16 @@ def _build(
         f"{split_note}"
     names = None if raw.row_names is None else tuple(raw.row_names)
     return Dataset(raw.name, Split(x, y), Split(test_x, test_y), len(known), description, inputs,
-                   known, row_names=names)
+                   known, row_names=names, normalization=fitted)
 
 
-def _build_unlabelled(raw: _Raw, options: FileOptions, classes: tuple[Any, ...]) -> Dataset:
+def _build_unlabelled(raw: _Raw, options: FileOptions, classes: tuple[Any, ...],
+                      recorded: Normalization | None = None) -> Dataset:
     """A target without training labels: every training row is adapted to (unlabelled); it is
     scored only on the file's own labelled test arrays, if it has them (else on nothing, so
-    ``test`` does not apply). ``normalize`` uses the training rows' statistics."""
-    x, inputs, test_x = raw.x, raw.inputs, raw.x_test
+    ``test`` does not apply). ``normalize`` uses the training rows' statistics, or
+    ``recorded`` ones (a trained model's, for its predictions)."""
+    x, inputs, test_x, fitted = raw.x, raw.inputs, raw.x_test, None
     scored = raw.labels_test is not None and test_x is not None
     notes = ["no training labels: adapted to without them, scored on " + raw.own_test
              if scored else "no labels: adapted to without them, no target accuracy can be "
@@ -1106,21 +1077,24 @@ def _build_unlabelled(raw: _Raw, options: FileOptions, classes: tuple[Any, ...])
     if raw.read_note:
         notes.append(raw.read_note)
     if options.normalize:
-        x, test_x = _normalize(raw.where, options.normalize, x, test_x if scored else None)
+        x, test_x, fitted = _normalize(raw.where, options.normalize, x,
+                                       test_x if scored else None, recorded)
         inputs = None
-        notes.append(f"normalized: {_steps_words(options.normalize)}")
+        notes.append(f"normalized: {', '.join(fitted.steps)} (the statistics of the model's "
+                     "training rows)" if recorded else f"normalized: {fitted.words}")
     known = tuple(v.item() if isinstance(v, np.generic) else v for v in classes)
     what = _rows_words(raw, len(x), x)
     description = f"{raw.title}: {what}; {'; '.join(notes)}"
     names = None if raw.row_names is None else tuple(raw.row_names)
     if not scored:
-        return unlabelled(raw.name, x, len(known), inputs=inputs, classes=known,
-                          description=description, row_names=names)
+        return replace(unlabelled(raw.name, x, len(known), inputs=inputs, classes=known,
+                                  description=description, row_names=names),
+                       normalization=fitted)
     assert raw.labels_test is not None and test_x is not None
     test_y = _map_labels(raw.where, raw.labels_test, known, "the source's classes", "test")
     train = Split(x, torch.full((len(x),), UNLABELLED, dtype=torch.int64))
     return Dataset(raw.name, train, Split(test_x, test_y), len(known), description, inputs,
-                   known, train_labelled=False, row_names=names)
+                   known, train_labelled=False, row_names=names, normalization=fitted)
 
 
 def _rows_words(raw: _Raw, rows: int, x: Tensor, extra: str = "") -> str:
@@ -1167,15 +1141,24 @@ def load_file_dataset(
 
 def load_rows_to_predict(spec: str | Path, options: FileOptions,
                          classes_of: Callable[[Tensor], Sequence[Any]],
-                         width: int | None = None) -> Dataset:
+                         width: int | None = None,
+                         recorded: Normalization | None = None) -> Dataset:
     """Every row of a data file or image folder, labels never read, for predictions: ``x``
     then ``x_test`` (an image folder's ``train/`` then ``test/``), in file order, as an
     unlabelled dataset of the model's classes (``classes_of(x)``: its recorded names, else its
     class indices). Its rows are named by image path, else by
     index (``x_test`` rows as ``x_test:i``). ``width``: the model's feature count, by which a
     CSV without a label column is told from one with (``test`` does not apply: every row is
-    predicted)."""
+    predicted). ``recorded``: the model's normalisation, fitted on its training rows, applied
+    with its own statistics (not these rows')."""
     options = parse_file_options(options)
+    if recorded is not None:
+        if options.normalize and options.normalize != recorded.steps:
+            raise ConfigError(
+                f"data option normalize={','.join(options.normalize)}: the model was trained "
+                f"on rows normalised by {','.join(recorded.steps)}, which predict applies itself "
+                "with the training rows' statistics; drop the option")
+        options = replace(options, normalize=recorded.steps)
     if options.test is not None:
         raise ConfigError(f"data option test={options.test}: predict reads every row of "
                           f"{spec}; remove it")
@@ -1189,7 +1172,7 @@ def load_rows_to_predict(spec: str | Path, options: FileOptions,
         raw.x, names = torch.cat([raw.x, raw.x_test]), [*names, *extra]
     raw.labels, raw.labels_test, raw.x_test, raw.row_names = None, None, None, names
     raw.read_note = ""
-    return _build_unlabelled(raw, options, tuple(classes_of(raw.x)))
+    return _build_unlabelled(raw, options, tuple(classes_of(raw.x)), recorded)
 
 
 # --- pairs ------------------------------------------------------------------------------------
@@ -1219,10 +1202,10 @@ def _registered(
     if options.normalize:
         train = changes.get("train", data.train)
         test = changes.get("test", data.test)
-        train_x, test_x = _normalize(name, options.normalize, train.x, test.x)
+        train_x, test_x, fitted = _normalize(name, options.normalize, train.x, test.x)
         changes["train"], changes["test"] = Split(train_x, train.y), Split(test_x, test.y)
-        changes["inputs"] = None
-        note = f"normalized: {_steps_words(options.normalize)}"
+        changes["inputs"], changes["normalization"] = None, fitted
+        note = f"normalized: {fitted.words}"
         changes["description"] = f"{data.description}; {note}"
     return replace(data, **changes) if changes else data
 

@@ -26,6 +26,9 @@ INPUTS_ATTR = "transferkit_inputs"
 # (a float .npz records none): a model is never fed inputs of another shape.
 SHAPE_ATTR = "transferkit_input_shape"
 CLASSES_ATTR = "transferkit_classes"  # a loaded model's class names, when its data had them
+# The feature normalisation (a transferkit.data.normalize.Normalization) fitted on the rows a
+# model trained on, when its data was read with ``normalize``: its predictions reuse it.
+NORMALIZATION_ATTR = "transferkit_normalization"
 
 
 def _num(value: float) -> str:
