@@ -250,6 +250,27 @@ def test_a_huge_learning_rate_is_reported_as_divergence(cli: CliRunner, tmp_path
     assert not (out / "model.pt").exists()
 
 
+def test_a_run_refused_before_its_first_checkpoint_leaves_no_folder(cli: CliRunner,
+                                                                    tmp_path: Path) -> None:
+    """The folder the run made is removed with its lock and record; a folder the user made
+    stays (emptied of what the run wrote)."""
+    args = ("train", "--data", "digits", "--model-opt", "widths=[16]", "--epochs", "2",
+            *CLI_FAST, "--lr", "1e6")
+    fresh = tmp_path / "deep" / "run"
+    code, _, err = cli(*args, "--out", fresh)
+    assert code == 2
+    assert "diverged" in error_line(err) or "non-finite" in error_line(err)
+    assert not fresh.exists()
+    mine = tmp_path / "mine"
+    (mine / "notes").mkdir(parents=True)
+    code, _, _ = cli(*args, "--out", mine)
+    assert code == 2 and (mine / "notes").is_dir() and (mine / "config.yaml").is_file()
+    ok = tmp_path / "ok"
+    code, _, err = cli(*args[:-2], "--out", ok)  # the same run at a sane rate: nothing removed
+    assert code == 0, err
+    assert (ok / "model.pt").is_file() and (ok / ".lock").is_file()
+
+
 def test_explosion_is_caught_before_it_is_checkpointed(digits: Dataset, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """A finite loss that grows a million-fold: the last good checkpoint stays."""

@@ -639,6 +639,7 @@ def _run(plan: RunPlan, out: str | Path | None, resume: bool) -> RunResult:
     command, model, data, methods = plan.command, plan.model, plan.data, plan.methods
     cfg, spec, record = plan.cfg, plan.spec, plan.record
     config = {"command": command, **record, "train": cfg.model_dump()}
+    fresh = out is not None and bool(str(out).strip()) and not Path(out).exists()
     run_dir, lock = _prepare_run_dir(out, config, resume)
     try:
         start = time.perf_counter()
@@ -723,6 +724,10 @@ def _run(plan: RunPlan, out: str | Path | None, resume: bool) -> RunResult:
                 f"{trainer.warning}; {saved}but do not use it ({ACCEPT_DIVERGENCE} accepts it)"
             )
         return RunResult(trainer.model, summary, history, run_dir)
+    except BaseException:
+        if fresh and lock is not None and run_dir is not None:
+            lock.remove_if_alone(("config.yaml",))  # a folder it made, with nothing saved
+        raise
     finally:
         if lock is not None:
             lock.release()

@@ -117,6 +117,22 @@ class RunLock:
         self._fd = fd
         return self
 
+    def remove_if_alone(self, records: tuple[str, ...] = ()) -> None:
+        """Remove the lock file, the ``records`` named and their folder when it holds nothing
+        else (a run refused before its first checkpoint); done while the lock is held, so no
+        other run is in the folder."""
+        if self._fd is None:
+            return
+        folder = self.path.parent
+        try:
+            if {p.name for p in folder.iterdir()} <= {self.NAME, *records}:
+                for name in records:
+                    (folder / name).unlink(missing_ok=True)
+                self.path.unlink()
+                folder.rmdir()
+        except OSError:
+            pass  # another file appeared, or no permission: the folder stays, harmless
+
     def release(self) -> None:
         if self._fd is not None:
             os.close(self._fd)  # closing drops the flock; the file stays (harmless)

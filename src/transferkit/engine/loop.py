@@ -563,9 +563,12 @@ class Trainer:
             if self.run_dir is not None and epoch > 0
             else "no checkpoint was written"
         )
+        first = self.initial_loss or 0.0
+        ratio = (f"{loss / reference:.3g} times the untrained model's ({first:.3g})"
+                 if first >= EXPLODE_FLOOR else f"above the limit {EXPLODE_FACTOR * reference:g} "
+                 f"(the untrained model's loss was {first:.3g})")
         raise DivergenceError(
-            f"training diverged: the mean loss of epoch {epoch + 1} is {loss:.3g}, "
-            f"{loss / reference:.3g} times the untrained model's ({self.initial_loss:.3g}); "
+            f"training diverged: the mean loss of epoch {epoch + 1} is {loss:.3g}, {ratio}; "
             f"{kept}; lower the learning rate (--lr, now {self.config.optim.lr:g}) or add "
             f"--max-norm ({ACCEPT_DIVERGENCE} trains on regardless)"
         )
