@@ -364,6 +364,28 @@ def test_nan_from_a_huge_loss_weight_names_the_weight(cli: CliRunner, tmp_path: 
     assert "gamma" not in line  # a usual value is not a suspect
 
 
+def test_divergence_on_raw_features_of_large_scale_says_normalize(cli: CliRunner,
+                                                                   tmp_path: Path) -> None:
+    """Counts or prices in the thousands blow a network up at the usual rate: the fix a new
+    user misses is normalising them, so the message names it (and its size)."""
+    rng = np.random.default_rng(0)
+    y = np.arange(60) % 3
+    x = (rng.normal(size=(60, 4)) + y[:, None]) * 5e4
+    np.savez(tmp_path / "prices.npz", x=x.astype(np.float32), y=y)
+    line = fails(cli, "train", "--data", tmp_path / "prices.npz", "--model-opt", "widths=[16]",
+                 "--epochs", "2", "--batch-size", "4", "--device", "cpu", "--no-progress",
+                 "--out", tmp_path / "r")
+    assert "diverged" in line or "non-finite" in line
+    largest = float(np.abs(x.astype(np.float32)).max())  # of the training rows (80% of them)
+    found = float(line.split("the input features reach |x| = ")[1].split(":")[0])
+    assert 0.5 * largest <= found <= largest
+    assert "--normalize zscore" in line
+    scaled = cli("train", "--data", tmp_path / "prices.npz", "--model-opt", "widths=[16]",
+                 "--epochs", "2", "--batch-size", "4", "--device", "cpu", "--no-progress",
+                 "--normalize", "zscore", "--out", tmp_path / "ok")
+    assert scaled[0] == 0, scaled[2]
+
+
 def test_nan_later_keeps_the_last_good_checkpoint(
     cli: CliRunner, tmp_path: Path, helpers_dir: Path
 ) -> None:

@@ -655,7 +655,9 @@ def _run(plan: RunPlan, out: str | Path | None, resume: bool) -> RunResult:
         try:
             history = trainer.fit()
         except (NonFiniteLossError, DivergenceError) as exc:
-            hint = _large_options_hint(record.get("method_options"), methods)
+            hint = "; ".join(h for h in (_large_options_hint(record.get("method_options"),
+                                                             methods),
+                                         _large_inputs_hint(plan.train_data)) if h)
             if not hint:
                 raise
             raise type(exc)(f"{exc}; {hint}") from None
@@ -757,6 +759,18 @@ def _large_options_hint(options: dict[str, Any] | None, methods: list[Method]) -
         return ""
     return (f"the method options include {', '.join(large)}: a large loss weight diverges "
             "as a large learning rate does; lower it (see transferkit list METHOD)")
+
+
+def _large_inputs_hint(data: TrainData) -> str:
+    """For a run that diverged: feature vectors with large raw values (counts, prices,
+    sensor readings) blow up a network at a usual learning rate; normalising them is the fix
+    a new user misses."""
+    largest = max(float(x.abs().max()) if x is not None and x.dim() == 2 and x.numel() else 0.0
+                  for x in (data.x, data.x_target))
+    if largest < LARGE_OPTION:
+        return ""
+    return (f"the input features reach |x| = {largest:.3g}: normalise them (--normalize zscore, "
+            "or normalize= in data_options)")
 
 
 def _selection_note(select: str, selected: dict[str, Any] | None) -> str:
