@@ -168,3 +168,18 @@ def test_a_model_trained_without_normalize_records_none(tmp_path: Path) -> None:
     assert getattr(tk.load_model(run), NORMALIZATION_ATTR) is None
     found = tk.predict(run, str(path), data_options={"normalize": "zscore"})  # the user's
     assert len(found) == 60
+
+
+def test_evaluate_says_when_the_rows_are_read_unlike_the_training_rows(
+    skewed: tuple[Path, Path, np.ndarray], tmp_path: Path
+) -> None:
+    full, _, _ = skewed
+    run = tmp_path / "run"
+    tk.train("mlp", str(full), model_options=TINY, out=run,
+             data_options={"normalize": "zscore"}, **RUN)
+    raw = tk.evaluate(run, str(full))
+    assert any("trained on rows normalised by zscore, but " in n and "full.csv is read without "
+               "normalisation: pass --normalize zscore" in n for n in raw.notes)
+    alike = tk.evaluate(run, str(full), data_options={"normalize": "zscore"})
+    assert not any("normalis" in n for n in alike.notes)
+    assert alike["test"]["accuracy"] == tk.load_run(run).summary["final"]["test"]

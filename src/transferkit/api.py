@@ -1386,10 +1386,14 @@ def evaluate(
     check_count("batch_size", batch_size)
     if source_holdout is None and _is_saved_model(model):  # the rows the run held out
         source_holdout = _recorded_holdout(Path(model))
+    given = model
     model, who = _trained_model(model, "evaluate")
     net = model
     data = resolve_data(data, data_dir, data_options,
                         lambda x: _probe(net, x, who))  # a file without labels: its classes
+    unlike = _normalization_mismatch(model, data)
+    if unlike is None and getattr(model, NORMALIZATION_ATTR, None) is None:
+        _say_recorded_normalize(given, data_options)  # a model.pt that predates the record
     scored = _evals(data)
     if not scored and not validators:
         raise ConfigError(f"{data.name} has no labels, so there is no accuracy to measure; "
@@ -1408,12 +1412,33 @@ def evaluate(
     found = _validator_scores(model, data, who, dev, batch_size, holdout) if validators \
         else None
     notes = [converted] if converted else []
+    if unlike is not None:
+        note(unlike, is_main())
+        notes.append(unlike)
     if not target.labelled:
         notes.append(f"{target.name} has no labels: no accuracy on it"
                      + ("" if validators else "; --validators (validators=True) scores the "
                         "model on it without labels"))
         note(notes[-1], is_main())
     return Scores(scores, notes, found)
+
+
+def _normalization_mismatch(model: nn.Module, data: Dataset | DomainPair) -> str | None:
+    """A note when ``data`` is read with other normalisation steps than the model trained on
+    (scores of raw counts fed to a z-scored model mean nothing); each file is then normalised
+    with its own training rows' statistics, as in training."""
+    recorded = getattr(model, NORMALIZATION_ATTR, None)
+    if not isinstance(recorded, Normalization):
+        return None
+    fitted = _normalization(data)
+    read = fitted.steps if fitted is not None else ()
+    if read == recorded.steps:
+        return None
+    steps = ",".join(recorded.steps)
+    how = f"normalised by {','.join(read)}" if read else "without normalisation"
+    return (f"the model was trained on rows normalised by {steps}, but {data.name} is read "
+            f"{how}: pass --normalize {steps} (normalize= in data_options) to score it as it "
+            "was trained")
 
 
 def _trained_model(model: nn.Module | str | Path, verb: str) -> tuple[nn.Module, str]:
