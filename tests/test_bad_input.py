@@ -180,8 +180,10 @@ def test_teacher_with_other_class_count_python_api(digits: Dataset) -> None:
 
 
 def test_teacher_with_other_class_count_cli(
-    cli: CliRunner, tmp_path: Path, digits: Dataset, helpers_dir: Path
+    cli: CliRunner, tmp_path: Path, digits: Dataset, helpers_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("TRANSFERKIT_TRUST_CODE", "1")  # the teacher's factory is the test's
     helpers = __import__(HELPERS)
     teacher = tmp_path / "teacher" / "model.pt"
     teacher.parent.mkdir()

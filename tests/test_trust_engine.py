@@ -36,7 +36,13 @@ from transferkit import files
 from transferkit.data import Dataset
 from transferkit.engine.checkpoint import load_torch, save_torch
 from transferkit.engine.progress import ProgressBar
-from transferkit.errors import CheckpointError, DivergenceError, RunDirError
+from transferkit.errors import (
+    CheckpointError,
+    ConfigError,
+    DivergenceError,
+    RunDirError,
+    TransferkitError,
+)
 from transferkit.files import RunLock
 from transferkit.models import mlp
 from transferkit.models.base import weights_sha256
@@ -99,6 +105,37 @@ def test_a_crafted_pickle_never_runs(
         assert "\n" not in line
     assert "refused to load" in line and "could run code" in line
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("verb", ["evaluate", "predict", "export", "teacher", "load_model"])
+def test_a_model_file_naming_a_factory_never_calls_it(
+    cli: CliRunner, trained_run: Path, tmp_path: Path, verb: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``spec: {name: "os:system", options: {command: ...}}`` in a model.pt would run a shell
+    command when the network is rebuilt; it is refused unless the user trusts the file."""
+    run = Path(shutil.copytree(trained_run, tmp_path / "crafted"))
+    marker = tmp_path / "pwned"
+    state = load_torch(run / "model.pt")
+    state["spec"] = {"name": "os:system", "options": {"command": f"touch {marker}"}}
+    torch.save(state, run / "model.pt")
+    monkeypatch.delenv("TRANSFERKIT_TRUST_CODE", raising=False)
+    if verb == "load_model":
+        with pytest.raises(ConfigError) as caught:
+            tk.load_model(run)
+        line = str(caught.value)
+    elif verb == "teacher":
+        line = fails(cli, "distill", "--teacher", run, "--data", "digits", "--model-opt",
+                     "widths=[8]", "--epochs", "1", *CLI_FAST, "--out", tmp_path / "student")
+    else:
+        extra = ["--out", tmp_path / "p.csv"] if verb == "predict" else []
+        line = fails(cli, verb, run, "--data", "digits", *extra)
+    assert "names the model factory 'os:system'" in line and "TRANSFERKIT_TRUST_CODE=1" in line
+    assert not marker.exists()
+    monkeypatch.setenv("TRANSFERKIT_TRUST_CODE", "1")  # the user's word: it is then called
+    with pytest.raises(TransferkitError):
+        tk.load_model(run)
+    assert marker.exists()
 
 
 def test_a_bare_tensor_model_file_is_one_line(cli: CliRunner, tmp_path: Path) -> None:

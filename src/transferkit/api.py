@@ -482,6 +482,7 @@ def _load_record(
                 f"{f' (class {given})' if named else ''}, which a file cannot rebuild: "
                 f"pass the network, load_model(path, {net}) or load_run(run, model={net}), "
                 "or evaluate/export the module that load_model returns")
+        _check_factory_trusted(path, spec["name"])
         model, _ = resolve_model(
             spec["name"], tuple(saved["input_shape"]), saved["num_classes"], **spec["options"]
         )
@@ -489,6 +490,9 @@ def _load_record(
         if "input_shape" not in saved:
             raise ConfigError(f"{path} does not record its input shape; pass an nn.Module")
         shape, classes = tuple(saved["input_shape"]), saved["num_classes"]
+        spec = saved.get("spec")
+        if not options and isinstance(spec, dict) and spec.get("name") == model:
+            options = dict(spec.get("options") or {})  # the factory the user named, as saved
         model, _ = resolve_model(model, shape, classes, **options)
     load_weights(model, weights, str(path), f"model {type(model).__name__}")
     try:
@@ -509,6 +513,23 @@ def _load_record(
         raise CheckpointError(str(exc)) from None
     setattr(model, NORMALIZATION_ATTR, fitted)
     return model, {k: v for k, v in saved.items() if k != "state_dict"}
+
+
+TRUST_CODE_ENV = "TRANSFERKIT_TRUST_CODE"
+
+
+def _check_factory_trusted(path: Path, name: str) -> None:
+    """A model.pt that names a ``module:factory`` would have transferkit import and call that
+    code to rebuild the network (``os:system`` runs a shell command): opening a file never
+    does so on its own. The user who trained it says so by naming the factory themselves
+    (``load_model(path, "pkg.nets:build")``) or with ``TRANSFERKIT_TRUST_CODE=1``."""
+    if ":" not in name or name in MODELS or os.environ.get(TRUST_CODE_ENV) == "1":
+        return
+    raise ConfigError(
+        f"{path} names the model factory {name!r}: rebuilding the network would import and "
+        "call that code, which opening a file never does on its own. If you trained it "
+        f"(--model {name}), say so: set {TRUST_CODE_ENV}=1, or in Python "
+        f"load_model(path, {name!r})")
 
 
 def _set_exported_record(model: nn.Module, text: str | None, path: Path) -> None:
@@ -639,7 +660,10 @@ def _run(plan: RunPlan, out: str | Path | None, resume: bool) -> RunResult:
     command, model, data, methods = plan.command, plan.model, plan.data, plan.methods
     cfg, spec, record = plan.cfg, plan.spec, plan.record
     config = {"command": command, **record, "train": cfg.model_dump()}
-    fresh = out is not None and bool(str(out).strip()) and not Path(out).exists()
+    try:
+        fresh = out is not None and bool(str(out).strip()) and not Path(out).exists()
+    except OSError:  # a name too long: _prepare_run_dir says so
+        fresh = False
     run_dir, lock = _prepare_run_dir(out, config, resume)
     try:
         start = time.perf_counter()

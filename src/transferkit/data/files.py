@@ -344,8 +344,11 @@ def _pick_keys(
 
     A pair's target (``side``) may have no labels: then ``y`` is None and it has no test split;
     an explicit ``y`` option it lacks makes it unlabelled too (the option serves the source),
-    and the note names the arrays left unread, so a labels array of another name is seen."""
+    and the note names the arrays left unread, so a labels array of another name is seen.
+    Rows read for predictions (role ``predict``) read ``x`` and ``x_test`` only."""
     present = ", ".join(repr(n) for n in names) or "none"
+    if side.role == "predict":
+        return _input_keys(path, names, options, present), ""
 
     def pick(option: str, required: bool) -> str | None:
         explicit = getattr(options, option)
@@ -398,6 +401,28 @@ def _pick_keys(
         )
     keys["x_test"], keys["y_test"] = x_test, y_test
     return keys, ""
+
+
+def _input_keys(path: Path, names: Sequence[str], options: FileOptions,
+                present: str) -> dict[str, str | None]:
+    """The arrays of inputs (``x``, required) and test inputs (``x_test``, when present) that
+    predictions read; label arrays are never named, so never read."""
+    keys: dict[str, str | None] = {}
+    for option, required in (("x", True), ("x_test", False)):
+        explicit = getattr(options, option)
+        if explicit is not None and explicit not in names:
+            raise DataError(
+                f"{path}: no array {explicit!r} (option {option}); arrays present: {present}; "
+                f"set {OPT} {option}=NAME"
+            )
+        found = explicit or next((k for k in _KEY_DEFAULTS[option] if k in names), None)
+        if found is None and required:
+            raise DataError(
+                f"{path}: no inputs array (looked for {', '.join(X_KEYS)}); arrays present: "
+                f"{present}; set {OPT} x=NAME"
+            )
+        keys[option] = None if option == "x_test" and found == keys["x"] else found
+    return keys
 
 
 def _read_npz(path: Path, options: FileOptions,
@@ -517,15 +542,9 @@ def _csv_numbers(path: Path, rows: list[tuple[int, list[str]]], columns: list[in
         return np.array([[float(c) for c in values] for values in cells], dtype=np.float64)
 
 
-def _read_csv(
-    path: Path, options: FileOptions, unlabelled_width: int | None = None
-) -> tuple[Tensor, np.ndarray | None, str, tuple[str, ...] | None]:
-    """(x, labels, label note, feature column names) from a CSV file; see the module
-    docstring for the rules.
-
-    ``unlabelled_width`` (a pair's target: the source's feature count): a file of exactly that
-    many columns, none named like a label and no ``x``/``y`` option, has no label column
-    (labels None); one more column is a label column as usual."""
+def _csv_table(path: Path) -> tuple[list[tuple[int, list[str]]], list[str] | None, int]:
+    """(rows as (line, cells), the header or None, the column count) of a CSV file, every
+    row checked to have as many cells as the header (or the first row)."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
@@ -566,6 +585,19 @@ def _read_csv(
                 f"{'header' if header is not None else 'first row'} has {width}; give every row "
                 "the same columns"
             )
+    return rows, header, width
+
+
+def _read_csv(
+    path: Path, options: FileOptions, unlabelled_width: int | None = None
+) -> tuple[Tensor, np.ndarray | None, str, tuple[str, ...] | None]:
+    """(x, labels, label note, feature column names) from a CSV file; see the module
+    docstring for the rules.
+
+    ``unlabelled_width`` (a pair's target: the source's feature count): a file of exactly that
+    many columns, none named like a label and no ``x``/``y`` option, has no label column
+    (labels None); one more column is a label column as usual."""
+    rows, header, width = _csv_table(path)
     lowered = [c.lower() for c in header] if header is not None else []
     if (unlabelled_width == width and options.x is None and options.y is None
             and not any(n in lowered for n in CSV_LABEL_NAMES)):
@@ -599,6 +631,52 @@ def _read_csv(
     return _features(path, "x", x), labels, f"label column {name!r}", _names(header, columns)
 
 
+def _csv_label_index(header: list[str] | None, spec: str, width: int) -> int | None:
+    """The column option ``y`` names (a header name or an index), None when the file has none
+    such (a file without labels)."""
+    if header is not None and spec in header:
+        return header.index(spec)
+    try:
+        index = int(spec)
+    except ValueError:
+        return None
+    return index % width if -width <= index < width else None
+
+
+def _csv_inputs(path: Path, options: FileOptions,
+                shape: tuple[int, ...] | None) -> tuple[Tensor, tuple[str, ...] | None]:
+    """A CSV's feature columns for predictions, and their header names. The label column
+    (option ``y``, else one named like a label) is left out unread. Without one, a file of one
+    column more than the model's features is refused (guessing the label column would drop a
+    feature silently); with no model ``shape`` known, the last column is the label, as when
+    training."""
+    rows, header, width = _csv_table(path)
+    label = None if options.y is None else _csv_label_index(header, options.y, width)
+    if options.x is not None:
+        columns = [_csv_column(path, s.strip(), "x", header, width) for s in options.x.split(",")]
+        if label is not None and label in columns:
+            raise ConfigError(f"data option x includes the label column of {path}; remove it")
+        return _features(path, "x", _csv_numbers(path, rows, columns, header)), _names(
+            header, columns)
+    if label is None and header is not None:
+        lowered = [c.lower() for c in header]
+        label = next((lowered.index(n) for n in CSV_LABEL_NAMES if n in lowered), None)
+    features = shape[0] if shape is not None and len(shape) == 1 else None
+    if label is None and shape is None and width > 1:
+        label = width - 1
+    elif label is None and features is not None and width == features + 1:
+        fix = (f"name the label column ({OPT} y=NAME)" if header is not None else
+               f"give the label column's index ({OPT} y={width - 1} for the last)")
+        raise DataError(
+            f"{path} has {width} columns{'' if header is not None else ' and no header'}, none "
+            f"named like a label ({', '.join(CSV_LABEL_NAMES)}), and the model takes "
+            f"{features} features: {fix} or drop the extra column"
+        )
+    columns = [j for j in range(width) if j != label]
+    x = _csv_numbers(path, rows, columns, header)
+    return _features(path, "x", x), _names(header, columns)
+
+
 def _names(header: list[str] | None, columns: Sequence[int] | range) -> tuple[str, ...] | None:
     """The header's names of the feature columns (None without a header)."""
     return None if header is None else tuple(header[j] for j in columns)
@@ -615,7 +693,8 @@ def _features(path: Path, key: str, value: Any) -> Tensor:
             f"{path}: inputs {key!r} have shape {array.shape}; give one row per example "
             "(N x features, or N x C x H x W)"
         )
-    x = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    with np.errstate(over="ignore", invalid="ignore"):  # too large for float32: counted below
+        x = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
     bad = int((~torch.isfinite(x)).sum())
     if bad:
         raise DataError(
@@ -715,21 +794,30 @@ def _read_feature_file(path: Path, kind: str, options: FileOptions,
 
 def _own_test(raw: _Raw, path: Path, arrays: dict[str, np.ndarray], eight_bit: bool) -> None:
     """The file's own test split (``x_test``, ``y_test``) onto ``raw``, checked against x."""
+    raw.x_test = _test_inputs(path, arrays, eight_bit)
+    raw.labels_test = _check_labels(
+        path, "y_test", _label_array(path, "y_test", arrays["y_test"]), len(raw.x_test)
+    )
+    _check_test_shape(path, raw.x, raw.x_test)
+    raw.own_test = f"the file's test arrays ({len(raw.x_test)} rows)"
+
+
+def _test_inputs(path: Path, arrays: dict[str, np.ndarray], eight_bit: bool) -> Tensor:
+    """``x_test`` as a float tensor, stored with the same type as ``x``."""
     if _eight_bit(arrays["x_test"]) != eight_bit:  # one would be scaled, not the other
         raise DataError(
             f"{path}: x is {np.asarray(arrays['x']).dtype} but x_test "
             f"{np.asarray(arrays['x_test']).dtype}; store both with the same type"
         )
-    raw.x_test = _features(path, "x_test", _image_array(arrays["x_test"])[0])
-    raw.labels_test = _check_labels(
-        path, "y_test", _label_array(path, "y_test", arrays["y_test"]), len(raw.x_test)
-    )
-    if raw.x_test.shape[1:] != raw.x.shape[1:]:
+    return _features(path, "x_test", _image_array(arrays["x_test"])[0])
+
+
+def _check_test_shape(path: Path, x: Tensor, x_test: Tensor) -> None:
+    if x_test.shape[1:] != x.shape[1:]:
         raise DataError(
-            f"{path}: x_test has rows of shape {tuple(raw.x_test.shape[1:])} but x "
-            f"{tuple(raw.x.shape[1:])}; give both the same features"
+            f"{path}: x_test has rows of shape {tuple(x_test.shape[1:])} but x "
+            f"{tuple(x.shape[1:])}; give both the same features"
         )
-    raw.own_test = f"the file's test arrays ({len(raw.x_test)} rows)"
 
 
 def _check_labels(path: Path, what: str, labels: np.ndarray, rows: int) -> np.ndarray:
