@@ -215,6 +215,23 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path: Path) -> N
     assert tmp_files(tmp_path) == []
 
 
+def test_atomic_write_replaces_a_links_target_and_never_a_device(tmp_path: Path) -> None:
+    """``--out latest.csv`` (a link) writes the file it points to; a pipe (or ``/dev/null``,
+    a device) is refused instead of being renamed over."""
+    real = tmp_path / "real.csv"
+    real.write_text("old")
+    link = tmp_path / "latest.csv"
+    link.symlink_to(real)
+    atomic_write(link, lambda f: f.write(b"new"))
+    assert link.is_symlink() and real.read_text() == "new"
+    pipe = tmp_path / "pipe.csv"
+    os.mkfifo(pipe)
+    with pytest.raises(RunDirError, match=r"pipe\.csv: it is a named pipe, not a regular file"):
+        atomic_write(pipe, lambda f: f.write(b"x"))
+    assert stat.S_ISFIFO(pipe.stat().st_mode)
+    assert tmp_files(tmp_path) == []
+
+
 def test_truncated_checkpoint_is_a_clear_error(trained_run: Path, tmp_path: Path) -> None:
     broken = tmp_path / "model.pt"
     broken.write_bytes((trained_run / "model.pt").read_bytes()[:200])

@@ -100,6 +100,19 @@ def test_inspect_refusals_and_a_model_without_record(cli, tmp_path: Path) -> Non
     code, _, err = cli("inspect", str(run), "--data", PAIR, "--out", str(taken),
                        "--no-picture", "--device", "cpu")
     assert code == 2 and "is a file" in err and "Traceback" not in err, err
+    code, _, err = cli("inspect", str(run), "--data", PAIR, "--out", str(taken / "sub"),
+                       "--no-picture", "--device", "cpu")  # refused before the work
+    assert code == 2 and f"{taken} is a file" in err and "Traceback" not in err, err
+    code, _, err = cli("inspect", str(run), "--data", PAIR, "--out", "x" * 300,
+                       "--no-picture", "--device", "cpu")
+    assert code == 2 and "File name too long" in err and "Traceback" not in err, err
+    other = tmp_path / "other"  # a model file beside another run's record: that file is measured
+    tk.adapt("mlp", PAIR, method="supervised", model_options={"widths": [24]}, out=other, **RUN)
+    (run / "other.pt").write_bytes((other / "model.pt").read_bytes())
+    given = tk.inspect(run / "other.pt", PAIR, picture=False, out=tmp_path / "o")
+    own = tk.inspect(other, PAIR, picture=False, out=tmp_path / "o2")
+    assert given["after"]["model"] == str(run / "other.pt")
+    assert given["after"]["a_distance"] == pytest.approx(own["after"]["a_distance"])
     alone = tmp_path / "alone"
     alone.mkdir()
     (alone / "model.pt").write_bytes((run / "model.pt").read_bytes())

@@ -1600,17 +1600,17 @@ def inspect(
 
     if check_count("seed", seed, 0) > 2**32 - 1:  # t-SNE's and the split's NumPy seeds
         raise ConfigError(f"seed must be an integer from 0 to {2**32 - 1}, got {seed}")
-    run_dir = Path(run)
-    if run_dir.is_file():
-        run_dir = run_dir.parent
+    after = Path(run)  # the model measured: the file given, else the run's model.pt
+    run_dir = after.parent if after.is_file() else after
     data = resolve_data(data, data_dir, data_options)
     if not isinstance(data, DomainPair):
         raise ConfigError(f"inspect compares two domains: give a pair such as 'mnist->usps', "
                           f"not {data.name!r}")
     target_dir = Path(out) if out is not None else run_dir / "inspect"
-    if target_dir.exists() and not target_dir.is_dir():
-        raise ConfigError(f"inspect --out {target_dir} is a file; give a folder for "
-                          "inspect.json and the pictures")
+    blocking = next((p for p in (target_dir, *target_dir.parents) if p.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        raise ConfigError(f"inspect --out {target_dir}: {blocking} is a file; give a folder "
+                          "for inspect.json and the pictures")
     has_record = (run_dir / "config.yaml").is_file()
     record = read_yaml(run_dir / "config.yaml", "run record") if has_record else {}
     if not isinstance(record, dict):
@@ -1622,7 +1622,7 @@ def inspect(
         if isinstance(start, str) and _is_saved_model(start):
             before = start
     dev = local_device(device)
-    models = {"after": run_dir} if before is None else {"before": Path(before), "after": run_dir}
+    models = {"after": after} if before is None else {"before": Path(before), "after": after}
     report: dict[str, Any] = {"data": data.name, "rows": "test splits", "feature_layer": layer
                               or "the head's input"}
     if before is None:

@@ -35,6 +35,7 @@ from transferkit.data import DATASETS, ENV_VAR, PAIRS
 from transferkit.data.teacher_input import parse_teacher_input
 from transferkit.engine.distributed import is_main, local_device, shutdown
 from transferkit.errors import CheckpointError, ConfigError, TransferkitError
+from transferkit.files import describe_os_error
 from transferkit.methods import METHODS, build_methods, check_needs, method_names, takes_teacher
 from transferkit.models import MODELS
 
@@ -841,6 +842,10 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # the reader left (`transferkit list | head`): not our error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second complaint
         return 141  # as a shell reports a SIGPIPE
+    except OSError as exc:  # a path the file system refuses (too long, under a file, ...)
+        where = exc.filename if exc.filename is not None else "a file"
+        print(f"transferkit: error: {describe_os_error(exc, where, 'use')}", file=sys.stderr)
+        return 2
     finally:
         shutdown()
 

@@ -11,6 +11,7 @@ import errno
 import json
 import os
 import socket
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -52,7 +53,7 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
     write fails (disk full, permissions) the temporary file is removed, the previous ``path``
     is kept, and :class:`RunDirError` says so in one line.
     """
-    path = Path(path)
+    path = _writable_target(Path(path))
     tmp: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -65,11 +66,32 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
         os.replace(tmp, path)
         tmp = None
     except OSError as exc:
-        kept = " (the previous version is kept)" if path.exists() else ""
+        try:
+            kept = " (the previous version is kept)" if path.exists() else ""
+        except OSError:
+            kept = ""
         raise RunDirError(describe_os_error(exc, path) + kept) from None
     finally:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
+
+
+def _writable_target(path: Path) -> Path:
+    """The file a write replaces: a symbolic link's target (the link stays a link), and never
+    a device, pipe or socket (renaming over ``/dev/null`` would replace the device itself)."""
+    try:
+        if path.is_symlink():
+            path = Path(os.path.realpath(path))
+        mode = path.stat().st_mode if path.exists() else None
+    except OSError as exc:
+        raise RunDirError(describe_os_error(exc, path)) from None
+    if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        kind = ("a character device" if stat.S_ISCHR(mode) else "a block device"
+                if stat.S_ISBLK(mode) else "a named pipe" if stat.S_ISFIFO(mode) else
+                "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+        raise RunDirError(f"cannot write {path}: it is {kind}, not a regular file; choose a "
+                          "file path (--out)")
+    return path
 
 
 def write_text(path: Path, text: str) -> None:
