@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from transferkit.data import Dataset, DomainPair
 from transferkit.data.inputs import CLASSES_ATTR
-from transferkit.errors import ConfigError
+from transferkit.errors import CheckpointError, ConfigError
 from transferkit.files import write_text
 
 SPLITS = ("train", "test")
@@ -101,6 +101,7 @@ def predictions(model: nn.Module, dataset: Dataset, x: Tensor, split: str,
 
     with torch.no_grad():
         logits = logits_of(model, x, device, batch_size).float()
+    _check_finite(model, logits, dataset.name)
     probs = torch.softmax(logits, dim=1)
     confidence, predicted = probs.max(dim=1)
     names = dataset.row_names if split == "train" else None
@@ -112,3 +113,19 @@ def predictions(model: nn.Module, dataset: Dataset, x: Tensor, split: str,
         own = recorded  # data without names of its own (a lone file without labels)
     classes = own
     return Predictions(dataset.name, rows, classes, predicted, confidence, probs)
+
+
+def _check_finite(model: nn.Module, logits: Tensor, data: str) -> None:
+    """Refuse outputs that are NaN or infinite (softmax would make them "nan" confidences and
+    argmax class 0) in one line: the weights are damaged or diverged, or the rows overflow."""
+    bad = int((~torch.isfinite(logits)).any(dim=1).sum()) if logits.numel() else 0
+    if not bad:
+        return
+    damaged = any(t.is_floating_point() and not bool(torch.isfinite(t).all())
+                  for t in [*model.parameters(), *model.buffers()])
+    why = ("its weights hold NaN or infinite values (a damaged or diverged model): use another "
+           "checkpoint or train it again") if damaged else (
+           "its weights are finite, so the rows overflow it (values far larger than those it "
+           "was trained on?) or the model is damaged or diverged")
+    raise CheckpointError(f"the model's outputs are not finite (NaN or inf) for {bad} of "
+                          f"{len(logits)} rows of {data}: {why}")

@@ -324,7 +324,7 @@ class _Side:
     """How a file is read: alone, or as a pair's source or target. Only a target may have no
     labels; a CSV target is recognised as unlabelled by the source's feature count."""
 
-    role: str = "alone"  # "alone", "source" or "target"
+    role: str = "alone"  # "alone", "source", "target" or "predict" (inputs only)
     source_width: int | None = None  # a pair's flat source: its feature count
 
     @property
@@ -643,9 +643,10 @@ def _csv_label_index(header: list[str] | None, spec: str, width: int) -> int | N
     return index % width if -width <= index < width else None
 
 
-def _csv_inputs(path: Path, options: FileOptions,
-                shape: tuple[int, ...] | None) -> tuple[Tensor, tuple[str, ...] | None]:
-    """A CSV's feature columns for predictions, and their header names. The label column
+def _csv_inputs(path: Path, options: FileOptions, shape: tuple[int, ...] | None
+                ) -> tuple[Tensor, tuple[str, ...] | None, str]:
+    """A CSV's feature columns for predictions, their header names and which column was left
+    out as the label ("" for none). The label column
     (option ``y``, else one named like a label) is left out unread. Without one, a file of one
     column more than the model's features is refused (guessing the label column would drop a
     feature silently); with no model ``shape`` known, the last column is the label, as when
@@ -657,7 +658,7 @@ def _csv_inputs(path: Path, options: FileOptions,
         if label is not None and label in columns:
             raise ConfigError(f"data option x includes the label column of {path}; remove it")
         return _features(path, "x", _csv_numbers(path, rows, columns, header)), _names(
-            header, columns)
+            header, columns), ""
     if label is None and header is not None:
         lowered = [c.lower() for c in header]
         label = next((lowered.index(n) for n in CSV_LABEL_NAMES if n in lowered), None)
@@ -674,7 +675,9 @@ def _csv_inputs(path: Path, options: FileOptions,
         )
     columns = [j for j in range(width) if j != label]
     x = _csv_numbers(path, rows, columns, header)
-    return _features(path, "x", x), _names(header, columns)
+    left_out = "" if label is None else \
+        f"column {header[label] if header is not None else label!r} left out as the label"
+    return _features(path, "x", x), _names(header, columns), left_out
 
 
 def _names(header: list[str] | None, columns: Sequence[int] | range) -> tuple[str, ...] | None:
@@ -1230,14 +1233,16 @@ def load_file_dataset(
 def load_rows_to_predict(spec: str | Path, options: FileOptions,
                          classes_of: Callable[[Tensor], Sequence[Any]],
                          width: int | None = None,
-                         recorded: Normalization | None = None) -> Dataset:
+                         recorded: Normalization | None = None, *,
+                         shape: tuple[int, ...] | None = None) -> Dataset:
     """Every row of a data file or image folder, labels never read, for predictions: ``x``
     then ``x_test`` (an image folder's ``train/`` then ``test/``), in file order, as an
     unlabelled dataset of the model's classes (``classes_of(x)``: its recorded names, else its
-    class indices). Its rows are named by image path, else by
-    index (``x_test`` rows as ``x_test:i``). ``width``: the model's feature count, by which a
-    CSV without a label column is told from one with (``test`` does not apply: every row is
-    predicted). ``recorded``: the model's normalisation, fitted on its training rows, applied
+    class indices). Its rows are named by image path, else by index (``x_test`` rows as
+    ``x_test:i``). ``shape`` (else ``(width,)``): the model's input shape, by which a CSV
+    without a label column is told from one with, and which the rows must have (refused in one
+    line before the model sees them). A CSV's label column is left out unread; ``test`` does
+    not apply. ``recorded``: the model's normalisation, fitted on its training rows, applied
     with its own statistics (not these rows')."""
     options = parse_file_options(options)
     if recorded is not None:
@@ -1253,14 +1258,77 @@ def load_rows_to_predict(spec: str | Path, options: FileOptions,
     path = Path(spec)
     kind = _kind(path)
     _check_applicable(options, {kind}, f"{path} ({_KIND_WORDS[kind]})")
-    raw = _read(path, kind, options, _Side("target", width))
+    if shape is None and width is not None:
+        shape = (width,)
+    raw = _read_inputs(path, kind, options, None if shape is None else tuple(shape))
+    if shape is not None:
+        _check_input_shape(raw, kind, tuple(shape))
+    return _build_unlabelled(raw, options, tuple(classes_of(raw.x)), recorded)
+
+
+def _read_inputs(path: Path, kind: str, options: FileOptions,
+                 shape: tuple[int, ...] | None) -> _Raw:
+    """Every input row of a file or folder (``x`` then ``x_test``), labels never read; rows
+    named by image path, else by index (``x_test:i``)."""
+    name = str(path)
+    if kind == "csv":
+        x, columns, left_out = _csv_inputs(path, options, shape)
+        raw = _Raw(name, name, path.name, x, None, columns=columns, read_note=left_out)
+    elif kind == "images":
+        raw = _read_image_folder(path, options, _Side("target"))
+    else:
+        reader = _read_npz if kind == "npz" else _read_mat
+        arrays, _ = reader(path, options, _Side("predict"))
+        eight_bit = _eight_bit(arrays["x"])
+        x, image_note = _image_array(arrays["x"])
+        raw = _Raw(name, name, path.name, _features(path, "x", x), None,
+                   image_note=image_note, inputs=UNIT if eight_bit else None)
+        if "x_test" in arrays:
+            raw.x_test = _test_inputs(path, arrays, eight_bit)
+            _check_test_shape(path, raw.x, raw.x_test)
     names = raw.row_names or [str(i) for i in range(len(raw.x))]
     if raw.x_test is not None:
         extra = raw.test_row_names or [f"x_test:{i}" for i in range(len(raw.x_test))]
         raw.x, names = torch.cat([raw.x, raw.x_test]), [*names, *extra]
     raw.labels, raw.labels_test, raw.x_test, raw.row_names = None, None, None, names
-    raw.read_note = ""
-    return _build_unlabelled(raw, options, tuple(classes_of(raw.x)), recorded)
+    raw.read_note = raw.read_note if kind == "csv" else ""
+    return raw
+
+
+def _dims(shape: Sequence[int]) -> str:
+    return "x".join(str(d) for d in shape)
+
+
+def _check_input_shape(raw: _Raw, kind: str, shape: tuple[int, ...]) -> None:
+    """Rows of the model's input ``shape``, else one line naming both shapes and the fix."""
+    got = tuple(raw.x.shape[1:])
+    if got == shape:
+        return
+    flat = len(shape) == 1
+    takes = f"{shape[0]} features" if flat else f"inputs {_dims(shape)}"
+    as_arrays = f"give an .npz of N x {_dims(shape)} arrays or a folder of images"
+    if kind == "csv":
+        count = int(np.prod(got))
+        fix = "give the feature columns it was trained on" if flat else as_arrays
+        left_out = f" ({raw.read_note})" if raw.read_note else ""
+        raise DataError(f"{raw.where} has {count} feature column{'s' * (count != 1)}{left_out}, "
+                        f"the model takes {takes}; {fix}")
+    if kind == "images":
+        if flat:
+            fix = f"give a .csv or .npz of {shape[0]} features per row"
+        elif len(shape) != 3:
+            fix = as_arrays
+        else:
+            fixes: list[str | None] = []
+            if got[0] != shape[0]:
+                fixes.append(f"{OPT} channels={shape[0]}" if shape[0] in (1, 3) else None)
+            if got[1:] != shape[1:]:
+                fixes.append(f"{OPT} size={shape[1]}" if shape[1] == shape[2] else None)
+            fix = as_arrays if None in fixes else f"pass {' '.join(map(str, fixes))}"
+        raise DataError(f"{raw.where}: images {_dims(got)}, the model takes {takes}: {fix}")
+    what = f"rows of {got[0]} features" if len(got) == 1 else f"inputs {_dims(got)}"
+    fix = f"give N x {shape[0]} arrays" if flat else f"give arrays of N x {_dims(shape)}"
+    raise DataError(f"{raw.where}: {what}, the model takes {takes}; {fix}")
 
 
 # --- pairs ------------------------------------------------------------------------------------
