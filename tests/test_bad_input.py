@@ -366,6 +366,26 @@ def test_nan_from_a_huge_loss_weight_names_the_weight(cli: CliRunner, tmp_path: 
     assert "gamma" not in line  # a usual value is not a suspect
 
 
+@pytest.mark.parametrize("args", [
+    ("adapt", "--method", "dann", "--data", "digits->digits_shifted", "--opt",
+     "trade_off=1e300"),
+    ("train", "--data", "digits", "--lr", "1e30"),
+    ("train", "--data", "digits", "--lr", "1e30", "--steps-per-epoch", "1"),  # finite weights
+])
+def test_weights_made_non_finite_by_the_last_step_are_never_saved(
+    cli: CliRunner, tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    """Gradient reversal scales only the backward pass: the loss stayed finite while the last
+    step's update was NaN, and the run ended with exit 0 and a NaN model.pt."""
+    out = tmp_path / "r"
+    line = fails(cli, args[0], "--model-opt", "widths=[16]", "--epochs", "1",
+                 "--steps-per-epoch", "2", "--batch-size", "16", "--device", "cpu",
+                 "--no-progress", "--out", out, *args[1:])
+    assert "weights became non-finite in epoch 1" in line or "not finite after epoch 1" in line \
+        or "non-finite at" in line, line
+    assert not (out / "model.pt").exists()
+
+
 def test_divergence_on_raw_features_of_large_scale_says_normalize(cli: CliRunner,
                                                                    tmp_path: Path) -> None:
     """Counts or prices in the thousands blow a network up at the usual rate: the fix a new

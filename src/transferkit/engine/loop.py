@@ -505,10 +505,12 @@ class Trainer:
         with ProgressBar(cfg.progress and main, cfg.epochs) as bar:
             for epoch in range(self.start_epoch, cfg.epochs):
                 row = self._train_epoch(epoch, bar)
+                self._check_weights_finite(epoch)  # before the checkpoint, as the losses are
                 if cfg.check_divergence:  # before the checkpoint: the last good one is kept
                     self._check_explosion(epoch, row["train"]["loss"])
                 if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
                     row["eval"] = self._evaluate(self.model)
+                    self._check_outputs_finite(epoch, row["eval"])
                     peers = {name: self._evaluate(net) for name, net in self.networks.items()
                              if net is not self.model}
                     if peers:
@@ -742,6 +744,43 @@ class Trainer:
                 if distributed.any_rank(seen, self.device):
                     self._non_finite(epoch, step, losses, since=step - step % self.finite_every)
         optimizer.step()
+
+    def _check_weights_finite(self, epoch: int) -> None:
+        """The model's weights and buffers after the epoch's last step: a loss is only seen
+        finite or not at the next forward, and gradient reversal (DANN, MDD) scales only the
+        backward pass, so an update to NaN at the last step would otherwise be saved."""
+        tensors = [t for t in (*self.model.parameters(), *self.model.buffers())
+                   if t.is_floating_point() and t.numel()]
+        if not tensors:
+            return
+        finite = torch.stack([torch.isfinite(t).all() for t in tensors]).all()
+        if not distributed.any_rank(not bool(finite.item()), self.device):
+            return
+        names = [n for n, t in (*self.model.named_parameters(), *self.model.named_buffers())
+                 if t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all())]
+        kept = (f"the last good checkpoint (epoch {epoch}) is kept in {self.run_dir}"
+                if self.run_dir is not None and epoch > 0 else "no checkpoint was written yet")
+        distributed.shutdown(synchronize=True)
+        first = names[0] if names else "on another rank"
+        raise NonFiniteLossError(
+            f"the model's weights became non-finite in epoch {epoch + 1} ({first}"
+            f"{f' and {len(names) - 1} more' if len(names) > 1 else ''}) although its losses "
+            f"were finite: a step too large; {kept}; lower the learning rate (--lr, now "
+            f"{self.config.optim.lr:g}) or a large loss weight")
+
+    def _check_outputs_finite(self, epoch: int, evals: dict[str, dict[str, Any]]) -> None:
+        """A test loss that is not finite: the outputs are (cross-entropy of finite logits is
+        finite), so the weights, though finite, are unusable (a learning rate of 1e30)."""
+        bad = [name for name, values in evals.items()
+               if not math.isfinite(float(values.get("loss", 0.0)))]
+        if not bad:
+            return
+        kept = (f"the last good checkpoint (epoch {epoch}) is kept in {self.run_dir}"
+                if self.run_dir is not None and epoch > 0 else "no checkpoint was written yet")
+        raise NonFiniteLossError(
+            f"the model's outputs on {bad[0]} are not finite after epoch {epoch + 1} (its "
+            f"weights overflow); {kept}; lower the learning rate (--lr, now "
+            f"{self.config.optim.lr:g}) or a large loss weight")
 
     def _non_finite(self, epoch: int, step: int, losses: dict[str, Tensor],
                     since: int | None = None) -> None:
