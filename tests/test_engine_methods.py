@@ -321,6 +321,12 @@ def test_cli_lists_options_and_ensembles(
     assert code == 0, err
     teachers = yaml.safe_load((ens / "config.yaml").read_text())["teacher"]
     assert [t["source"] for t in teachers] == [str(trained_run)] * 2
+    code, _, err = cli("distill", "--teacher", trained_run, "--teacher", trained_run,
+                       "--method", "ensemble", "--opt", "weights=[0.3,0.7]", "--model-opt",
+                       "widths=[8]", "--epochs", "1", *CLI_FAST, "--out", tmp_path / "w")
+    assert code == 0, err  # checked against one stand-in per --teacher, not a single one
+    assert yaml.safe_load((tmp_path / "w" / "config.yaml").read_text())["method_options"] == {
+        "weights": [0.3, 0.7]}
     code, _, err = cli("distill", "--teacher", trained_run, "--teacher", "mlp", "--out",
                        tmp_path / "bad")
     assert code == 2 and "several teachers must each be a saved model.pt" in err

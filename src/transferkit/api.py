@@ -1518,7 +1518,7 @@ def predict(
                                   f"({target}); split applies to registered datasets")
             width = shape[0] if shape is not None and len(shape) == 1 else None
             data = load_rows_to_predict(target, parse_file_options(data_options), classes_of,
-                                        width, recorded)
+                                        width, recorded, shape=shape)
         else:
             data = resolve_data(text, data_dir, data_options)
     else:

@@ -582,7 +582,10 @@ def check_method_list(cfg: RunConfig) -> None:
     teacher trained, options no method takes and needs the command cannot meet."""
     has_teacher = cfg.command == "distill" or cfg.teacher is not None or bool(
         cfg.teacher_checkpoint)
-    methods = build_methods(cfg.method, nn.Identity(), cfg.method_options)
+    given = cfg.teacher_checkpoint
+    count = len(given) if isinstance(given, list | tuple) and len(given) > 1 else 1
+    stand_in = [nn.Identity() for _ in range(count)] if count > 1 else nn.Identity()
+    methods = build_methods(cfg.method, stand_in, cfg.method_options)  # one per --teacher
     pair = "->" in cfg.data
     provides = {"labels"} | ({"teacher"} if has_teacher else set())
     if cfg.command == "adapt" or (cfg.command == "distill" and pair and any(
