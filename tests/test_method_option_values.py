@@ -234,3 +234,55 @@ def test_harmless_large_values_stay_uncapped() -> None:
     image (an offset wraps around), so large values cost nothing and are still taken."""
     free = build("data-free", synth_batch=10**9, jitter=10**9)
     assert (free.synth_batch, free.jitter) == (10**9, 10**9)
+
+
+# Temperatures and kernel widths: 1e300 overflowed (T**2) into a traceback, 1e-300 turned the
+# logits into infinities and the run into NaN with a message that blamed the learning rate.
+SCALES = [("kd", "temperature"), ("dkd", "temperature"), ("dist", "temperature"),
+          ("dml", "temperature"), ("ensemble", "temperature"), ("data-free", "temperature"),
+          ("mcc", "temperature"), ("crd", "nce_t"), ("cc", "gamma"), ("vid", "init_var")]
+
+
+def _build(name: str, **options: object) -> object:
+    teacher = nn.Linear(2, 2) if name not in ("mcc", "dml") else None
+    return build_method(name, teacher, **options)
+
+
+@pytest.mark.parametrize("name, option", SCALES)
+def test_scales_refuse_overflowing_values_and_take_the_ends(name: str, option: str) -> None:
+    from transferkit.methods.base import SCALE_RANGE
+
+    for value in (1e300, 1e-300, SCALE_RANGE[1] * 1.01, SCALE_RANGE[0] * 0.99):
+        with pytest.raises(ConfigError, match=option):
+            _build(name, **{option: value})
+    for value in SCALE_RANGE:
+        assert getattr(_build(name, **{option: value}), option) == value
+
+
+def test_a_prefixed_option_is_never_overridden_by_a_bare_one() -> None:
+    for options in ({"dann.trade_off": 0.5, "trade_off": 2.0},
+                    {"trade_off": 2.0, "dann.trade_off": 0.5}):
+        dann, mcc = build_methods("dann+mcc", None, options)
+        assert dann.trade_off == 0.5 and mcc.trade_off == 2.0  # the bare one: the others
+
+
+def test_options_of_the_wrong_kind_are_one_line() -> None:
+    import numpy as np
+
+    from transferkit.api import split_settings
+
+    for bad in ([("trade_off", 1)], "trade_off=1"):
+        with pytest.raises(ConfigError, match="method_options must be a mapping"):
+            split_settings({}, bad)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="option names must be strings"):
+        build_methods("dann", None, {1: 2})  # type: ignore[dict-item]
+    _, options = split_settings({}, {"num_k": np.int64(3), "trade_off": np.float32(0.5),
+                                     "kernel_multipliers": np.array([1.0, 2.0])})
+    assert options == {"num_k": 3, "trade_off": 0.5, "kernel_multipliers": [1.0, 2.0]}
+    assert type(options["num_k"]) is int
+    assert build_method("mcd", None, num_k=np.int64(3)).num_k == 3
+    for name, option in (("dan", "kernel_multipliers"), ("jan", "kernel_multipliers"),
+                         ("jan", "prediction_multipliers")):
+        for bad in (5, True, "abc", []):
+            with pytest.raises(ConfigError, match=f"{name}: {option} must be a non-empty list"):
+                build_method(name, None, **{option: bad})

@@ -16,13 +16,14 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from inspect import signature as inspect_signature
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 from torch import nn
@@ -248,7 +249,21 @@ def split_settings(
         base = train.get("optim")
         merged = (base.model_dump() if isinstance(base, OptimConfig) else dict(base or {}))
         train["optim"] = {**merged, **optim}
-    return validate(TrainConfig, train, "training settings"), {**settings, **(method_options or {})}
+    if method_options is not None and not isinstance(method_options, Mapping):
+        raise ConfigError(f"method_options must be a mapping such as {{'trade_off': 0.5}}, got "
+                          f"{type(method_options).__name__} {method_options!r:.80}")
+    extra = {k: _plain(v) for k, v in {**settings, **(method_options or {})}.items()}
+    return validate(TrainConfig, train, "training settings"), extra
+
+
+def _plain(value: Any) -> Any:
+    """NumPy scalars and arrays as Python numbers and lists (``np.float32(0.5)`` is 0.5), so
+    options check and record (YAML) as the same values typed by hand would."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
 
 
 def _probe(model: nn.Module, x: torch.Tensor, who: str, trained: bool = False) -> int:

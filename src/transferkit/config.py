@@ -69,7 +69,9 @@ class OptimConfig(_Strict):
     """
 
     name: Literal["sgd", "adam"] = Field("sgd", description="the optimizer: sgd or adam")
-    lr: Float = Field(0.01, gt=0, description="learning rate (the schedule's starting value)")
+    # at most 1e30: beyond it, SGD's update overflows float32 (a traceback from torch)
+    lr: Float = Field(0.01, gt=0, le=1e30,
+                      description="learning rate (the schedule's starting value)")
     momentum: Float = Field(0.9, ge=0, lt=1, description="SGD momentum")
     nesterov: Bool = False
     weight_decay: Float = Field(0.0, ge=0, description="L2 weight decay")

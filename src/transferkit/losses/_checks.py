@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import Tensor
@@ -30,7 +31,7 @@ def check_same_shape(student: Tensor, teacher: Tensor) -> None:
 def check_number(name: str, value: object, *, positive: bool = False,
                  high: float = math.inf) -> float:
     """A finite real number, > 0 (``positive``) or >= 0, at most ``high``."""
-    ok = not isinstance(value, bool) and isinstance(value, int | float)
+    ok = not isinstance(value, bool) and isinstance(value, numbers.Real)  # NumPy's too
     if ok:
         ok = math.isfinite(value) and (value > 0 if positive else value >= 0) and value <= high
     if not ok:
@@ -42,6 +43,6 @@ def check_number(name: str, value: object, *, positive: bool = False,
 
 def check_count(name: str, value: object, least: int = 1) -> int:
     """An integer >= ``least`` (true/false and floats refused)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
         raise ConfigError(f"{name} must be an integer >= {least}, got {value!r}")
     return int(value)

@@ -78,14 +78,15 @@ def _tiny(x: Tensor) -> float:
     return max(1e-12, torch.finfo(x.dtype).tiny)
 
 
-def _multipliers(value: object, what: str) -> tuple[float, ...]:
+def _multipliers(value: object, what: str, name: str = "kernel_multipliers"
+                 ) -> tuple[float, ...]:
     """A non-empty sequence of finite positive numbers."""
     if isinstance(value, str | bytes) or not isinstance(value, Sequence) or len(value) == 0:
         raise ConfigError(
-            f"{what}: kernel_multipliers must be a non-empty sequence of positive numbers, "
+            f"{what}: {name} must be a non-empty list of positive numbers such as [0.5, 1, 2], "
             f"got {value!r}"
         )
-    return tuple(check_number(f"{what}: each kernel multiplier", m, positive=True) for m in value)
+    return tuple(check_number(f"{what}: each of {name}", m, positive=True) for m in value)
 
 
 # --------------------------------------------------------------------------- kernels

@@ -118,7 +118,14 @@ def route_options(names: list[str], options: dict[str, Any]) -> dict[str, dict[s
     """Each method's options: ``name.key`` goes to that method, a bare ``key`` to every
     listed method that takes it; a key no listed method takes is refused, naming them."""
     routed: dict[str, dict[str, Any]] = {name: {} for name in names}
-    for key, value in options.items():
+    prefixed: set[tuple[str, str]] = set()  # (method, option) set by ``method.option``
+    if not isinstance(options, dict):
+        raise ConfigError(f"method options must be a mapping such as {{'trade_off': 0.5}}, "
+                          f"got {type(options).__name__}")
+    # ``method.option`` first: it names one method, so a bare ``option`` never overrides it
+    for key, value in sorted(options.items(), key=lambda kv: "." not in str(kv[0])):
+        if not isinstance(key, str):
+            raise ConfigError(f"method option names must be strings, got {key!r}")
         owner, dot, option = key.partition(".")
         if dot:
             if owner not in routed:
@@ -135,6 +142,10 @@ def route_options(names: list[str], options: dict[str, Any]) -> dict[str, dict[s
                 valid = ", ".join(method_options(target)) or "none"
                 raise ConfigError(f"method {target!r} has no option {option!r}; its options: "
                                   f"{valid}")
+            if dot:
+                prefixed.add((target, option))
+            elif (target, option) in prefixed:
+                continue  # ``target.option`` was given: it wins for that method
             routed[target][option] = value
         if not targets and len(names) == 1:
             valid = ", ".join(method_options(names[0])) or "none"

@@ -275,6 +275,21 @@ def check_positive(name: str, value: object) -> float:
     return check_number(name, value, positive=True)
 
 
+# Softening temperatures (and kernel widths) outside this range only make overflow: logits
+# divided by 1e-300 are infinite, T**2 of 1e300 is; papers use 0.07 (CRD) to 20.
+SCALE_RANGE = (1e-2, 1e3)
+
+
+def check_scale(name: str, value: object) -> float:
+    """A temperature or kernel width, in ``SCALE_RANGE``."""
+    low, high = SCALE_RANGE
+    number = check_number(name, value, positive=True, high=high)
+    if number < low:
+        raise ConfigError(f"{name} must be at least {low:g} (smaller values turn the logits "
+                          f"into infinities), got {value!r}")
+    return number
+
+
 def check_flag(who: str, name: str, value: object, choices: str = "true or false") -> bool:
     """A true/false option of method ``who``: a real ``bool`` only. ``bool(x)`` would take
     the string ``'false'`` (or ``'no'``, ``'maybe'``, ``0.5``) as true, so anything else is

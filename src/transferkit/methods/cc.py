@@ -17,7 +17,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from transferkit.losses import cc_loss
-from transferkit.methods.base import TrainInfo, check_count_at_most, check_positive
+from transferkit.methods.base import TrainInfo, check_count_at_most, check_scale
 from transferkit.methods.fitnet import connector_dtype
 from transferkit.methods.layered import LayerMethod
 from transferkit.methods.registry import METHODS
@@ -54,7 +54,7 @@ class CorrelationCongruence(LayerMethod):
         inputs: str = "source",
     ) -> None:
         super().__init__(teacher, weight, student_layers, teacher_layers, inputs)
-        self.gamma = check_positive("gamma", gamma)
+        self.gamma = check_scale("gamma", gamma)
         self.p_order = check_count_at_most(self.name, "p_order", p_order, MAX_P_ORDER,
                                            P_ORDER_WHY)
         self.embed_dim = check_count_at_most(self.name, "embed_dim", embed_dim, MAX_EMBED_DIM,

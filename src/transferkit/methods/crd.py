@@ -38,7 +38,7 @@ from transferkit.methods.base import (
     TrainInfo,
     check_count_at_most,
     check_fraction,
-    check_positive,
+    check_scale,
 )
 from transferkit.methods.layered import LayerMethod
 from transferkit.methods.registry import METHODS
@@ -101,7 +101,7 @@ class CRDDistillation(LayerMethod):
         self.feat_dim = check_count_at_most(self.name, "feat_dim", feat_dim, MAX_FEAT_DIM,
                                             FEAT_DIM_WHY)
         self.nce_k = check_count_at_most(self.name, "nce_k", nce_k, MAX_NCE_K, NCE_K_WHY)
-        self.nce_t = check_positive("nce_t", nce_t)
+        self.nce_t = check_scale("nce_t", nce_t)
         self.nce_m = check_fraction("nce_m", nce_m)
         if self.nce_m == 1.0:
             raise ConfigError("nce_m must be in [0, 1): with 1 the memory banks never change")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from transferkit.losses import mk_mmd
-from transferkit.losses.discrepancy import DEFAULT_KERNEL_MULTIPLIERS
+from transferkit.losses.discrepancy import DEFAULT_KERNEL_MULTIPLIERS, _multipliers
 from transferkit.methods.base import Batch, Method, Outputs, check_flag, check_nonnegative
 from transferkit.methods.registry import METHODS
 
@@ -31,7 +31,7 @@ class DAN(Method):
     ) -> None:
         super().__init__()
         self.trade_off = check_nonnegative("trade_off", trade_off)
-        self.kernel_multipliers = tuple(kernel_multipliers)
+        self.kernel_multipliers = _multipliers(kernel_multipliers, "dan")
         self.linear = check_flag(self.name, "linear", linear)
 
     def losses(self, batch: Batch, out: Outputs, progress: float) -> dict[str, Tensor]:

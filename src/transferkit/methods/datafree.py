@@ -27,6 +27,7 @@ from transferkit.methods.base import (
     check_count_at_most,
     check_nonnegative,
     check_positive,
+    check_scale,
 )
 from transferkit.methods.registry import METHODS
 from transferkit.methods.teacher import TeacherMethod
@@ -63,7 +64,7 @@ class DataFreeDistillation(TeacherMethod):
         jitter: int = 1,
     ) -> None:
         super().__init__(teacher)
-        self.temperature = check_positive("temperature", temperature)
+        self.temperature = check_scale("temperature", temperature)
         self.n_synthetic = check_count("n_synthetic", n_synthetic)
         if self.n_synthetic > MAX_SYNTHETIC:  # "must be at most 1,000,000" kept: callers match it
             raise ConfigError(f"{self.name}: n_synthetic must be at most {MAX_SYNTHETIC:,}, an "

@@ -14,7 +14,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from transferkit.losses import dist_parts
-from transferkit.methods.base import Batch, Outputs, check_nonnegative, check_positive
+from transferkit.methods.base import Batch, Outputs, check_nonnegative, check_scale
 from transferkit.methods.registry import METHODS
 from transferkit.methods.teacher import TeacherMethod
 
@@ -39,7 +39,7 @@ class DIST(TeacherMethod):
                          teacher_cache_max_gb)
         self.beta = check_nonnegative("beta", beta)
         self.gamma = check_nonnegative("gamma", gamma)
-        self.temperature = check_positive("temperature", temperature)
+        self.temperature = check_scale("temperature", temperature)
         self.last: dict[str, Tensor] = {}
 
     def losses(self, batch: Batch, out: Outputs, progress: float) -> dict[str, Tensor]:

@@ -26,7 +26,7 @@ from transferkit.methods.base import (
     capped,
     check_flag,
     check_nonnegative,
-    check_positive,
+    check_scale,
 )
 from transferkit.methods.registry import METHODS
 from transferkit.methods.teacher import TeacherMethod
@@ -59,7 +59,7 @@ class DecoupledKD(TeacherMethod):
                          teacher_cache_max_gb)
         self.alpha = check_nonnegative("alpha", alpha)
         self.beta = check_nonnegative("beta", beta)
-        self.temperature = check_positive("temperature", temperature)
+        self.temperature = check_scale("temperature", temperature)
         self.warmup = check_nonnegative("warmup", warmup)
         self.standardize = standardize
         self.epochs = 1  # set from the run in setup()

@@ -36,7 +36,7 @@ from transferkit.methods.base import (
     check_count_at_most,
     check_flag,
     check_nonnegative,
-    check_positive,
+    check_scale,
 )
 from transferkit.methods.registry import METHODS
 from transferkit.models.base import copy_module
@@ -66,7 +66,7 @@ class DeepMutualLearning(Method):
     ) -> None:
         super().__init__()
         self.peers = check_count_at_most(self.name, "peers", peers, MAX_PEERS, PEERS_WHY)
-        self.temperature = check_positive("temperature", temperature)
+        self.temperature = check_scale("temperature", temperature)
         self.weight = check_nonnegative("weight", weight)
         check_flag(self.name, "ce", ce)
         self.ce = ce

@@ -27,7 +27,14 @@ from torch import Tensor, nn
 
 from transferkit.errors import ConfigError
 from transferkit.losses import soft_target_loss
-from transferkit.methods.base import Batch, Method, Outputs, Tap, check_fraction, check_positive
+from transferkit.methods.base import (
+    Batch,
+    Method,
+    Outputs,
+    Tap,
+    check_fraction,
+    check_scale,
+)
 from transferkit.methods.registry import METHODS
 from transferkit.models.base import module_modes, restore_modes
 
@@ -103,7 +110,7 @@ class EnsembleDistillation(Method):
         if average not in AVERAGES:
             raise ConfigError(f"average must be one of {', '.join(AVERAGES)}, got {average!r}")
         self.weights = check_weights(weights, len(teachers))
-        self.temperature = check_positive("temperature", temperature)
+        self.temperature = check_scale("temperature", temperature)
         self.alpha = check_fraction("alpha", alpha)
         self.average = average
         # What close() gives back, recorded for every teacher before any is frozen (the same

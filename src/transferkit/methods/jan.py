@@ -10,7 +10,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from transferkit.losses import jmmd
-from transferkit.losses.discrepancy import DEFAULT_KERNEL_MULTIPLIERS
+from transferkit.losses.discrepancy import DEFAULT_KERNEL_MULTIPLIERS, _multipliers
 from transferkit.methods.base import Batch, Method, Outputs, check_flag, check_nonnegative
 from transferkit.methods.registry import METHODS
 
@@ -30,7 +30,8 @@ class JAN(Method):
     ) -> None:
         super().__init__()
         self.trade_off = check_nonnegative("trade_off", trade_off)
-        self.multipliers = (tuple(kernel_multipliers), tuple(prediction_multipliers))
+        self.multipliers = (_multipliers(kernel_multipliers, "jan"),
+                            _multipliers(prediction_multipliers, "jan", "prediction_multipliers"))
         self.linear = check_flag(self.name, "linear", linear)
 
     def losses(self, batch: Batch, out: Outputs, progress: float) -> dict[str, Tensor]:

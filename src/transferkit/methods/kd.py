@@ -27,7 +27,7 @@ from transferkit.methods.base import (
     check_flag,
     check_fraction,
     check_nonnegative,
-    check_positive,
+    check_scale,
 )
 from transferkit.methods.teacher import TeacherMethod
 
@@ -51,7 +51,7 @@ class SoftTargetDistillation(TeacherMethod):
     ) -> None:
         super().__init__(teacher, inputs, cache_teacher, teacher_cache_dir,
                          teacher_cache_max_gb)
-        self.temperature = check_positive("temperature", temperature)
+        self.temperature = check_scale("temperature", temperature)
         self.alpha = check_fraction("alpha", alpha)
         check_flag(self.name, "standardize", standardize)
         self.standardize = standardize

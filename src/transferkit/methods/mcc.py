@@ -10,7 +10,13 @@ from __future__ import annotations
 from torch import Tensor
 
 from transferkit.losses import mcc_loss
-from transferkit.methods.base import Batch, Method, Outputs, check_nonnegative, check_positive
+from transferkit.methods.base import (
+    Batch,
+    Method,
+    Outputs,
+    check_nonnegative,
+    check_scale,
+)
 from transferkit.methods.registry import METHODS
 
 
@@ -23,7 +29,7 @@ class MCC(Method):
     def __init__(self, trade_off: float = 1.0, temperature: float = 2.5) -> None:
         super().__init__()
         self.trade_off = check_nonnegative("trade_off", trade_off)
-        self.temperature = check_positive("temperature", temperature)
+        self.temperature = check_scale("temperature", temperature)
 
     def losses(self, batch: Batch, out: Outputs, progress: float) -> dict[str, Tensor]:
         assert out.target_logits is not None

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from transferkit.errors import ConfigError
 from transferkit.losses.vid import VIDRegressor
-from transferkit.methods.base import TrainInfo, check_count_at_most, check_positive
+from transferkit.methods.base import TrainInfo, check_count_at_most, check_scale
 from transferkit.methods.layered import LayerMethod
 from transferkit.methods.registry import METHODS
 
@@ -57,7 +57,7 @@ class VIDDistillation(LayerMethod):
         super().__init__(teacher, weight, student_layers, teacher_layers, inputs)
         self.hidden_channels = None if hidden_channels is None else check_count_at_most(
             self.name, "hidden_channels", hidden_channels, MAX_HIDDEN, HIDDEN_WHY)
-        self.init_var = check_positive("init_var", init_var)
+        self.init_var = check_scale("init_var", init_var)
         self.regressors = nn.ModuleList()
 
     def setup_connectors(
