@@ -286,3 +286,12 @@ def test_options_of_the_wrong_kind_are_one_line() -> None:
         for bad in (5, True, "abc", []):
             with pytest.raises(ConfigError, match=f"{name}: {option} must be a non-empty list"):
                 build_method(name, None, **{option: bad})
+
+
+def test_cdan_and_cdan_e_together_are_one_method_twice() -> None:
+    from transferkit.methods import method_names
+
+    for spec in ("cdan+e+cdan", "cdan+cdan+e"):
+        with pytest.raises(ConfigError, match="lists cdan twice"):
+            method_names(spec)
+    assert method_names("dann+cdan+e") == ["dann", "cdan+e"]

@@ -144,6 +144,9 @@ def test_source_free_refusals(source_model) -> None:
         tk.adapt(source_model, PAIR, method="shot", select="source_accuracy", **RUN)
     with pytest.raises(ConfigError, match="run them separately"):
         tk.adapt(source_model, PAIR, method="shot+dann", **RUN)
+    for method in ("shot+tent", "tent+shot", "adabn+shot+tent"):  # shot used to train BN only
+        with pytest.raises(ConfigError, match="tent trains only the normalisation layers"):
+            tk.adapt(source_model, PAIR, method=method, **RUN)
     with pytest.raises(ConfigError, match=r"without a teacher.*--teacher"):
         tk.adapt(source_model, PAIR, method="tent", teacher=source_model, **RUN)
     with pytest.raises(ConfigError, match="no BatchNorm"):

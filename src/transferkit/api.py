@@ -1368,6 +1368,11 @@ def _adapt_source_free(
     if converted:
         note(converted, cfg.progress and is_main())
     _check_classes(model, target.train.x, target.num_classes, "model")
+    if "tent" in names and (others := [n for n in names if n not in ("tent", "adabn")]):
+        raise ConfigError(
+            f"tent trains only the normalisation layers and freezes every other weight, so "
+            f"{'+'.join(others)} beside it would train those alone; run {others[0]} alone, or "
+            "tent (after adabn: adabn+tent)")
     methods = build_methods(names, None, options)
     with _given_back_on_error(methods):
         train_data = TrainData(target.train.x, None, target.num_classes,  # no labels, no source

@@ -100,6 +100,9 @@ def method_names(spec: str | list[str] | tuple[str, ...]) -> list[str]:
         METHODS.get(name)  # an unknown name lists the valid ones
     if dupes := sorted({n for n in names if names.count(n) > 1}):
         raise ConfigError(f"method {dupes[0]!r} is listed twice in {spec!r}; give it once")
+    if "cdan" in names and "cdan+e" in names:  # one method twice: two discriminators
+        raise ConfigError(f"cdan+e is cdan with entropy weighting: {spec!r} lists cdan twice; "
+                          "give cdan or cdan+e")
     return names
 
 

@@ -55,8 +55,10 @@ class ADDA(Method):
         if self.source_epochs is None:
             self.source_epochs = max(1, epochs // 2)
         if self.source_epochs >= epochs:
+            fix = ("adda trains in two stages (source, then target): give at least 2 epochs"
+                   if epochs < 2 else "lower it or train more epochs")
             raise ConfigError(f"adda: source_epochs={self.source_epochs} leaves no epoch of "
-                              f"{epochs} for adaptation; lower it or train more epochs")
+                              f"{epochs} for adaptation; {fix}")
         self._student = [info.student]
         if self.discriminator is None:
             self.discriminator = build_discriminator(self.discriminator_spec, self.hidden,
