@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,12 @@ from torch import Tensor, nn
 
 import transferkit as tk
 from conftest import CliRunner, error_line
-from transferkit.data.files import FileOptions, load_rows_to_predict
+from transferkit.data.files import (
+    FileOptions,
+    load_file_dataset,
+    load_file_pair,
+    load_rows_to_predict,
+)
 from transferkit.errors import CheckpointError, DataError
 
 TRAIN = {"model_options": {"widths": [8]}, "epochs": 1, "batch_size": 16, "device": "cpu",
@@ -223,3 +229,132 @@ def test_outputs_that_are_not_finite_are_refused(features: tuple[Path, np.ndarra
     with pytest.raises(CheckpointError, match=r"for 1 of 3 rows .*its weights are finite, so "
                        "the rows overflow it"):
         tk.predict(model, str(loud))
+
+
+# --- a CSV's columns matched by name with the model's training columns ----------------------
+
+SPECIES = ("setosa", "versicolor", "virginica")
+
+
+def write_iris(path: Path, order: str, x: np.ndarray, labels: Sequence[str] | None,
+               label: str = "species", extra: str = "") -> Path:
+    """Columns ``order`` (of a, b, c, d) of ``x``, then one column of zeros per letter of
+    ``extra``, then a label column named ``label`` when ``labels`` are given."""
+    index = ["abcd".index(c) for c in order]
+    header = [*order, *extra] + ([label] if labels is not None else [])
+    rows = [[*r[index].tolist(), *[0] * len(extra)] + ([lab] if labels is not None else [])
+            for lab, r in zip(labels or [""] * len(x), x, strict=True)]
+    return write_csv(path, ",".join(header), rows)
+
+
+@pytest.fixture(scope="module")
+def iris(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray, list[str]]:
+    """A training CSV ``a,b,c,d,species`` (string labels) that a model was trained on."""
+    folder = tmp_path_factory.mktemp("iris")
+    rng = np.random.default_rng(1)
+    y = np.arange(30) % 3
+    x = np.round(rng.normal(size=(30, 4)) + y[:, None], 3)
+    labels = [SPECIES[k] for k in y]
+    path = write_iris(folder / "train.csv", "abcd", x, labels)
+    tk.train("mlp", str(path), out=folder / "run", **TRAIN)
+    return path, x, labels
+
+
+def three_classes(x: Tensor) -> list[int]:  # as api.predict's classes_of, for 3 classes
+    return list(range(3))
+
+
+def by_name(path: Path, trained: tk.data.Dataset, options: FileOptions | None = None
+            ) -> tk.data.Dataset:
+    """The rows predict reads from ``path`` for a model trained on ``trained``."""
+    return load_rows_to_predict(path, options or FileOptions(), three_classes, shape=(4,),
+                                columns=trained.columns, label_column=trained.label_column)
+
+
+def test_a_csv_dataset_records_its_feature_and_label_column_names(
+    iris: tuple[Path, np.ndarray, list[str]], tmp_path: Path
+) -> None:
+    path, x, labels = iris
+    data = load_file_dataset(path)
+    assert data.columns == ("a", "b", "c", "d") and data.label_column == "species"
+    assert data.classes == SPECIES
+    assert tk.load_data(str(path)).columns == data.columns
+    named = load_file_dataset(write_iris(tmp_path / "y.csv", "cadb", x, labels, label="kind"),
+                              FileOptions(y="kind"))
+    assert named.columns == ("c", "a", "d", "b") and named.label_column == "kind"
+    bare = write_csv(tmp_path / "bare.csv", None,
+                     [[*r, lab] for r, lab in zip(x.tolist(), labels, strict=True)])
+    assert (load_file_dataset(bare).columns, load_file_dataset(bare).label_column) == (None, None)
+    arrays = tmp_path / "xy.npz"
+    np.savez(arrays, x=x, y=np.arange(30) % 3)
+    assert load_file_dataset(arrays).columns is None
+    # an unlabelled pair target in another column order: its columns in the source's order
+    target = write_iris(tmp_path / "field.csv", "dcba", x, None)
+    pair = load_file_pair(str(path), str(target), FileOptions(test="all"))
+    assert pair.target.columns == ("a", "b", "c", "d") and pair.target.label_column is None
+    assert torch.equal(pair.target.train.x, pair.source.train.x)
+    # kept through replace(), and one name per feature
+    assert replace(data, description="other").columns == data.columns
+    with pytest.raises(DataError, match=r"3 column names for inputs 4; give one name per"):
+        tk.data.Dataset("d", data.train, data.test, 3, columns=("a", "b", "c"))
+
+
+def test_predict_matches_a_csv_by_its_column_names(
+    iris: tuple[Path, np.ndarray, list[str]], tmp_path: Path
+) -> None:
+    path, x, labels = iris
+    trained = load_file_dataset(path)
+    expected = torch.tensor(x, dtype=torch.float32)
+    own = by_name(path, trained)  # the training file itself: every row, species left out
+    assert torch.equal(own.train.x, expected) and not own.labelled
+    assert own.columns == ("a", "b", "c", "d") and own.label_column == "species"
+    assert "column 'species' left out as the label" in own.description
+    assert "reordered" not in own.description
+    dcba = write_iris(tmp_path / "dcba.csv", "dcba", x, None)
+    reordered = by_name(dcba, trained)
+    assert torch.equal(reordered.train.x, expected)
+    assert "columns reordered by name as in training" in reordered.description
+    assert torch.equal(by_name(write_iris(tmp_path / "lab.csv", "bdac", x, labels),
+                               trained).train.x, expected)
+    # another column named like a label, or the one option y names, is left out unread
+    other = write_iris(tmp_path / "class.csv", "cbda", x, ["?"] * len(x), label="Class")
+    assert torch.equal(by_name(other, trained).train.x, expected)
+    truth = write_iris(tmp_path / "truth.csv", "abcd", x, labels, label="truth")
+    assert torch.equal(by_name(truth, trained, FileOptions(y="truth")).train.x, expected)
+    # an x option still picks the columns itself, in the order given
+    assert torch.equal(by_name(dcba, trained, FileOptions(x="d,c,b,a")).train.x,
+                       torch.tensor(x[:, ::-1].copy(), dtype=torch.float32))
+
+
+def test_a_missing_or_extra_column_is_named(
+    iris: tuple[Path, np.ndarray, list[str]], tmp_path: Path
+) -> None:
+    path, x, labels = iris
+    trained = load_file_dataset(path)
+    missing = write_iris(tmp_path / "abd.csv", "abd", x, labels)
+    with pytest.raises(DataError, match=r"abd\.csv lacks the column 'c' the model was trained "
+                       r"on \('a', 'b', 'c', 'd'\): add it or rename the header") as caught:
+        by_name(missing, trained)
+    assert "\n" not in str(caught.value)
+    renamed = write_iris(tmp_path / "renamed.csv", "abc", x, None, extra="e")
+    with pytest.raises(DataError, match=r"lacks the column 'd' .*; its column 'e' is not among "
+                       "them"):
+        by_name(renamed, trained)
+    extra = write_iris(tmp_path / "extra.csv", "abcd", x, labels, extra="e")
+    with pytest.raises(DataError, match=r"extra\.csv has a column the model did not train on: "
+                       r"'e'; drop it \(the model"):
+        by_name(extra, trained)
+    unnamed = write_iris(tmp_path / "unnamed.csv", "dcba", x, None, extra="e")
+    with pytest.raises(DataError, match=r"has a column the model did not train on: 'e'; drop "
+                       r"it, or name it as the label \(--data-opt y=e\)"):
+        by_name(unnamed, trained)
+    several = write_iris(tmp_path / "efgh.csv", "abcd", x, None, extra="efgh")
+    with pytest.raises(DataError, match=r"columns the model did not train on: 'e', 'f', 'g' "
+                       "and 1 more; drop them"):
+        by_name(several, trained)
+    # without the training names, or without a header, the columns are read by position
+    plain = load_rows_to_predict(extra, FileOptions(y="species"), three_classes, shape=(5,))
+    assert plain.columns == ("a", "b", "c", "d", "e")
+    bare = write_csv(tmp_path / "bare.csv", None, x[:, ::-1].tolist())
+    positional = by_name(bare, trained)
+    assert torch.equal(positional.train.x, torch.tensor(x[:, ::-1].copy(), dtype=torch.float32))

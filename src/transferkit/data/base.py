@@ -23,6 +23,7 @@ when a few field examples are labelled): ``train_labelled`` is False, ``labelled
 from __future__ import annotations
 
 import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -177,6 +178,12 @@ class Dataset:
     # transferkit.data.normalize.Normalization; saved with a model, so that its predictions
     # read new rows with the training statistics.
     normalization: Any | None = None
+    # A CSV read with a header: the names of its feature columns, in the order of x's columns
+    # (saved with a model, so that its predictions match a file's columns by name); None for
+    # other sources.
+    columns: tuple[str, ...] | None = None
+    # The header name of the CSV column read as labels; None when there is none (or no header).
+    label_column: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -207,6 +214,7 @@ class Dataset:
         if self.row_names is not None and len(self.row_names) != len(self.train):
             raise DataError(f"dataset {self.name!r}: {len(self.row_names)} row names for "
                             f"{len(self.train)} training rows")
+        self._check_columns()
         train_shape, test_shape = self.input_shape, tuple(self.test.x.shape[1:])
         if train_shape != test_shape:
             raise DataError(
@@ -226,6 +234,25 @@ class Dataset:
                     f"dataset {self.name!r}: inputs gives shape {self.inputs.shape} but the "
                     f"data has {train_shape}; fix the InputSpec's shape or leave it None"
                 )
+
+    def _check_columns(self) -> None:
+        """``columns``: one name per feature of flat inputs; ``label_column``: a name."""
+        if self.label_column is not None and not isinstance(self.label_column, str):
+            raise DataError(f"dataset {self.name!r}: label_column must be a column name or None, "
+                            f"got {type(self.label_column).__name__}")
+        if self.columns is None:
+            return
+        names = self.columns
+        if isinstance(names, str) or not isinstance(names, Sequence) or not all(
+                isinstance(n, str) for n in names):
+            raise DataError(f"dataset {self.name!r}: columns must be a sequence of column names "
+                            f"or None, got {names!r}")
+        names = tuple(names)
+        shape = self.input_shape
+        if len(shape) != 1 or len(names) != shape[0]:
+            raise DataError(f"dataset {self.name!r}: {len(names)} column names for inputs "
+                            f"{'x'.join(map(str, shape))}; give one name per feature, or none")
+        object.__setattr__(self, "columns", names)
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -311,6 +311,7 @@ class _Raw:
     image_note: str = ""  # image folders: "images 3x32x32" and resizing
     inputs: InputSpec | None = None
     columns: tuple[str, ...] | None = None  # a CSV's feature column names (its header)
+    label_column: str | None = None  # the header name of a CSV's label column
     row_names: list[str] | None = None  # an image folder's training files, in row order
     test_row_names: list[str] | None = None  # and its test/ files
 
@@ -590,9 +591,9 @@ def _csv_table(path: Path) -> tuple[list[tuple[int, list[str]]], list[str] | Non
 
 def _read_csv(
     path: Path, options: FileOptions, unlabelled_width: int | None = None
-) -> tuple[Tensor, np.ndarray | None, str, tuple[str, ...] | None]:
-    """(x, labels, label note, feature column names) from a CSV file; see the module
-    docstring for the rules.
+) -> tuple[Tensor, np.ndarray | None, str, tuple[str, ...] | None, str | None]:
+    """(x, labels, label note, feature column names, label column name) from a CSV file
+    (names None without a header); see the module docstring for the rules.
 
     ``unlabelled_width`` (a pair's target: the source's feature count): a file of exactly that
     many columns, none named like a label and no ``x``/``y`` option, has no label column
@@ -602,7 +603,8 @@ def _read_csv(
     if (unlabelled_width == width and options.x is None and options.y is None
             and not any(n in lowered for n in CSV_LABEL_NAMES)):
         x = _csv_numbers(path, rows, list(range(width)), header)
-        return _features(path, "x", x), None, "no label column", _names(header, range(width))
+        return (_features(path, "x", x), None, "no label column", _names(header, range(width)),
+                None)
     if width < 2:
         raise DataError(f"{path} has {width} column; give feature columns and a label column")
     if options.y is not None:
@@ -628,7 +630,8 @@ def _read_csv(
     else:
         labels = np.array(labels_text, dtype=str)
     name = header[label] if header is not None else f"column {label}"
-    return _features(path, "x", x), labels, f"label column {name!r}", _names(header, columns)
+    return (_features(path, "x", x), labels, f"label column {name!r}", _names(header, columns),
+            None if header is None else header[label])
 
 
 def _csv_label_index(header: list[str] | None, spec: str, width: int) -> int | None:
@@ -643,14 +646,17 @@ def _csv_label_index(header: list[str] | None, spec: str, width: int) -> int | N
     return index % width if -width <= index < width else None
 
 
-def _csv_inputs(path: Path, options: FileOptions, shape: tuple[int, ...] | None
-                ) -> tuple[Tensor, tuple[str, ...] | None, str]:
-    """A CSV's feature columns for predictions, their header names and which column was left
-    out as the label ("" for none). The label column
-    (option ``y``, else one named like a label) is left out unread. Without one, a file of one
-    column more than the model's features is refused (guessing the label column would drop a
-    feature silently); with no model ``shape`` known, the last column is the label, as when
-    training."""
+def _csv_inputs(path: Path, options: FileOptions, shape: tuple[int, ...] | None,
+                trained: Sequence[str] | None = None, trained_label: str | None = None
+                ) -> tuple[Tensor, tuple[str, ...] | None, str, str | None]:
+    """A CSV's feature columns for predictions, their header names, what was left out or
+    changed ("" for nothing) and the header name of the column left out as the label (None for
+    none). The label column (option ``y``, else one named like a label) is left out unread.
+    Without one, a file of one column more than the model's features is refused (guessing the
+    label column would drop a feature silently); with no model ``shape`` known, the last column
+    is the label, as when training. ``trained`` (the model's training column names) and a
+    header: the columns are matched by name (see :func:`_csv_inputs_by_name`); an ``x`` option
+    still picks them by itself."""
     rows, header, width = _csv_table(path)
     label = None if options.y is None else _csv_label_index(header, options.y, width)
     if options.x is not None:
@@ -658,7 +664,10 @@ def _csv_inputs(path: Path, options: FileOptions, shape: tuple[int, ...] | None
         if label is not None and label in columns:
             raise ConfigError(f"data option x includes the label column of {path}; remove it")
         return _features(path, "x", _csv_numbers(path, rows, columns, header)), _names(
-            header, columns), ""
+            header, columns), "", None if header is None or label is None else header[label]
+    if header is not None and trained is not None and len(set(trained)) == len(trained):
+        return _csv_inputs_by_name(path, rows, header, label, tuple(trained), trained_label,
+                                   options)
     if label is None and header is not None:
         lowered = [c.lower() for c in header]
         label = next((lowered.index(n) for n in CSV_LABEL_NAMES if n in lowered), None)
@@ -677,7 +686,73 @@ def _csv_inputs(path: Path, options: FileOptions, shape: tuple[int, ...] | None
     x = _csv_numbers(path, rows, columns, header)
     left_out = "" if label is None else \
         f"column {header[label] if header is not None else label!r} left out as the label"
-    return _features(path, "x", x), _names(header, columns), left_out
+    name = None if header is None or label is None else header[label]
+    return _features(path, "x", x), _names(header, columns), left_out, name
+
+
+def _some(names: Sequence[str], limit: int = 3) -> str:
+    """``'a', 'b', 'c' and 2 more``."""
+    shown = ", ".join(repr(n) for n in names[:limit])
+    return f"{shown} and {len(names) - limit} more" if len(names) > limit else shown
+
+
+def _csv_inputs_by_name(path: Path, rows: list[tuple[int, list[str]]], header: list[str],
+                        label: int | None, trained: tuple[str, ...], trained_label: str | None,
+                        options: FileOptions
+                        ) -> tuple[Tensor, tuple[str, ...], str, str | None]:
+    """The model's training columns (``trained``, distinct names) of a CSV with a header,
+    found by name and put in training order. Left out unread as labels: the column of option
+    ``y`` (``label``), one named ``trained_label`` (the training label column) and any named
+    like a label that is not a training column. A training column the header lacks, or a
+    header column that is neither, is refused in one line."""
+    known = set(trained)
+    if label is not None and header[label] in known:
+        raise ConfigError(
+            f"data option y={options.y} names column {header[label]!r} of {path} as the label, "
+            "but the model was trained on it as a feature; name the label column, or drop the "
+            "option")
+    dropped = [] if label is None else [label]
+    for j, name in enumerate(header):
+        if j in dropped or name in known:
+            continue
+        if name == trained_label or name.lower() in CSV_LABEL_NAMES:
+            dropped.append(j)
+    others = [n for j, n in enumerate(header) if n not in known and j not in dropped]
+    trained_words = _preview(list(trained))
+    missing = [n for n in trained if n not in header]
+    if missing:
+        many = len(missing) > 1
+        also = f"; its column{'s' * (len(others) > 1)} {_some(others)} " \
+            f"{'are' if len(others) > 1 else 'is'} not among them" if others else ""
+        raise DataError(
+            f"{path} lacks the column{'s' * many} {_some(missing)} the model was trained on "
+            f"({trained_words}){also}: add "
+            f"{'them' if many else 'it'} or rename the header to the training names, or pick "
+            f"the feature columns in training order with {OPT} x=NAME,...")
+    twice = next((n for n in trained if header.count(n) > 1), None)
+    if twice is not None:
+        raise DataError(f"{path} has two columns named {twice!r} in its header, and the model "
+                        f"was trained on one: rename or drop the other")
+    if others:
+        many = len(others) > 1
+        label_fix = "" if many or dropped or not others[0] else \
+            f", or name it as the label ({OPT} y={others[0]})"
+        raise DataError(
+            f"{path} has {'columns' if many else 'a column'} the model did not train on: "
+            f"{_some(others)}; drop "
+            f"{'them' if many else 'it'}{label_fix} (the model was trained on "
+            f"{trained_words})")
+    columns = [header.index(n) for n in trained]
+    notes = []
+    if dropped:
+        names = ", ".join(repr(header[j]) for j in dropped)
+        notes.append(f"columns {names} left out as labels" if len(dropped) > 1 else
+                     f"column {names} left out as the label")
+    if columns != sorted(columns):
+        notes.append("columns reordered by name as in training")
+    x = _csv_numbers(path, rows, columns, header)
+    return _features(path, "x", x), trained, "; ".join(notes), \
+        header[dropped[0]] if dropped else None
 
 
 def _names(header: list[str] | None, columns: Sequence[int] | range) -> tuple[str, ...] | None:
@@ -772,11 +847,11 @@ def _read_feature_file(path: Path, kind: str, options: FileOptions,
     name = str(path)  # as given: a run records it, and a resume reads the same file
     if kind == "csv":
         width = side.source_width if side.labels_optional else None
-        x, labels, note, columns = _read_csv(path, options, width)
+        x, labels, note, columns, label_column = _read_csv(path, options, width)
         if labels is None:
             return _Raw(name, str(path), path.name, x, None, columns=columns)
         return _Raw(name, str(path), path.name, x, _check_labels(path, note, labels, len(x)),
-                    columns=columns)
+                    columns=columns, label_column=label_column)
     reader = _read_npz if kind == "npz" else _read_mat
     arrays, unused = reader(path, options, side)
     x, image_note = _image_array(arrays["x"])
@@ -1151,7 +1226,8 @@ def _build(
         f"{split_note}"
     names = None if raw.row_names is None else tuple(raw.row_names)
     return Dataset(raw.name, Split(x, y), Split(test_x, test_y), len(known), description, inputs,
-                   known, row_names=names, normalization=fitted)
+                   known, row_names=names, normalization=fitted, columns=raw.columns,
+                   label_column=raw.label_column)
 
 
 def _build_unlabelled(raw: _Raw, options: FileOptions, classes: tuple[Any, ...],
@@ -1180,12 +1256,13 @@ def _build_unlabelled(raw: _Raw, options: FileOptions, classes: tuple[Any, ...],
     if not scored:
         return replace(unlabelled(raw.name, x, len(known), inputs=inputs, classes=known,
                                   description=description, row_names=names),
-                       normalization=fitted)
+                       normalization=fitted, columns=raw.columns, label_column=raw.label_column)
     assert raw.labels_test is not None and test_x is not None
     test_y = _map_labels(raw.where, raw.labels_test, known, "the source's classes", "test")
     train = Split(x, torch.full((len(x),), UNLABELLED, dtype=torch.int64))
     return Dataset(raw.name, train, Split(test_x, test_y), len(known), description, inputs,
-                   known, train_labelled=False, row_names=names, normalization=fitted)
+                   known, train_labelled=False, row_names=names, normalization=fitted,
+                   columns=raw.columns, label_column=raw.label_column)
 
 
 def _rows_words(raw: _Raw, rows: int, x: Tensor, extra: str = "") -> str:
@@ -1234,7 +1311,9 @@ def load_rows_to_predict(spec: str | Path, options: FileOptions,
                          classes_of: Callable[[Tensor], Sequence[Any]],
                          width: int | None = None,
                          recorded: Normalization | None = None, *,
-                         shape: tuple[int, ...] | None = None) -> Dataset:
+                         shape: tuple[int, ...] | None = None,
+                         columns: Sequence[str] | None = None,
+                         label_column: str | None = None) -> Dataset:
     """Every row of a data file or image folder, labels never read, for predictions: ``x``
     then ``x_test`` (an image folder's ``train/`` then ``test/``), in file order, as an
     unlabelled dataset of the model's classes (``classes_of(x)``: its recorded names, else its
@@ -1243,7 +1322,16 @@ def load_rows_to_predict(spec: str | Path, options: FileOptions,
     without a label column is told from one with, and which the rows must have (refused in one
     line before the model sees them). A CSV's label column is left out unread; ``test`` does
     not apply. ``recorded``: the model's normalisation, fitted on its training rows, applied
-    with its own statistics (not these rows')."""
+    with its own statistics (not these rows').
+
+    ``columns`` and ``label_column`` (the model's training column names, in feature order, and
+    its label column; ``Dataset.columns``/``label_column`` of its training data): a CSV with a
+    header has its columns matched by name, not position. The columns are taken in training
+    order (reordered when the header has them in another); a column named ``label_column``,
+    and any named like a label that the model did not train on, is left out unread; a training
+    column the file lacks, or a column that is neither a training column nor a label, is
+    refused in one line. Options ``x``/``y`` still choose the columns; a CSV without a header,
+    or ``columns`` None, is read by position."""
     options = parse_file_options(options)
     if recorded is not None:
         if options.normalize and options.normalize != recorded.steps:
@@ -1260,20 +1348,28 @@ def load_rows_to_predict(spec: str | Path, options: FileOptions,
     _check_applicable(options, {kind}, f"{path} ({_KIND_WORDS[kind]})")
     if shape is None and width is not None:
         shape = (width,)
-    raw = _read_inputs(path, kind, options, None if shape is None else tuple(shape))
+    if isinstance(columns, str):
+        raise ConfigError(f"columns must be a sequence of column names, got the string "
+                          f"{columns!r}")
+    raw = _read_inputs(path, kind, options, None if shape is None else tuple(shape),
+                       None if columns is None else tuple(columns), label_column)
     if shape is not None:
         _check_input_shape(raw, kind, tuple(shape))
     return _build_unlabelled(raw, options, tuple(classes_of(raw.x)), recorded)
 
 
 def _read_inputs(path: Path, kind: str, options: FileOptions,
-                 shape: tuple[int, ...] | None) -> _Raw:
+                 shape: tuple[int, ...] | None, trained: Sequence[str] | None = None,
+                 trained_label: str | None = None) -> _Raw:
     """Every input row of a file or folder (``x`` then ``x_test``), labels never read; rows
-    named by image path, else by index (``x_test:i``)."""
+    named by image path, else by index (``x_test:i``). ``trained``/``trained_label``: the
+    model's training column names and label column (a CSV's columns are matched by name)."""
     name = str(path)
     if kind == "csv":
-        x, columns, left_out = _csv_inputs(path, options, shape)
-        raw = _Raw(name, name, path.name, x, None, columns=columns, read_note=left_out)
+        x, columns, left_out, label_column = _csv_inputs(path, options, shape, trained,
+                                                         trained_label)
+        raw = _Raw(name, name, path.name, x, None, columns=columns, read_note=left_out,
+                   label_column=label_column)
     elif kind == "images":
         raw = _read_image_folder(path, options, _Side("target"))
     else:
