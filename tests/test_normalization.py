@@ -170,16 +170,18 @@ def test_a_model_trained_without_normalize_records_none(tmp_path: Path) -> None:
     assert len(found) == 60
 
 
-def test_evaluate_says_when_the_rows_are_read_unlike_the_training_rows(
+def test_evaluate_reads_files_as_the_model_was_trained(
     skewed: tuple[Path, Path, np.ndarray], tmp_path: Path
 ) -> None:
+    """No --normalize: the model's steps, each file with its own training rows' statistics
+    (the training file is read exactly as in training); other steps given: said."""
     full, _, _ = skewed
     run = tmp_path / "run"
     tk.train("mlp", str(full), model_options=TINY, out=run,
              data_options={"normalize": "zscore"}, **RUN)
-    raw = tk.evaluate(run, str(full))
-    assert any("trained on rows normalised by zscore, but " in n and "full.csv is read without "
-               "normalisation: pass --normalize zscore" in n for n in raw.notes)
-    alike = tk.evaluate(run, str(full), data_options={"normalize": "zscore"})
-    assert not any("normalis" in n for n in alike.notes)
+    alike = tk.evaluate(run, str(full))
+    assert any("read with the model's normalisation (zscore)" in n for n in alike.notes)
     assert alike["test"]["accuracy"] == tk.load_run(run).summary["final"]["test"]
+    other = tk.evaluate(run, str(full), data_options={"normalize": "l1"})
+    assert any("trained on rows normalised by zscore, but " in n and "is read normalised by l1"
+               in n for n in other.notes)

@@ -150,3 +150,33 @@ def test_source_free_and_teacher_only_students_keep_the_class_names(
                out=tmp_path / "student", **RUN)
     for run in ("shot", "student"):
         assert tk.predict(tmp_path / run, str(pool)).classes == ["bird", "cat", "dog"], run
+
+
+def test_a_field_csv_is_read_by_its_column_names(tmp_path: Path, cli: CliRunner) -> None:
+    """The model keeps its training header: a field file with the columns in another order,
+    or still holding the training label column, gets the predictions of the training rows
+    (the file used to be read by position)."""
+    rng = np.random.default_rng(5)
+    y = np.arange(45) % 3
+    x = rng.normal(size=(45, 3)) + y[:, None] * np.array([1.0, -1.0, 2.0])
+    names = np.array(["ant", "bee", "cow"])
+    train = tmp_path / "train.csv"
+    train.write_text("p,q,r,species\n" + "".join(
+        f"{a:.5f},{b:.5f},{c:.5f},{names[k]}\n" for (a, b, c), k in zip(x, y, strict=True)))
+    swapped = tmp_path / "field.csv"
+    swapped.write_text("r,p,q\n" + "".join(f"{c:.5f},{a:.5f},{b:.5f}\n" for a, b, c in x))
+    run = tmp_path / "run"
+    tk.train("mlp", str(train), model_options=TINY, out=run, **RUN)
+    assert torch.load(run / "model.pt", weights_only=True)["columns"] == {
+        "features": ["p", "q", "r"], "label": "species"}
+    own = tk.predict(run, str(train))  # its own training file: 'species' left out unread
+    field = tk.predict(run, str(swapped))
+    assert len(own) == 45 and torch.allclose(own.probs, field.probs, atol=1e-6)
+    out = tmp_path / "ts"
+    code, _, err = cli("export", run, "--format", "torchscript", "--out", out / "m.ts")
+    assert code == 0, err
+    assert torch.allclose(tk.predict(out / "m.ts", str(swapped)).probs, own.probs, atol=1e-5)
+    (tmp_path / "short.csv").write_text("p,q\n1,2\n")
+    code, _, err = cli("predict", run, "--data", tmp_path / "short.csv", "--out",
+                       tmp_path / "p.csv")
+    assert code == 2 and "lacks the column 'r'" in err and "Traceback" not in err

@@ -45,6 +45,7 @@ from transferkit.data import (
 )
 from transferkit.data.inputs import (
     CLASSES_ATTR,
+    COLUMNS_ATTR,
     INPUTS_ATTR,
     NORMALIZATION_ATTR,
     SHAPE_ATTR,
@@ -412,9 +413,34 @@ def save_model(model: nn.Module, path: Path, spec: dict[str, Any] | None, data) 
             **({"module_class": type(model).__qualname__} if spec is None else {}),
             **({"classes": classes} if (classes := _class_names(data, model)) else {}),
             **({"normalize": fitted.to_record()} if (fitted := _normalization(data)) else {}),
+            **({"columns": columns} if (columns := _column_names(data)) else {}),
         },
         path,
     )
+
+
+def _column_names(data: Any) -> dict[str, Any] | None:
+    """The CSV header the model trained on (a pair's source: its target is aligned to it):
+    feature names in input order and the label column's name."""
+    labelled = data.source if isinstance(data, DomainPair) else data
+    names = getattr(labelled, "columns", None)
+    if not names:
+        return None
+    return {"features": list(names), "label": getattr(labelled, "label_column", None)}
+
+
+def _checked_columns(record: Any, where: str) -> dict[str, Any] | None:
+    """A recorded ``columns`` entry as written by transferkit, else a CheckpointError."""
+    if record is None:
+        return None
+    features = record.get("features") if isinstance(record, dict) else None
+    label = record.get("label") if isinstance(record, dict) else None
+    if not (isinstance(features, list) and features and all(isinstance(n, str) for n in features)
+            and (label is None or isinstance(label, str))):
+        raise CheckpointError(f"{where}: its column record is damaged (features must be a list "
+                              "of names, label a name or null); use a file that transferkit "
+                              "wrote")
+    return {"features": features, "label": label}
 
 
 def _normalization(data: Any) -> Normalization | None:
@@ -527,6 +553,7 @@ def _load_record(
     except TransferkitError as exc:
         raise CheckpointError(str(exc)) from None
     setattr(model, NORMALIZATION_ATTR, fitted)
+    setattr(model, COLUMNS_ATTR, _checked_columns(saved.get("columns"), str(path)))
     return model, {k: v for k, v in saved.items() if k != "state_dict"}
 
 
@@ -551,7 +578,7 @@ def _set_exported_record(model: nn.Module, text: str | None, path: Path) -> None
     """What ``transferkit export`` wrote into an ONNX/TorchScript file, set on the module as
     ``load_model`` sets it: the input convention, class names and normalisation (None when
     not recorded)."""
-    inputs = names = fitted = shape = None
+    inputs = names = fitted = shape = columns = None
     if text is not None:
         try:
             record = json.loads(text)
@@ -570,9 +597,11 @@ def _set_exported_record(model: nn.Module, text: str | None, path: Path) -> None
                 raise ValueError(f"classes must be a list of names, got {names!r}")
             if record.get("normalize") is not None:
                 fitted = Normalization.from_record(record["normalize"], "the record")
+            columns = _checked_columns(record.get("columns"), "the record")
         except (ValueError, TypeError, AttributeError, TransferkitError) as exc:
             raise CheckpointError(f"{path}: its transferkit input record is damaged ({exc})"
                                   ) from None
+    setattr(model, COLUMNS_ATTR, columns)
     setattr(model, INPUTS_ATTR, inputs)
     setattr(model, SHAPE_ATTR, None if shape is None else tuple(shape))
     setattr(model, CLASSES_ATTR, names)
@@ -754,6 +783,7 @@ def _run(plan: RunPlan, out: str | Path | None, resume: bool) -> RunResult:
         setattr(trainer.model, SHAPE_ATTR, tuple(data.input_shape))
         setattr(trainer.model, CLASSES_ATTR, _class_names(data, trainer.model))
         setattr(trainer.model, NORMALIZATION_ATTR, _normalization(data))
+        setattr(trainer.model, COLUMNS_ATTR, _column_names(data))
         if run_dir is not None and is_main():
             save_model(trainer.model, run_dir / MODEL_FILE, spec, data)
             for name, net in peers.items():
@@ -1433,9 +1463,10 @@ def evaluate(
     given = model
     model, who = _trained_model(model, "evaluate")
     net = model
+    data_options, read_alike = _recorded_steps(model, data, data_options)
     data = resolve_data(data, data_dir, data_options,
                         lambda x: _probe(net, x, who))  # a file without labels: its classes
-    unlike = _normalization_mismatch(model, data)
+    unlike = _normalization_mismatch(model, data) or read_alike
     if unlike is None and getattr(model, NORMALIZATION_ATTR, None) is None:
         _say_recorded_normalize(given, data_options)  # a model.pt that predates the record
     scored = _evals(data)
@@ -1465,6 +1496,25 @@ def evaluate(
                         "model on it without labels"))
         note(notes[-1], is_main())
     return Scores(scores, notes, found)
+
+
+def _recorded_steps(model: nn.Module, data: Any, options: dict[str, Any] | None
+                    ) -> tuple[dict[str, Any] | None, str | None]:
+    """Data files read with the normalisation steps the model trained with, when the options
+    name none: each file then gets its own training rows' statistics, as in training (the
+    training files are read exactly as they were). Returns the options and a note."""
+    from transferkit.data.files import is_data_path
+
+    recorded = getattr(model, NORMALIZATION_ATTR, None)
+    if not isinstance(recorded, Normalization) or (options or {}).get("normalize") or not (
+            isinstance(data, str | os.PathLike)):
+        return options, None
+    if not all(is_data_path(part.strip()) for part in os.fspath(data).split("->")):
+        return options, None
+    steps = ",".join(recorded.steps)
+    return {**(options or {}), "normalize": steps}, (
+        f"read with the model's normalisation ({steps}), each file with its own training rows' "
+        "statistics as in training; --normalize names other steps")
 
 
 def _normalization_mismatch(model: nn.Module, data: Dataset | DomainPair) -> str | None:
@@ -1537,8 +1587,11 @@ def predict(
                 raise ConfigError(f"split={split!r}: predict reads every row of a data file "
                                   f"({target}); split applies to registered datasets")
             width = shape[0] if shape is not None and len(shape) == 1 else None
+            columns = getattr(module, COLUMNS_ATTR, None) or {}
             data = load_rows_to_predict(target, parse_file_options(data_options), classes_of,
-                                        width, recorded, shape=shape)
+                                        width, recorded, shape=shape,
+                                        columns=columns.get("features"),
+                                        label_column=columns.get("label"))
         else:
             data = resolve_data(text, data_dir, data_options)
     else:

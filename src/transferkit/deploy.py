@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from transferkit.data.inputs import CLASSES_ATTR, INPUTS_ATTR, NORMALIZATION_ATTR
+from transferkit.data.inputs import CLASSES_ATTR, COLUMNS_ATTR, INPUTS_ATTR, NORMALIZATION_ATTR
 from transferkit.data.normalize import Normalization
 from transferkit.errors import ConfigError
 from transferkit.files import atomic_write
@@ -40,8 +40,9 @@ QUANTIZE = (None, "int8")
 
 def _inputs_record(model: nn.Module, input_shape: Sequence[int]) -> str:
     """What a deployment needs beside the graph: the input shape and convention, the class
-    names (when the data had them) and the feature normalisation fitted on the training rows
-    (steps, and zscore's mean and std) that raw rows must go through first."""
+    names (when the data had them), the CSV column names in input order, and the feature
+    normalisation fitted on the training rows (steps, and zscore's mean and std) that raw rows
+    must go through first."""
     spec = getattr(model, INPUTS_ATTR, None)
     record: dict[str, Any] = {"input_shape": list(input_shape),
                               "inputs": None if spec is None else spec.to_dict()}
@@ -51,6 +52,9 @@ def _inputs_record(model: nn.Module, input_shape: Sequence[int]) -> str:
     fitted = getattr(model, NORMALIZATION_ATTR, None)
     if isinstance(fitted, Normalization):
         record["normalize"] = fitted.to_record()
+    columns = getattr(model, COLUMNS_ATTR, None)
+    if isinstance(columns, dict):
+        record["columns"] = columns  # the CSV header, in input order
     return json.dumps(record)
 
 

@@ -29,6 +29,9 @@ CLASSES_ATTR = "transferkit_classes"  # a loaded model's class names, when its d
 # The feature normalisation (a transferkit.data.normalize.Normalization) fitted on the rows a
 # model trained on, when its data was read with ``normalize``: its predictions reuse it.
 NORMALIZATION_ATTR = "transferkit_normalization"
+# The CSV header names a model trained on: {"features": [...], "label": name or None}, so its
+# predictions read a field file's columns by name, in any order.
+COLUMNS_ATTR = "transferkit_columns"
 
 
 def _num(value: float) -> str:
