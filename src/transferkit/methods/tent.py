@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from transferkit.errors import ConfigError
 from transferkit.losses import mean_entropy
-from transferkit.methods.base import Batch, Method, Outputs, TrainInfo
+from transferkit.methods.base import Batch, Method, Outputs, TrainInfo, check_positive
 from transferkit.methods.registry import METHODS
 
 NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm,
@@ -33,10 +33,7 @@ class Tent(Method):
 
     def __init__(self, trade_off: float = 1.0) -> None:
         super().__init__()
-        if isinstance(trade_off, bool) or not isinstance(trade_off, int | float) or not (
-                trade_off > 0):
-            raise ConfigError(f"trade_off must be a number > 0, got {trade_off!r}")
-        self.trade_off = float(trade_off)
+        self.trade_off = check_positive("trade_off", trade_off)  # finite, > 0
         self._frozen: list[nn.Parameter] = []
 
     def setup(self, info: TrainInfo) -> None:
