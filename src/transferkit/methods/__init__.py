@@ -185,7 +185,13 @@ def build_method(name: str, teacher: nn.Module | None = None, **options: Any) ->
         if teacher is None:
             raise ConfigError(f"method {name!r} needs teachers")
         options["teachers"] = teacher if isinstance(teacher, list | tuple) else [teacher]
-    return factory(**options)
+    try:
+        return factory(**options)
+    except ConfigError as exc:  # "trade_off must be ..." names its method (mcc+pseudo_label)
+        text = str(exc)
+        if text.startswith((f"{name}:", f"{name} ", f"method {name!r}")):
+            raise
+        raise ConfigError(f"{name}: {text}") from None
 
 
 def build_methods(
