@@ -374,7 +374,7 @@ def f(*shape: int) -> torch.Tensor:
         (lambda: mk_mmd(f(4), f(4)), r"N x D.*\(4,\)"),
         (lambda: mk_mmd(f(4, 3), f(6, 3), linear=True), r"same even number.*\(4, 3\).*\(6, 3\)"),
         (lambda: mk_mmd(f(5, 3), f(5, 3), linear=True), r"same even number"),
-        (lambda: mk_mmd(f(4, 3), f(4, 3), kernel_multipliers=()), r"non-empty sequence"),
+        (lambda: mk_mmd(f(4, 3), f(4, 3), kernel_multipliers=()), r"non-empty list"),
         (lambda: mk_mmd(f(4, 3), f(4, 3), kernel_multipliers=(1.0, -2.0)), r"multiplier"),
         (lambda: mk_mmd(torch.zeros(4, 3, dtype=torch.long), f(4, 3)), r"floating-point"),
         (lambda: gaussian_kernels(f(2, 3), f(2, 4)), r"same width.*\(2, 3\).*\(2, 4\)"),
