@@ -220,6 +220,19 @@ def test_data_dir_that_is_a_file_or_missing(cli: CliRunner, tmp_path: Path) -> N
         resolve_data_dirs(a_file)
 
 
+def test_a_target_batch_size_without_a_target_batch_is_said(cli: CliRunner,
+                                                              tmp_path: Path) -> None:
+    code, _, err = cli("train", "--data", "digits", "--model-opt", "widths=[8]", "--epochs",
+                       "1", "--steps-per-epoch", "1", "--device", "cpu", "--target-batch-size",
+                       "7", "--out", tmp_path / "r")
+    assert code == 0, err
+    assert "target_batch_size=7 has no effect: this run draws no separate target batch" in err
+    code, _, err = cli("adapt", "--data", "digits->digits_shifted", "--method", "dann",
+                       "--model-opt", "widths=[8]", "--epochs", "1", "--steps-per-epoch", "1",
+                       "--device", "cpu", "--target-batch-size", "7", "--out", tmp_path / "a")
+    assert code == 0 and "has no effect" not in err, err
+
+
 @pytest.mark.parametrize("out", ["", "  "])
 def test_empty_out(cli: CliRunner, tmp_path: Path, out: str) -> None:
     assert "--out is empty" in fails(cli, "train", "--out", out, "--epochs", "1", *CLI_FAST)

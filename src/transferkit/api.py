@@ -709,6 +709,11 @@ def _run(plan: RunPlan, out: str | Path | None, resume: bool) -> RunResult:
     except OSError:  # a name too long: _prepare_run_dir says so
         fresh = False
     run_dir, lock = _prepare_run_dir(out, config, resume)
+    if cfg.target_batch_size is not None and not (
+            plan.train_data.x_target is not None and any(m.needs_target for m in methods)):
+        note(f"target_batch_size={cfg.target_batch_size} has no effect: this run draws no "
+             "separate target batch (only adapt with a source and a target does)",
+             cfg.progress and is_main())
     try:
         start = time.perf_counter()
         trainer = Trainer(model, methods, plan.train_data, cfg, plan.evals, run_dir,
