@@ -121,25 +121,33 @@ def test_exported_files_carry_the_class_names_and_the_normalisation(
     expected = tk.predict(run, str(few))
     formats = ["torchscript"]
     try:
-        import onnxruntime  # noqa: F401
+        import onnxruntime
 
         formats.append("onnx")
     except ImportError:
         pass
     for fmt in formats:
         out = tmp_path / f"model.{fmt}"
-        code, _, err = cli("export", str(run), "--format", fmt, "--normalize", "zscore",
-                           "--out", str(out))
+        code, text, err = cli("export", str(run), "--format", fmt, "--out", str(out))
         assert code == 0, err
         loaded = tk.load_model(out)
         assert getattr(loaded, CLASSES_ATTR) == ["cat", "dog", "eel"]
-        assert getattr(loaded, NORMALIZATION_ATTR).steps == ("zscore",)
+        assert getattr(loaded, NORMALIZATION_ATTR) is None  # in the graph: applied once
         csv_out = tmp_path / f"{fmt}.csv"
         code, _, err = cli("predict", str(out), "--data", str(few), "--out", str(csv_out))
         assert code == 0, err
         rows = list(csv.reader(csv_out.open()))[1:]
         assert [r[1] for r in rows] == expected.labels
         assert np.allclose([float(r[2]) for r in rows], expected.confidence.numpy(), atol=1e-5)
+        assert "inputs: raw rows: the graph applies the normalisation (zscore" in text
+    if "onnx" in formats:  # a deployer's runtime alone, on the raw field rows: the same answer
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"))
+        raw = np.loadtxt(few, delimiter=",", skiprows=1, dtype=np.float32)
+        logits = session.run(None, {"input": raw})[0]
+        assert np.allclose(torch.softmax(torch.from_numpy(logits), 1).numpy(),
+                           expected.probs.numpy(), atol=1e-5)
 
 
 def test_a_crafted_normalisation_in_a_model_file_is_one_line(

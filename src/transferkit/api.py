@@ -1768,6 +1768,12 @@ def export(
         raise ConfigError(f"export --out {path}: a {fmt} file is named *{SUFFIX[fmt]}; "
                           f"give a name ending in {SUFFIX[fmt]}, or the other --format")
     model = load_model(model_file)
+    fitted = getattr(model, NORMALIZATION_ATTR, None)
+
+    def raw_rows(options: Any) -> Any:  # the graph normalises them itself
+        if isinstance(fitted, Normalization) and isinstance(options, Mapping):
+            return {k: v for k, v in options.items() if k != "normalize"} or None
+        return options
 
     def classes_of(x: torch.Tensor) -> int:  # data without labels: the model's class count
         return _probe(model, x, f"model {model_file}")
@@ -1776,7 +1782,7 @@ def export(
         record = _run_record(model_file)
         if not isinstance(record.get("data"), str):
             raise ConfigError(f"{model_file.parent} does not record its data; give --data")
-        data, data_options = record["data"], data_options or record.get("data_options")
+        data, data_options = record["data"], raw_rows(data_options or record.get("data_options"))
         try:
             data = resolve_data(data, data_dir, data_options, classes_of)
         except TransferkitError as exc:  # e.g. a relative path, recorded from another folder
@@ -1785,14 +1791,18 @@ def export(
                             "given when it trained; give --data to check on other data)"
                             ) from None
     else:
-        data = resolve_data(data, data_dir, data_options, classes_of)
+        data = resolve_data(data, data_dir, raw_rows(data_options), classes_of)
     rows_of = data.target if isinstance(data, DomainPair) else data
     splits, _ = fit_splits(model, data, {"test": rows_of.test}, f"model {model_file}")
     _check_classes(model, splits["test"].x[:2], data.num_classes, "model")
     x, y = splits["test"].x[:rows], splits["test"].y[:rows]
     if not rows_of.labelled:  # parity on its rows, but no accuracy: it has no labels
         y = None
-    report = export_model(model, x, path, fmt=fmt, quantize=quantize, y=y, threads=threads)
+    raw = None
+    if isinstance(fitted, Normalization):  # the model's inputs: the raw rows normalised
+        raw, x = x, fitted.apply(rows_of.name, x)
+    report = export_model(model, x, path, fmt=fmt, quantize=quantize, y=y, threads=threads,
+                          raw=raw)
     if not rows_of.labelled:
         report["accuracy_note"] = f"{rows_of.name} has no labels: parity only, no accuracy"
     report["data"] = data.name

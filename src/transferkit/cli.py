@@ -730,7 +730,7 @@ def print_scores(scores: dict[str, dict[str, Any]], as_json: bool = False,
 
 
 def print_export(report: dict[str, Any]) -> None:
-    """Where, how big, how faithful, how fast: three lines."""
+    """Where, how big, how faithful, how fast: three lines (a fourth for raw inputs)."""
     size = report["bytes"] / 1024
     accuracy = (f", accuracy {report['accuracy']:.2%} (PyTorch {report['pytorch_accuracy']:.2%})"
                 if "accuracy" in report else f" ({report['accuracy_note']})"
@@ -745,6 +745,8 @@ def print_export(report: dict[str, Any]) -> None:
         f"{v['per_image_ms']:.4f} ms/image)" for name, v in report["latency"].items())
     print(f"CPU latency ({report['threads']} thread{'s' if report['threads'] != 1 else ''}): "
           f"{shown}")
+    if "inputs" in report:
+        print(f"inputs: {report['inputs']}")
 
 
 def print_inspection(report: dict[str, Any]) -> None:

@@ -38,7 +38,33 @@ SUFFIX = {"onnx": ".onnx", "torchscript": ".ts"}
 QUANTIZE = (None, "int8")
 
 
-def _inputs_record(model: nn.Module, input_shape: Sequence[int]) -> str:
+class NormalizedInputs(nn.Module):
+    """``model`` behind its feature normalisation, so the exported graph takes raw rows: the
+    steps of :mod:`transferkit.data.normalize` with the training statistics as constants
+    (``log``: log1p; ``l1``: each row over its sum of absolute values, a zero row kept;
+    ``zscore``: ``(x - mean) / std``)."""
+
+    def __init__(self, fitted: Normalization, model: nn.Module) -> None:
+        super().__init__()
+        self.steps = fitted.steps
+        self.model = model
+        for name in ("mean", "std"):
+            value = getattr(fitted, name)
+            self.register_buffer(name, None if value is None else value.float())
+
+    def forward(self, x: Tensor) -> Tensor:
+        for step in self.steps:
+            if step == "log":
+                x = torch.log1p(x)
+            elif step == "l1":
+                norm = x.abs().flatten(1).sum(1).view(-1, *([1] * (x.dim() - 1)))
+                x = x / torch.where(norm == 0, torch.ones_like(norm), norm)
+            else:
+                x = (x - self.mean) / self.std
+        return self.model(x)
+
+
+def _inputs_record(model: nn.Module, input_shape: Sequence[int], in_graph: bool = False) -> str:
     """What a deployment needs beside the graph: the input shape and convention, the class
     names (when the data had them), the CSV column names in input order, and the feature
     normalisation fitted on the training rows (steps, and zscore's mean and std) that raw rows
@@ -50,8 +76,8 @@ def _inputs_record(model: nn.Module, input_shape: Sequence[int]) -> str:
     if isinstance(names, list) and names:
         record["classes"] = names
     fitted = getattr(model, NORMALIZATION_ATTR, None)
-    if isinstance(fitted, Normalization):
-        record["normalize"] = fitted.to_record()
+    if isinstance(fitted, Normalization):  # in the graph: for the reader's information only
+        record["normalization_in_graph" if in_graph else "normalize"] = fitted.to_record()
     columns = getattr(model, COLUMNS_ATTR, None)
     if isinstance(columns, dict):
         record["columns"] = columns  # the CSV header, in input order
@@ -163,9 +189,12 @@ def export_model(
     batch_sizes: Sequence[int] = (1, 256),
     repeats: int = 30,
     threads: int = 1,
+    raw: Tensor | None = None,
 ) -> dict[str, Any]:
     """Write ``model`` to ``path`` and return the parity, size and latency report; ``x`` are
-    inputs in the model's convention (a test split), ``y`` their labels when known."""
+    inputs in the model's convention (a test split), ``y`` their labels when known. A model
+    that records a feature normalisation is exported behind it (:class:`NormalizedInputs`):
+    the file takes ``raw``, the same rows before normalisation."""
     if fmt not in FORMATS:
         raise ConfigError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if quantize not in QUANTIZE:
@@ -174,18 +203,26 @@ def export_model(
         raise ConfigError(f"export needs a batch of example inputs, got shape {tuple(x.shape)}")
     model = model.cpu()
     x = x.detach().float().cpu()
-    record = _inputs_record(model, tuple(x.shape[1:]))
+    fitted = getattr(model, NORMALIZATION_ATTR, None)
+    graph: nn.Module = model
+    if isinstance(fitted, Normalization):
+        if raw is None or raw.shape != x.shape:
+            raise ConfigError("a model with a recorded normalisation is exported behind it: "
+                              "give raw=, the rows of x before normalisation")
+        graph = NormalizedInputs(fitted, model)
+    feed = x if graph is model else raw.detach().float().cpu()
+    record = _inputs_record(model, tuple(x.shape[1:]), in_graph=graph is not model)
     with eval_mode(model):
-        example = x[: min(2, len(x))]
+        example = feed[: min(2, len(feed))]
         writer = _onnx_bytes if fmt == "onnx" else _torchscript_bytes
-        data = writer(model, example, record, quantize == "int8")
+        data = writer(graph, example, record, quantize == "int8")
         with torch.inference_mode():
             reference = torch.cat([model(chunk) for chunk in x.split(256)])
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda f: f.write(data))
     run = _runner(fmt, data, threads)
-    exported = torch.cat([run(chunk) for chunk in x.split(256)])
+    exported = torch.cat([run(chunk) for chunk in feed.split(256)])
     agree = float((exported.argmax(1) == reference.argmax(1)).float().mean())
     report: dict[str, Any] = {
         "file": str(path), "format": fmt, "quantize": quantize or "none",
@@ -200,9 +237,13 @@ def export_model(
     latency = {}
     with _torch_threads(threads):  # TorchScript times on torch's threads
         for batch in batch_sizes:
-            rows = x[:batch] if len(x) >= batch else x.repeat((batch + len(x) - 1) // len(x),
-                                                             *[1] * (x.dim() - 1))[:batch]
+            rows = feed[:batch] if len(feed) >= batch else feed.repeat(
+                (batch + len(feed) - 1) // len(feed), *[1] * (feed.dim() - 1))[:batch]
             latency[f"batch_{batch}"] = _latency(run, rows, repeats if batch == 1 else
                                                  max(5, repeats // 3))
     report["latency"] = latency
+    if graph is not model:
+        assert isinstance(fitted, Normalization)
+        report["inputs"] = (f"raw rows: the graph applies the normalisation "
+                            f"({fitted.words.replace('split', 'rows')}) itself")
     return report
