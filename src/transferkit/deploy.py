@@ -244,6 +244,6 @@ def export_model(
     report["latency"] = latency
     if graph is not model:
         assert isinstance(fitted, Normalization)
-        report["inputs"] = (f"raw rows: the graph applies the normalisation "
-                            f"({fitted.words.replace('split', 'rows')}) itself")
+        stats = " with the training rows' statistics" if "zscore" in fitted.steps else ""
+        report["inputs"] = f"raw rows: the graph applies {', '.join(fitted.steps)}{stats} itself"
     return report
