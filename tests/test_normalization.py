@@ -54,7 +54,8 @@ def test_a_record_round_trips_and_a_damaged_one_is_refused() -> None:
     record = fitted.to_record()
     for bad, word in ((dict(record, steps=["zscore", "sqrt"]), "steps"),
                       (dict(record, mean=record["mean"][:2]), "mean"),
-                      (dict(record, std=[0.0, 1.0, 1.0]), "std must be positive"),
+                      (dict(record, std=[0.0, 1.0, 1.0]), "std must be at least"),
+                      (dict(record, std=[1e-320, 1.0, 1.0]), "std must be at least"),
                       (dict(record, std=[float("nan")] * 3), "std"),
                       (dict(record, shape=[-3]), "shape"), ([1, 2], "dict")):
         with pytest.raises(DataError, match=word) as caught:
@@ -160,10 +161,16 @@ def test_a_crafted_normalisation_in_a_model_file_is_one_line(
              data_options={"normalize": "zscore"}, **RUN)
     saved = torch.load(run / "model.pt", weights_only=True)
     assert saved["normalize"]["steps"] == ["zscore"] and len(saved["normalize"]["mean"]) == 4
-    saved["normalize"]["std"] = [1.0, -2.0, 1.0, 1.0]
-    torch.save(saved, run / "model.pt")
-    with pytest.raises(CheckpointError, match=r"model\.pt: its normalisation record is damaged"):
-        tk.load_model(run)
+    good = dict(saved)
+    for key, value, word in (
+            ("normalize", {**saved["normalize"], "std": [1.0, -2.0, 1.0, 1.0]}, "normalisation"),
+            ("normalize", {**saved["normalize"], "shape": [4, 1], "mean": [0.0] * 4,
+                           "std": [1.0] * 4}, "normalisation"),
+            ("classes", [{"a": 1}, {"b": 2}, {"c": 3}], "class"),
+            ("classes", ["cat", "cat", "eel"], "class"), ("classes", ["cat"], "class")):
+        torch.save({**good, key: value}, run / "model.pt")
+        with pytest.raises(CheckpointError, match=rf"model\.pt: its {word} record is damaged"):
+            tk.load_model(run)
 
 
 def test_a_model_trained_without_normalize_records_none(tmp_path: Path) -> None:

@@ -180,3 +180,17 @@ def test_a_field_csv_is_read_by_its_column_names(tmp_path: Path, cli: CliRunner)
     code, _, err = cli("predict", run, "--data", tmp_path / "short.csv", "--out",
                        tmp_path / "p.csv")
     assert code == 2 and "lacks the column 'r'" in err and "Traceback" not in err
+
+
+def test_out_never_overwrites_what_predict_reads(labelled_file: Path, tmp_path: Path,
+                                                 cli: CliRunner) -> None:
+    run = tmp_path / "run"
+    tk.train("mlp", str(labelled_file), model_options=TINY, out=run, **RUN)
+    kept = {p: p.read_bytes() for p in (labelled_file, run / "model.pt", run / "summary.json")}
+    for model, out in ((run, labelled_file), (run, run / "model.pt"),
+                       (run / "model.pt", run / "summary.json")):
+        code, _, err = cli("predict", model, "--data", labelled_file, "--out", out)
+        assert code == 2 and f"predict --out {out} is the file" in err, err
+    assert all(p.read_bytes() == data for p, data in kept.items())
+    code, _, err = cli("predict", run, "--data", labelled_file, "--out", run / "p.csv")
+    assert code == 0, err  # beside the run's records is a fine place

@@ -546,12 +546,25 @@ def _load_record(
     shape = saved.get("input_shape")
     setattr(model, SHAPE_ATTR, None if shape is None else tuple(shape))
     names = saved.get("classes")
+    if names is not None and not (
+            isinstance(names, list) and all(isinstance(c, str | int | float) and not
+                                            isinstance(c, bool) for c in names)
+            and len(set(names)) == len(names) and len(names) == saved["num_classes"]):
+        raise CheckpointError(f"{path}: its class record is damaged (classes must be "
+                              f"{saved['num_classes']} distinct names or numbers); use a file "
+                              "that transferkit wrote")
     setattr(model, CLASSES_ATTR, list(names) if isinstance(names, list) else None)
     try:
         fitted = None if saved.get("normalize") is None else Normalization.from_record(
             saved["normalize"], str(path))
     except TransferkitError as exc:
         raise CheckpointError(str(exc)) from None
+    if fitted is not None and fitted.mean is not None and (
+            fitted.mean.dim() != len(saved["input_shape"]) + 1
+            or fitted.mean.shape[1] != saved["input_shape"][0]):
+        raise CheckpointError(f"{path}: its normalisation record is damaged (statistics of "
+                              f"shape {list(fitted.mean.shape[1:])} for inputs "
+                              f"{saved['input_shape']}); use a file that transferkit wrote")
     setattr(model, NORMALIZATION_ATTR, fitted)
     setattr(model, COLUMNS_ATTR, _checked_columns(saved.get("columns"), str(path)))
     return model, {k: v for k, v in saved.items() if k != "state_dict"}
@@ -593,8 +606,9 @@ def _set_exported_record(model: nn.Module, text: str | None, path: Path) -> None
                     inputs = InputSpec(inputs.mean, inputs.std, tuple(shape))
             names = record.get("classes")
             if names is not None and not (isinstance(names, list) and all(
-                    isinstance(c, str | int | float) for c in names)):
-                raise ValueError(f"classes must be a list of names, got {names!r}")
+                    isinstance(c, str | int | float) for c in names)
+                    and len(set(names)) == len(names)):
+                raise ValueError(f"classes must be a list of distinct names, got {names!r:.80}")
             if record.get("normalize") is not None:
                 fitted = Normalization.from_record(record["normalize"], "the record")
             columns = _checked_columns(record.get("columns"), "the record")

@@ -804,7 +804,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "predict":
             from transferkit.predict import check_out
 
-            check_out(args.out)  # before the model runs
+            model = Path(args.model)
+            run = model if model.is_dir() else model.parent  # the run's records, kept
+            records = [*([model] if run is not model else []),
+                       *(run / n for n in api.RUN_FILES)]
+            sides = [part.strip() for part in str(args.data).split("->")]
+            check_out(args.out, [*records, *sides])  # before the model runs
             check_data_dir(args.data_dir)
             local_device(args.device)
             found = api.predict(args.model, args.data, split=args.split, data_dir=args.data_dir,

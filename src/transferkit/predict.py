@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,11 +72,13 @@ class Predictions:
         return target
 
 
-def check_out(path: str | Path) -> Path:
+def check_out(path: str | Path, reads: Sequence[str | Path] = ()) -> Path:
     """The CSV path ``predict`` may write (checked before any work): not a folder, not named
-    like one (``out/``), not under a file."""
+    like one (``out/``), not under a file, and none of the files it ``reads`` (the data, the
+    model and its run's records) nor inside a data folder it reads."""
     text = str(path)
     target = Path(text)
+    _check_not_read(target, reads)
     if not text.strip():
         raise ConfigError("predict --out is empty; give a .csv file name, e.g. predictions.csv")
     if target.is_dir() or text.endswith(("/", "\\")):
@@ -85,6 +88,25 @@ def check_out(path: str | Path) -> Path:
     if parent is not None and not parent.is_dir():
         raise ConfigError(f"predict --out {target}: {parent} is a file, not a folder")
     return target
+
+
+def _check_not_read(target: Path, reads: Sequence[str | Path]) -> None:
+    try:
+        resolved = target.resolve()
+    except (OSError, RuntimeError):  # a link loop or a name too long: the write says so
+        return
+    for read in reads:
+        source = Path(read)
+        try:
+            if not source.exists():
+                continue
+            same = source.resolve()
+        except (OSError, RuntimeError):
+            continue
+        if same == resolved or (source.is_dir() and same in resolved.parents):
+            what = "inside the folder" if same != resolved else "the file"
+            raise ConfigError(f"predict --out {target} is {what} {source} that it reads; "
+                              "give another file name, e.g. predictions.csv")
 
 
 def rows_to_predict(data: Dataset | DomainPair, split: str) -> tuple[Dataset, str]:

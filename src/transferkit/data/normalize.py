@@ -80,8 +80,8 @@ class Normalization:
                     for v in values)):
                 raise bad(f"{name} must be {size} finite numbers")
             stats.append(torch.tensor(values, dtype=torch.float64).view(1, *shape))
-        if bool((stats[1] <= 0).any()):
-            raise bad("std must be positive")
+        if bool((stats[1] < 1e-30).any()):  # dividing by less overflows float32
+            raise bad("std must be at least 1e-30")
         return cls(tuple(steps), stats[0], stats[1])
 
 
