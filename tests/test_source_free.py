@@ -166,3 +166,35 @@ def test_cli_adapts_from_a_saved_model_and_a_target_dataset(cli, source_model, t
     assert summary["source_free"] and summary["selected"]["epoch"] in (1, 2)
     assert set(summary["choices"]) == {"last", "entropy", "im", "snd", "oracle"}
     assert math.isfinite(summary["final"]["target_test"])
+
+
+def test_a_csv_target_alone_is_read_by_the_source_models_width_and_class_names(
+        tmp_path: Path) -> None:
+    """A field CSV of exactly the model's columns has no label column (its last feature was
+    read as labels); a labelled one holding only some classes maps them by the model's names
+    (sorted alone, 'eel' would have been class 1 instead of the model's 2)."""
+    import numpy as np
+
+    rng = np.random.default_rng(2)
+    y = np.arange(60) % 3
+    x = rng.normal(size=(60, 3)) + y[:, None]
+    names = np.array(["cat", "dog", "eel"])
+    source = tmp_path / "source.csv"
+    source.write_text("a,b,c,label\n" + "".join(
+        f"{r[0]:.4f},{r[1]:.4f},{r[2]:.4f},{names[k]}\n" for r, k in zip(x, y, strict=True)))
+    run = tmp_path / "run"
+    tk.train("mlp", str(source), model_options=TINY, out=run, **RUN)
+    field = tmp_path / "field.csv"
+    field.write_text("a,b,c\n" + "".join(f"{r[0]:.4f},{r[1]:.4f},{r[2]:.4f}\n" for r in x))
+    found = tk.adapt(run, str(field), method="shot", **RUN)
+    assert "target_test" not in found.summary["final"]
+    partial = tmp_path / "partial.csv"
+    keep = y != 1  # cat and eel only
+    partial.write_text("a,b,c,label\n" + "".join(
+        f"{r[0]:.4f},{r[1]:.4f},{r[2]:.4f},{names[k]}\n"
+        for r, k in zip(x[keep], y[keep], strict=True)))
+    from transferkit.api import _target_only
+
+    target = _target_only(str(partial), None, {"test": "all"}, None, 3, ["cat", "dog", "eel"])
+    assert target.classes == ("cat", "dog", "eel")
+    assert set(target.test.y.tolist()) == {0, 2}

@@ -1345,9 +1345,12 @@ def adapt(
 
 def _target_only(data: Dataset | DomainPair | str, data_dir: str | Path | None,
                  data_options: dict[str, Any] | None = None,
-                 unlabelled_classes: Callable[[torch.Tensor], int] | None = None) -> Dataset:
+                 unlabelled_classes: Callable[[torch.Tensor], int] | None = None,
+                 width: int | None = None, classes: list[Any] | None = None) -> Dataset:
     """The target dataset of a pair (its source never loaded) or a dataset given alone; a
-    target file without labels takes its class count from ``unlabelled_classes``."""
+    target file without labels takes its class count from ``unlabelled_classes``, and a CSV
+    of exactly ``width`` columns (the model's features) is one without labels; ``classes``
+    (the model's class names) fix a target file's class indices."""
     if isinstance(data, DomainPair):
         return data.target
     if isinstance(data, Dataset):
@@ -1359,8 +1362,8 @@ def _target_only(data: Dataset | DomainPair | str, data_dir: str | Path | None,
     if is_data_path(sides[-1]):  # a file, or a pair with files: the target side alone
         from transferkit.data.files import load_file_dataset, parse_file_options
 
-        return load_file_dataset(sides[-1], parse_file_options(data_options),
-                                 unlabelled_classes=unlabelled_classes)
+        return load_file_dataset(sides[-1], parse_file_options(data_options), classes or None,
+                                 unlabelled_classes=unlabelled_classes, width=width)
     if any(is_data_path(side) for side in sides):
         return resolve_data(sides[-1], data_dir, data_options)
     return load_pair_target(data, data_dir) if "->" in data else load_dataset(data, data_dir)
@@ -1399,11 +1402,15 @@ def _adapt_source_free(
     start = None if isinstance(model, nn.Module) else str(model)
     given = model
 
-    def classes_of(x: torch.Tensor) -> int:  # a target file without labels: the model's count
-        net = given if isinstance(given, nn.Module) else load_model(str(given))
-        return _probe(net, x[:2], "model")
+    source = given if isinstance(given, nn.Module) else load_model(str(given))
+    shape = getattr(source, SHAPE_ATTR, None)
 
-    target = _target_only(data, data_dir, data_options, classes_of)
+    def classes_of(x: torch.Tensor) -> int:  # a target file without labels: the model's count
+        return _probe(source, x[:2], "model")
+  # a CSV of exactly its width has no label column
+    known = getattr(source, CLASSES_ATTR, None)  # a target file's labels map to the model's
+    target = _target_only(data, data_dir, data_options, classes_of,
+                          shape[0] if shape is not None and len(shape) == 1 else None, known)
     cfg, options = split_settings(dict(settings), method_options)
     _check_labelled(target, "adapt", cfg.select)
     _say_unlabelled(target)

@@ -1286,6 +1286,7 @@ def load_file_dataset(
     options: FileOptions = FileOptions(),
     classes: Sequence[Any] | None = None,
     unlabelled_classes: Callable[[Tensor], int] | None = None,
+    width: int | None = None,
 ) -> Dataset:
     """A Dataset read from a ``.npz``, ``.mat`` or ``.csv`` file or an image folder.
 
@@ -1293,13 +1294,15 @@ def load_file_dataset(
     not among them raises DataError. ``Dataset.classes`` records the classes used.
     ``unlabelled_classes`` (source-free adaptation: a target file may have no labels) gives
     the class count of a file without labels from its inputs (the trained model's outputs);
-    without it, a file without labels is refused.
+    without it, a file without labels is refused. ``width``: the trained model's feature
+    count, by which a CSV without a label column is told from one with.
     """
     options = parse_file_options(options)
     path = Path(spec)
     kind = _kind(path)
     _check_applicable(options, {kind}, f"{path} ({_KIND_WORDS[kind]})")
-    raw = _read(path, kind, options, _ALONE if unlabelled_classes is None else _Side("target"))
+    side = _ALONE if unlabelled_classes is None else _Side("target", width)
+    raw = _read(path, kind, options, side)
     if raw.labels is None:
         assert unlabelled_classes is not None
         known = classes if classes is not None else range(unlabelled_classes(raw.x))
