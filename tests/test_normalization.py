@@ -196,8 +196,19 @@ def test_evaluate_reads_files_as_the_model_was_trained(
     tk.train("mlp", str(full), model_options=TINY, out=run,
              data_options={"normalize": "zscore"}, **RUN)
     alike = tk.evaluate(run, str(full))
-    assert any("read with the model's normalisation (zscore)" in n for n in alike.notes)
+    assert any("read with the model's normalisation (zscore, its training rows'" in n
+               for n in alike.notes)
     assert alike["test"]["accuracy"] == tk.load_run(run).summary["final"]["test"]
+    shifted = tmp_path / "shifted.csv"  # other rows: scored as predict reads them
+    lines = full.read_text().splitlines()
+    shifted.write_text("\n".join([lines[0], *(",".join(
+        [*(f"{2 * float(v) + 5:.6f}" for v in line.split(",")[:-1]), line.split(",")[-1]])
+        for line in lines[1:])]) + "\n")
+    scored = tk.evaluate(run, str(shifted), data_options={"test": "all"})
+    labels = [line.split(",")[-1] for line in lines[1:]]
+    predicted = tk.predict(run, str(shifted)).labels
+    agree = sum(p == t for p, t in zip(predicted, labels, strict=True)) / len(labels)
+    assert scored["test"]["accuracy"] == pytest.approx(agree)
     other = tk.evaluate(run, str(full), data_options={"normalize": "l1"})
     assert any("trained on rows normalised by zscore, but " in n and "is read normalised by l1"
                in n for n in other.notes)

@@ -420,13 +420,16 @@ def save_model(model: nn.Module, path: Path, spec: dict[str, Any] | None, data) 
 
 
 def _column_names(data: Any) -> dict[str, Any] | None:
-    """The CSV header the model trained on (a pair's source: its target is aligned to it):
-    feature names in input order and the label column's name."""
-    labelled = data.source if isinstance(data, DomainPair) else data
-    names = getattr(labelled, "columns", None)
-    if not names:
+    """The CSV header of the rows the model is meant for (a pair's target, as it was read:
+    aligned to the source's names, or its own header), else its training data's: feature
+    names in input order and the label column's name."""
+    sides = [data.target, data.source] if isinstance(data, DomainPair) else [data]
+    meant = next((side for side in sides if getattr(side, "columns", None)), None)
+    if meant is None:
         return None
-    return {"features": list(names), "label": getattr(labelled, "label_column", None)}
+    label = next((side.label_column for side in sides if getattr(side, "label_column", None)),
+                 None)
+    return {"features": list(meant.columns), "label": label}
 
 
 def _checked_columns(record: Any, where: str) -> dict[str, Any] | None:
@@ -1490,8 +1493,19 @@ def evaluate(
     model, who = _trained_model(model, "evaluate")
     net = model
     data_options, read_alike = _recorded_steps(model, data, data_options)
-    data = resolve_data(data, data_dir, data_options,
-                        lambda x: _probe(net, x, who))  # a file without labels: its classes
+    recorded = getattr(model, NORMALIZATION_ATTR, None)
+    if read_alike and "->" not in os.fspath(data):  # a lone file: read as predict reads it
+        from transferkit.data.files import load_file_dataset, parse_file_options
+
+        data = load_file_dataset(_data_spec(data), parse_file_options(data_options),
+                                 unlabelled_classes=lambda x: _probe(net, x, who),
+                                 recorded=recorded)
+        read_alike = (f"read with the model's normalisation ({','.join(recorded.steps)}, "
+                      "its training rows' statistics), as predict reads it; --normalize "
+                      "names other steps, fitted on this file")
+    else:
+        data = resolve_data(data, data_dir, data_options,
+                            lambda x: _probe(net, x, who))  # a file without labels: its classes
     unlike = _normalization_mismatch(model, data) or read_alike
     if unlike is None and getattr(model, NORMALIZATION_ATTR, None) is None:
         _say_recorded_normalize(given, data_options)  # a model.pt that predates the record

@@ -1169,7 +1169,9 @@ def _build(
     options: FileOptions,
     classes: Sequence[Any] | None,
     classes_from: str = "the given classes",
+    recorded: Normalization | None = None,
 ) -> Dataset:
+    """``recorded``: normalise with a trained model's statistics, not the training rows'."""
     where = raw.where
     if raw.labels is None:
         assert classes is not None  # only a pair's target is read without labels
@@ -1215,7 +1217,7 @@ def _build(
         split_note += f"; {raw.read_note}"
     inputs, fitted = raw.inputs, None
     if options.normalize:
-        x, test_x, fitted = _normalize(where, options.normalize, x, test_x)
+        x, test_x, fitted = _normalize(where, options.normalize, x, test_x, recorded)
         inputs = None
         split_note += f"; normalized: {fitted.words}"
     if test_x is None:  # test == "all": the same tensors
@@ -1287,6 +1289,7 @@ def load_file_dataset(
     classes: Sequence[Any] | None = None,
     unlabelled_classes: Callable[[Tensor], int] | None = None,
     width: int | None = None,
+    recorded: Normalization | None = None,
 ) -> Dataset:
     """A Dataset read from a ``.npz``, ``.mat`` or ``.csv`` file or an image folder.
 
@@ -1295,9 +1298,12 @@ def load_file_dataset(
     ``unlabelled_classes`` (source-free adaptation: a target file may have no labels) gives
     the class count of a file without labels from its inputs (the trained model's outputs);
     without it, a file without labels is refused. ``width``: the trained model's feature
-    count, by which a CSV without a label column is told from one with.
+    count, by which a CSV without a label column is told from one with. ``recorded``: a
+    trained model's normalisation, applied with its statistics (``evaluate``, as ``predict``).
     """
     options = parse_file_options(options)
+    if recorded is not None:
+        options = replace(options, normalize=recorded.steps)
     path = Path(spec)
     kind = _kind(path)
     _check_applicable(options, {kind}, f"{path} ({_KIND_WORDS[kind]})")
@@ -1306,8 +1312,8 @@ def load_file_dataset(
     if raw.labels is None:
         assert unlabelled_classes is not None
         known = classes if classes is not None else range(unlabelled_classes(raw.x))
-        return _build_unlabelled(raw, options, tuple(known))
-    return _build(raw, options, classes)
+        return _build_unlabelled(raw, options, tuple(known), recorded)
+    return _build(raw, options, classes, recorded=recorded)
 
 
 def load_rows_to_predict(spec: str | Path, options: FileOptions,
