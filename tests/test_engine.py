@@ -229,6 +229,15 @@ def test_atomic_write_replaces_a_links_target_and_never_a_device(tmp_path: Path)
     with pytest.raises(RunDirError, match=r"pipe\.csv: it is a named pipe, not a regular file"):
         atomic_write(pipe, lambda f: f.write(b"x"))
     assert stat.S_ISFIFO(pipe.stat().st_mode)
+    (tmp_path / "l1").symlink_to(tmp_path / "l2")
+    (tmp_path / "l2").symlink_to(tmp_path / "l1")
+    with pytest.raises(RunDirError, match="a loop of symbolic links"):
+        atomic_write(tmp_path / "l1", lambda f: f.write(b"x"))
+    assert (tmp_path / "l1").is_symlink()
+    dangling = tmp_path / "dangling.csv"  # written where it points, as cp does
+    dangling.symlink_to(tmp_path / "new" / "x.csv")
+    atomic_write(dangling, lambda f: f.write(b"y"))
+    assert dangling.is_symlink() and (tmp_path / "new" / "x.csv").read_bytes() == b"y"
     assert tmp_files(tmp_path) == []
 
 

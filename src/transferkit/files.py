@@ -82,6 +82,9 @@ def _writable_target(path: Path) -> Path:
     try:
         if path.is_symlink():
             path = Path(os.path.realpath(path))
+            if path.is_symlink():  # realpath stops at a loop
+                raise RunDirError(f"cannot write {path}: it is a loop of symbolic links; "
+                                  "choose a file path (--out)")
         mode = path.stat().st_mode if path.exists() else None
     except OSError as exc:
         raise RunDirError(describe_os_error(exc, path)) from None
