@@ -194,3 +194,20 @@ def test_out_never_overwrites_what_predict_reads(labelled_file: Path, tmp_path: 
     assert all(p.read_bytes() == data for p, data in kept.items())
     code, _, err = cli("predict", run, "--data", labelled_file, "--out", run / "p.csv")
     assert code == 0, err  # beside the run's records is a fine place
+
+
+def test_a_numeric_header_is_known_by_the_models_column_names(tmp_path: Path) -> None:
+    """Headers "1,2,3": the first row was read as data (41 predictions for 40 rows) and the
+    columns by position."""
+    rng = np.random.default_rng(6)
+    y = np.arange(40) % 2
+    x = rng.normal(size=(40, 3)) + y[:, None]
+    (tmp_path / "t.csv").write_text("1,2,3,label\n" + "".join(
+        f"{a:.4f},{b:.4f},{c:.4f},{k}\n" for (a, b, c), k in zip(x, y, strict=True)))
+    (tmp_path / "p.csv").write_text("3,1,2\n" + "".join(f"{c:.4f},{a:.4f},{b:.4f}\n"
+                                                        for a, b, c in x))
+    run = tmp_path / "run"
+    tk.train("mlp", str(tmp_path / "t.csv"), model_options=TINY, out=run, **RUN)
+    own = tk.predict(run, str(tmp_path / "t.csv"))
+    field = tk.predict(run, str(tmp_path / "p.csv"))
+    assert len(field) == 40 and torch.allclose(field.probs, own.probs, atol=1e-6)

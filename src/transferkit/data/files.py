@@ -543,9 +543,11 @@ def _csv_numbers(path: Path, rows: list[tuple[int, list[str]]], columns: list[in
         return np.array([[float(c) for c in values] for values in cells], dtype=np.float64)
 
 
-def _csv_table(path: Path) -> tuple[list[tuple[int, list[str]]], list[str] | None, int]:
+def _csv_table(path: Path, names: Sequence[str] | None = None
+               ) -> tuple[list[tuple[int, list[str]]], list[str] | None, int]:
     """(rows as (line, cells), the header or None, the column count) of a CSV file, every
-    row checked to have as many cells as the header (or the first row)."""
+    row checked to have as many cells as the header (or the first row). ``names``: a header
+    a trained model expects; a first row holding them all is that header, numbers or not."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
@@ -566,7 +568,9 @@ def _csv_table(path: Path) -> tuple[list[tuple[int, list[str]]], list[str] | Non
         raise DataError(f"{path} is empty; give one row per example and a label column")
     first = rows[0][1]
     header: list[str] | None = None
-    if not all(_is_number(c) for c in first):
+    if names and len(rows) > 1 and set(names) <= set(first):
+        header, rows = first, rows[1:]
+    elif not all(_is_number(c) for c in first):
         named = any(c.lower() in CSV_LABEL_NAMES for c in first)
         second = rows[1][1] if len(rows) > 1 else []
         switches = any(
@@ -657,7 +661,7 @@ def _csv_inputs(path: Path, options: FileOptions, shape: tuple[int, ...] | None,
     is the label, as when training. ``trained`` (the model's training column names) and a
     header: the columns are matched by name (see :func:`_csv_inputs_by_name`); an ``x`` option
     still picks them by itself."""
-    rows, header, width = _csv_table(path)
+    rows, header, width = _csv_table(path, trained)
     label = None if options.y is None else _csv_label_index(header, options.y, width)
     if options.x is not None:
         columns = [_csv_column(path, s.strip(), "x", header, width) for s in options.x.split(",")]
