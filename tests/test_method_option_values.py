@@ -295,3 +295,22 @@ def test_cdan_and_cdan_e_together_are_one_method_twice() -> None:
         with pytest.raises(ConfigError, match="lists cdan twice"):
             method_names(spec)
     assert method_names("dann+cdan+e") == ["dann", "cdan+e"]
+
+
+@pytest.mark.parametrize("name, options", [
+    ("dann", {"warmup": False, "warmup_steps": 500}), ("dann", {"warmup": False, "gamma": 3}),
+    ("mdd", {"warmup": False, "gamma": 3}), ("cdan", {"randomized": False, "random_dim": 64}),
+])
+def test_an_option_another_turns_off_is_refused(name: str, options: dict) -> None:
+    """It was accepted, recorded in config.yaml, and did nothing."""
+    with pytest.raises(ConfigError, match=f"^{re.escape(name)}: .* turns off"):
+        build_method(name, None, **options)
+    flag = "randomized" if "randomized" in options else "warmup"
+    build_method(name, None, **{flag: False})  # the switch alone is fine
+
+
+def test_kd_weights_given_with_alpha_are_refused() -> None:
+    teacher = nn.Linear(2, 2)
+    with pytest.raises(ConfigError, match="kd_weight and ce_weight replace alpha"):
+        build_method("kd", teacher, alpha=0.2, kd_weight=9, ce_weight=0.1)
+    assert build_method("kd", teacher, kd_weight=9, ce_weight=0.1).soft_weight == 9

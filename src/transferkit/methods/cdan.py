@@ -62,6 +62,9 @@ class CDAN(DANN):
                                               WIDTH_WHY)
         self.entropy = entropy
         self.randomized = randomized
+        if randomized is False and random_dim != 1024:
+            raise ConfigError(f"{self.name}: random_dim sizes the randomized map, which "
+                              "randomized=false turns off; drop random_dim or randomized=false")
         self.random_map: RandomizedMultilinear | None = None
 
     def setup(self, info: TrainInfo) -> None:

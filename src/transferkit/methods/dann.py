@@ -150,6 +150,10 @@ class DANN(Method):
         self.warmup = check_flag(self.name, "warmup", warmup)
         self.warmup_steps = None if warmup_steps is None else check_count("warmup_steps",
                                                                           warmup_steps)
+        if not self.warmup and (warmup_steps is not None or gamma != 10.0):
+            given = "warmup_steps" if warmup_steps is not None else "gamma"
+            raise ConfigError(f"{self.name}: {given} shapes the warm-up, which warmup=false "
+                              f"turns off; drop {given} or warmup=false")
         self.total_steps = 1
         self.grl = GradientReversal()
         self.discriminator: nn.Module | None = None

@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from transferkit.errors import ConfigError
 from transferkit.losses import soft_target_loss, standardized_kd_loss
 from transferkit.methods.base import (
     Batch,
@@ -53,6 +54,9 @@ class SoftTargetDistillation(TeacherMethod):
                          teacher_cache_max_gb)
         self.temperature = check_scale("temperature", temperature)
         self.alpha = check_fraction("alpha", alpha)
+        if kd_weight is not None and ce_weight is not None and alpha != 0.9:
+            raise ConfigError(f"{self.name}: kd_weight and ce_weight replace alpha; drop alpha "
+                              "or one of them")
         check_flag(self.name, "standardize", standardize)
         self.standardize = standardize
         # without labels the soft term stands alone at weight 1, unless kd_weight is given

@@ -52,6 +52,9 @@ class MDD(Method):
         self.gamma = check_positive("gamma", gamma)
         self.hidden = check_count_at_most(self.name, "hidden", hidden, MAX_WIDTH, WIDTH_WHY)
         self.warmup = check_flag(self.name, "warmup", warmup)
+        if not self.warmup and gamma != 10.0:
+            raise ConfigError(f"{self.name}: gamma shapes the warm-up, which warmup=false turns "
+                              "off; drop gamma or warmup=false")
         self.grl = GradientReversal()
         self.adversary: nn.Module | None = None
 
