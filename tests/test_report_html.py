@@ -161,6 +161,10 @@ def test_damaged_runs_become_one_line_notes(runs: dict[str, Path], tmp_path: Pat
     broken = copy("bad-model")
     (broken / "model.pt").write_bytes(b"not a model")
     (broken / "summary.json").write_text("{")
+    swapped = copy("swapped")  # another run's model.pt beside this run's summary
+    tk.train("mlp", "digits", model_options={"widths": [5]}, out=tmp_path / "other",
+             **{**FAST, "epochs": 1})
+    shutil.copy(tmp_path / "other" / "model.pt", swapped / "model.pt")
 
     def offline(url: str, timeout: float):
         raise OSError("offline")
@@ -168,7 +172,7 @@ def test_damaged_runs_become_one_line_notes(runs: dict[str, Path], tmp_path: Pat
     monkeypatch.setattr("transferkit.data.paths.urlopen", offline)
     monkeypatch.delenv("TRANSFERKIT_DATA_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    names = ("no-metrics", "bad-line", "data-elsewhere", "bad-model")
+    names = ("no-metrics", "bad-line", "data-elsewhere", "bad-model", "swapped")
     out = tk.report_runs([tmp_path / n for n in names], tmp_path / "r.html")
     text = html.unescape(out.read_text())
     assert "no learning curves: no metrics.jsonl: the run wrote no epoch" in text
@@ -176,8 +180,9 @@ def test_damaged_runs_become_one_line_notes(runs: dict[str, Path], tmp_path: Pat
     assert "data 'mnist' cannot be loaded here, so no confusion matrix: mnist:" in text
     assert "model.pt cannot be loaded:" in text
     assert "summary.json cannot be read" in text
+    assert "but the run's summary.json records" in text and "is not the model this run" in text
     assert "Traceback" not in text
-    assert len(pictures(out.read_text())) == 4  # curves of 2, confusion matrices of 2
+    assert len(pictures(out.read_text())) == 6  # curves of 3, confusion matrices of 3
 
 
 def test_cli_report(runs: dict[str, Path], tmp_path: Path, cli: CliRunner) -> None:

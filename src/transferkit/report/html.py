@@ -289,6 +289,12 @@ def collect_run(path: Path, name: str, context: Context) -> RunPage:
 
     _curves(page, path)
     model, input_shape = _model(page, path, context.readers)
+    recorded = summary.get("parameters")
+    if model is not None and isinstance(recorded, int) and recorded != count_parameters(model):
+        page.sections.append(("Model", _note(
+            f"{MODEL_FILE} has {count_parameters(model):,} parameters but the run's "
+            f"{SUMMARY_FILE} records {recorded:,}: the file is not the model this run trained "
+            "(replaced?), so its accuracy above is not this file's")))
     pair = isinstance(data_name, str) and "->" in data_name
     data = None
     unlabelled_target = isinstance(summary.get("target"), str)  # the run says it had none
