@@ -314,3 +314,16 @@ def test_kd_weights_given_with_alpha_are_refused() -> None:
     with pytest.raises(ConfigError, match="kd_weight and ce_weight replace alpha"):
         build_method("kd", teacher, alpha=0.2, kd_weight=9, ce_weight=0.1)
     assert build_method("kd", teacher, kd_weight=9, ce_weight=0.1).soft_weight == 9
+
+
+def test_fixmatch_shift_must_be_below_the_image_side() -> None:
+    """shift=100 on 8x8 digits was accepted: every strong view could be blank."""
+    import transferkit as tk
+
+    settings = {"epochs": 1, "steps_per_epoch": 1, "batch_size": 16, "progress": False,
+                "device": "cpu"}
+    with pytest.raises(ConfigError, match=r"shift=8 pixels is not below .* \(8x8\)"):
+        tk.adapt("small-cnn", "digits->digits_shifted", method="fixmatch",
+                 method_options={"shift": 8}, **settings)
+    tk.adapt("small-cnn", "digits->digits_shifted", method="fixmatch",
+             method_options={"shift": 7}, **settings)

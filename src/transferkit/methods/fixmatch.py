@@ -70,6 +70,11 @@ class FixMatch(Method):
         if shape is not None and len(shape) not in (1, 3):
             raise ConfigError(f"fixmatch's strong view needs images (C x H x W) or vectors, "
                               f"and the target inputs are {shape}; use pseudo_label instead")
+        if shape is not None and len(shape) == 3 and self.shift >= min(shape[1:]):
+            raise ConfigError(f"fixmatch: shift={self.shift} pixels is not below the target "
+                              f"images' side ({shape[1]}x{shape[2]}), so the strong view could be "
+                              f"blank; give at most {max(min(shape[1:]) * 3 // 10, 1)} (30% of "
+                              "the side, as the paper)")
         self._student = [info.student]
 
     def losses(self, batch: Batch, out: Outputs, progress: float) -> dict[str, Tensor]:
