@@ -25,7 +25,7 @@ from __future__ import annotations
 import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -33,6 +33,9 @@ from torch import Tensor
 
 from transferkit.data.inputs import InputSpec
 from transferkit.errors import DataError
+
+if TYPE_CHECKING:
+    from transferkit.data.normalize import Normalization
 
 
 def _as_tensor(value: Any, what: str) -> Tensor:
@@ -174,10 +177,9 @@ class Dataset:
     # What each training row is called where it came from (an image folder's file paths), for
     # predictions a user can match to their files; None: rows are known by their index.
     row_names: tuple[str, ...] | None = None
-    # The feature normalisation fitted on the training rows (``normalize`` of a data file), a
-    # transferkit.data.normalize.Normalization; saved with a model, so that its predictions
-    # read new rows with the training statistics.
-    normalization: Any | None = None
+    # The feature normalisation fitted on the training rows (``normalize`` of a data file);
+    # saved with a model, so that its predictions read new rows with the training statistics.
+    normalization: Normalization | None = None
     # A CSV read with a header: the names of its feature columns, in the order of x's columns
     # (saved with a model, so that its predictions match a file's columns by name); None for
     # other sources.
