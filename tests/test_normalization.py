@@ -142,6 +142,9 @@ def test_exported_files_carry_the_class_names_and_the_normalisation(
         assert np.allclose([float(r[2]) for r in rows], expected.confidence.numpy(), atol=1e-5)
         assert ("inputs: raw rows: the graph applies zscore with the training rows' "
                 "statistics") in text
+    code, _, err = cli("export", str(run), "--normalize", "l1", "--out", str(tmp_path / "x.ts"),
+                       "--format", "torchscript")
+    assert code == 2 and "which the exported graph applies itself" in err
     if "onnx" in formats:  # a deployer's runtime alone, on the raw field rows: the same answer
         import onnxruntime
 

@@ -1806,9 +1806,15 @@ def export(
     fitted = getattr(model, NORMALIZATION_ATTR, None)
 
     def raw_rows(options: Any) -> Any:  # the graph normalises them itself
-        if isinstance(fitted, Normalization) and isinstance(options, Mapping):
-            return {k: v for k, v in options.items() if k != "normalize"} or None
-        return options
+        if not (isinstance(fitted, Normalization) and isinstance(options, Mapping)):
+            return options
+        given = options.get("normalize")
+        steps = [s.strip() for s in given.split(",")] if isinstance(given, str) else given
+        if steps and tuple(steps) != fitted.steps:
+            raise ConfigError(f"export --normalize {given}: the model was trained on rows "
+                              f"normalised by {','.join(fitted.steps)}, which the exported "
+                              "graph applies itself; drop the option")
+        return {k: v for k, v in options.items() if k != "normalize"} or None
 
     def classes_of(x: torch.Tensor) -> int:  # data without labels: the model's class count
         return _probe(model, x, f"model {model_file}")
