@@ -142,6 +142,11 @@ def test_exported_files_carry_the_class_names_and_the_normalisation(
         assert np.allclose([float(r[2]) for r in rows], expected.confidence.numpy(), atol=1e-5)
         assert ("inputs: raw rows: the graph applies zscore with the training rows' "
                 "statistics") in text
+    exported = tmp_path / "model.torchscript"  # its graph takes raw rows: never normalised twice
+    with pytest.raises(DataError, match="normalises raw rows in its graph"):
+        tk.evaluate(exported, str(full), data_options={"normalize": "zscore"})
+    assert tk.evaluate(exported, str(full))["test"]["accuracy"] == tk.evaluate(
+        run, str(full))["test"]["accuracy"]
     code, _, err = cli("export", str(run), "--normalize", "l1", "--out", str(tmp_path / "x.ts"),
                        "--format", "torchscript")
     assert code == 2 and "which the exported graph applies itself" in err

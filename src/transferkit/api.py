@@ -48,9 +48,11 @@ from transferkit.data.inputs import (
     COLUMNS_ATTR,
     INPUTS_ATTR,
     NORMALIZATION_ATTR,
+    RAW_ROWS_ATTR,
     SHAPE_ATTR,
     InputConverted,
     InputSpec,
+    check_raw_rows,
     fit_data,
     fit_splits,
     fit_teacher,
@@ -595,6 +597,7 @@ def _set_exported_record(model: nn.Module, text: str | None, path: Path) -> None
     ``load_model`` sets it: the input convention, class names and normalisation (None when
     not recorded)."""
     inputs = names = fitted = shape = columns = None
+    raw_rows = False
     if text is not None:
         try:
             record = json.loads(text)
@@ -615,10 +618,12 @@ def _set_exported_record(model: nn.Module, text: str | None, path: Path) -> None
             if record.get("normalize") is not None:
                 fitted = Normalization.from_record(record["normalize"], "the record")
             columns = _checked_columns(record.get("columns"), "the record")
+            raw_rows = record.get("normalization_in_graph") is not None
         except (ValueError, TypeError, AttributeError, TransferkitError) as exc:
             raise CheckpointError(f"{path}: its transferkit input record is damaged ({exc})"
                                   ) from None
     setattr(model, COLUMNS_ATTR, columns)
+    setattr(model, RAW_ROWS_ATTR, raw_rows)
     setattr(model, INPUTS_ATTR, inputs)
     setattr(model, SHAPE_ATTR, None if shape is None else tuple(shape))
     setattr(model, CLASSES_ATTR, names)
@@ -1197,6 +1202,7 @@ def _fit_teacher_inputs(
         return with_teacher_input(teacher, conversion, inputs, tuple(data.input_shape))
     if getattr(teacher, INPUTS_ATTR, None) is None:  # else fit_teacher checks the shape
         check_declared(teacher, tuple(data.input_shape), f"data {data.name!r}")
+    check_raw_rows(teacher, data, "the teacher")
     # A teacher that records another input convention sees each batch converted to it.
     return fit_teacher(teacher, inputs, data.input_shape, data.name)
 

@@ -32,6 +32,19 @@ NORMALIZATION_ATTR = "transferkit_normalization"
 # The CSV header names a model trained on: {"features": [...], "label": name or None}, so its
 # predictions read a field file's columns by name, in any order.
 COLUMNS_ATTR = "transferkit_columns"
+# Set on an exported file whose graph applies the training normalisation to raw rows.
+RAW_ROWS_ATTR = "transferkit_takes_raw_rows"
+
+
+def check_raw_rows(model: nn.Module, data: Any, who: str) -> None:
+    """An exported graph that normalises raw rows itself must not get normalised ones (they
+    would be normalised twice)."""
+    if not getattr(model, RAW_ROWS_ATTR, False):
+        return
+    sides = [data.source, data.target] if hasattr(data, "target") else [data]
+    if any(getattr(side, "normalization", None) is not None for side in sides):
+        raise DataError(f"{who} normalises raw rows in its graph (an export of a --normalize "
+                        f"run), and {data.name} is read normalised: read it without --normalize")
 
 
 def _num(value: float) -> str:
@@ -183,6 +196,7 @@ def check_trained_shape(model: nn.Module, data_shape: tuple[int, ...], data_name
 def fit_data(model: nn.Module, data: Any, who: str) -> tuple[Any, str | None]:
     """``data`` (a Dataset or DomainPair) in the model's convention, with a note if converted."""
     check_trained_shape(model, data.input_shape, data.name, who)
+    check_raw_rows(model, data, who)
     spec = model_inputs(model)
     if not needs_conversion(spec, data.inputs, data.input_shape, data.name, who):
         return data, None
@@ -196,6 +210,7 @@ def fit_splits(
     """Like :func:`fit_data` for some of ``data``'s splits only (evaluation needs no copy of
     the training splits)."""
     check_trained_shape(model, data.input_shape, data.name, who)
+    check_raw_rows(model, data, who)
     spec = model_inputs(model)
     if not needs_conversion(spec, data.inputs, data.input_shape, data.name, who):
         return splits, None
