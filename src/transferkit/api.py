@@ -551,10 +551,8 @@ def _load_record(
     shape = saved.get("input_shape")
     setattr(model, SHAPE_ATTR, None if shape is None else tuple(shape))
     names = saved.get("classes")
-    if names is not None and not (
-            isinstance(names, list) and all(isinstance(c, str | int | float) and not
-                                            isinstance(c, bool) for c in names)
-            and len(set(names)) == len(names) and len(names) == saved["num_classes"]):
+    if names is not None and not (_plain_names(names)
+                                  and len(names) == saved["num_classes"]):
         raise CheckpointError(f"{path}: its class record is damaged (classes must be "
                               f"{saved['num_classes']} distinct names or numbers); use a file "
                               "that transferkit wrote")
@@ -576,6 +574,12 @@ def _load_record(
 
 
 TRUST_CODE_ENV = "TRANSFERKIT_TRUST_CODE"
+
+
+def _plain_names(names: Any) -> bool:
+    """Class names as transferkit records them: a list of distinct JSON scalars."""
+    return isinstance(names, list) and all(isinstance(c, str | int | float) for c in names) \
+        and len(set(names)) == len(names)
 
 
 def _check_factory_trusted(path: Path, name: str) -> None:
@@ -611,9 +615,7 @@ def _set_exported_record(model: nn.Module, text: str | None, path: Path) -> None
                 if shape is not None:
                     inputs = InputSpec(inputs.mean, inputs.std, tuple(shape))
             names = record.get("classes")
-            if names is not None and not (isinstance(names, list) and all(
-                    isinstance(c, str | int | float) for c in names)
-                    and len(set(names)) == len(names)):
+            if names is not None and not _plain_names(names):
                 raise ValueError(f"classes must be a list of distinct names, got {names!r:.80}")
             if record.get("normalize") is not None:
                 fitted = Normalization.from_record(record["normalize"], "the record")
