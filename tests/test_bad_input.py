@@ -366,6 +366,17 @@ def test_nan_from_a_huge_loss_weight_names_the_weight(cli: CliRunner, tmp_path: 
     assert "gamma" not in line  # a usual value is not a suspect
 
 
+def test_nan_from_a_tiny_loss_divisor_names_the_divisor(cli: CliRunner, tmp_path: Path) -> None:
+    """l2's scale divides the loss: scale=1e-300 made NaN with a message that blamed the lr."""
+    line = fails(cli, "distill", "--method", "l2", "--teacher", "mlp", "--teacher-epochs", "1",
+                 "--model-opt", "widths=[16]", "--teacher-opt", "widths=[16]", "--opt",
+                 "scale=1e-300", "--epochs", "1", "--device", "cpu", "--no-progress",
+                 "--out", tmp_path / "r")
+    assert "non-finite" in line
+    assert "scale=1e-300, which divides the loss: a tiny divisor is a huge loss weight" in line
+    assert "a large loss weight" not in line  # scale is not read as a weight
+
+
 @pytest.mark.parametrize("args", [
     ("adapt", "--method", "dann", "--data", "digits->digits_shifted", "--opt",
      "trade_off=1e300"),

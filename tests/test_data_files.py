@@ -15,14 +15,13 @@ import torch
 
 from transferkit.data import paths
 from transferkit.data.base import Dataset, Split
-from transferkit.data.files import (
+from transferkit.data.file_options import (
     FILE_OPTIONS,
     FileOptions,
     is_data_path,
-    load_file_dataset,
-    load_file_pair,
     parse_file_options,
 )
+from transferkit.data.files import load_file_dataset, load_file_pair
 from transferkit.errors import ConfigError, DataError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,7 +12,7 @@ import yaml
 
 import transferkit as tk
 from conftest import FAST, HELPERS, TINY, run_process
-from transferkit import api
+from transferkit import run_dir
 from transferkit.engine import distributed
 from transferkit.engine.checkpoint import load_torch
 
@@ -134,18 +134,18 @@ def test_nan_on_one_rank_stops_every_rank_cleanly(tmp_path: Path, sub_env: dict)
 def test_only_rank_zero_writes_before_the_process_group_exists(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``api`` prepares the run directory before the Trainer joins the process group."""
+    """``run_dir`` prepares the run directory before the Trainer joins the process group."""
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
     assert not distributed.is_main()
     out = tmp_path / "run"
-    assert api._prepare_run_dir(out, {"command": "train"}, resume=False) == (out, None)
-    api._write_config(out, {"command": "train"})
+    assert run_dir.prepare_run_dir(out, {"command": "train"}, resume=False) == (out, None)
+    run_dir.write_config(out, {"command": "train"})
     assert not out.exists()
     monkeypatch.setenv("RANK", "0")
     assert distributed.is_main()
-    _, lock = api._prepare_run_dir(out, {"command": "train"}, resume=False)
-    api._write_config(out, {"command": "train"})
+    _, lock = run_dir.prepare_run_dir(out, {"command": "train"}, resume=False)
+    run_dir.write_config(out, {"command": "train"})
     assert lock is not None  # only rank 0 holds the run directory's lock
     lock.release()
     assert sorted(p.name for p in out.iterdir()) == [".lock", "config.yaml"]

@@ -160,6 +160,16 @@ def test_every_process_needs_two_rows(monkeypatch: pytest.MonkeyPatch) -> None:
             "digits", **{**FAST, "batch_size": 3})
 
 
+def test_a_batch_smaller_than_the_process_count_is_refused(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process given no row per step averaged an empty batch (no BatchNorm needed)."""
+    monkeypatch.setattr(loop.distributed, "world_size", lambda: 4)
+    refused(r"batch_size=3 over 4 processes leaves some processes without a row.*at least 4",
+            tk.train, "mlp", "digits", model_options=TINY, **{**FAST, "batch_size": 3})
+    refused(r"target_batch_size=2 over 4 processes", tk.adapt, "mlp", PAIR, method="coral",
+            model_options=TINY, target_batch_size=2, **FAST)
+
+
 class EvalBatchNorm(nn.Module):
     """BatchNorm kept in eval mode during training (its statistics frozen)."""
 

@@ -158,6 +158,19 @@ def test_source_free_refusals(source_model) -> None:
         tk.adapt(source_model, PAIR, method="shot", resume=True, **RUN)
 
 
+def test_adabn_alone_says_which_given_settings_do_nothing(source_model, capsys) -> None:
+    """adabn takes no optimizer step: an lr, optimizer or epoch count given to it used to be
+    accepted without a word."""
+    run = {**RUN, "progress": True}
+    tk.adapt(source_model, PAIR, method="adabn", lr=0.5, optimizer="adam", **run)
+    err = capsys.readouterr().err
+    assert ("epochs, batch_size, steps_per_epoch, lr, optimizer have no effect: adabn takes "
+            "no optimizer step") in err
+    tk.adapt(source_model, PAIR, method="adabn+tent", lr=0.5, **run)  # tent steps: no note
+    tk.adapt(source_model, PAIR, method="adabn", device="cpu", progress=True)  # nothing given
+    assert "no effect" not in capsys.readouterr().err
+
+
 def test_cli_adapts_from_a_saved_model_and_a_target_dataset(cli, source_model, tmp_path) -> None:
     out = tmp_path / "shot"
     cli("adapt", "--model", str(source_model), "--data", "digits_shifted", "--method", "shot",

@@ -13,26 +13,23 @@ a :class:`Dataset`, a :class:`DomainPair` or a registered name (``a->b`` names a
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from inspect import signature as inspect_signature
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from torch import nn
 
 from transferkit.config import (
     OptimConfig,
     TrainConfig,
     read_yaml,
-    settings_diff,
     validate,
 )
 from transferkit.data import (
@@ -48,7 +45,6 @@ from transferkit.data.inputs import (
     COLUMNS_ATTR,
     INPUTS_ATTR,
     NORMALIZATION_ATTR,
-    RAW_ROWS_ATTR,
     SHAPE_ATTR,
     InputConverted,
     InputSpec,
@@ -65,9 +61,7 @@ from transferkit.data.teacher_input import (
     with_teacher_input,
 )
 from transferkit.engine.checkpoint import (
-    atomic_write,
     load_torch,
-    load_weights,
     save_json,
     save_torch,
 )
@@ -76,8 +70,6 @@ from transferkit.engine.evaluate import evaluate_split
 from transferkit.engine.loop import (
     ACCEPT_DIVERGENCE,
     CHECKPOINT,
-    METRICS,
-    RESUME_FREE,
     TrainData,
     Trainer,
 )
@@ -94,10 +86,9 @@ from transferkit.errors import (
     DataError,
     DivergenceError,
     NonFiniteLossError,
-    RunDirError,
     TransferkitError,
 )
-from transferkit.files import RunLock, describe_os_error
+from transferkit.files import RunLock
 from transferkit.losses._checks import check_count
 from transferkit.methods import (
     METHODS,
@@ -107,43 +98,34 @@ from transferkit.methods import (
     method_names,
     takes_teacher,
 )
-from transferkit.models import (
-    MODELS,
-    build_model,
-    count_parameters,
-    load_factory,
-    load_torchscript,
+from transferkit.model_file import (
+    MODEL_FILE,
+    class_names,
+    column_names,
+    fitted_normalization,
+    is_saved_model,
+    load_model,
+    load_record,
+    save_model,
 )
+from transferkit.models import MODELS, count_parameters, resolve_model
 from transferkit.models.base import eval_mode, weights_sha256
 from transferkit.models.features import features_and_logits
-from transferkit.models.onnx import OnnxModel, is_torchscript, torchscript_inputs_record
+from transferkit.models.onnx import is_torchscript
 from transferkit.predict import Predictions, predictions, rows_to_predict
+from transferkit.run_dir import (  # noqa: F401  (load_run: part of the API)
+    SUMMARY_FILE,
+    RunResult,
+    finished_summary,
+    load_run,
+    prepare_run_dir,
+    run_record,
+    write_config,
+)
 
-MODEL_FILE = "model.pt"
-SUMMARY_FILE = "summary.json"
-RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoint.pt", MODEL_FILE, SUMMARY_FILE)
-MODEL_FORMAT = "transferkit.model/1"
-# Recorded in config.yaml for the reader, but not part of what a resume must match.
-RECORD_ONLY = {"teacher_accuracy", "methods"}  # "methods" follows from "method" and the data
-# What config.yaml records about a run that is not a setting (its settings are RunConfig's
-# fields); a run's config.yaml given back as settings drops these and nothing else.
-RUN_RECORDS = frozenset({
-    "methods", "teacher_accuracy", "teacher_parameters", "teacher_inputs", "training_data",
-    "data_sha256", "source_holdout_rows", "source_free", "architecture", "inputs",
-})
 TRAIN_FIELDS = set(TrainConfig.model_fields)
 DEFAULT_SOURCE_HOLDOUT = TrainConfig.model_fields["source_holdout"].default
 OPTIM_FIELDS = set(OptimConfig.model_fields) - {"name"}
-
-
-@dataclass
-class RunResult:
-    """What a run gives back: the trained model, its per-epoch metrics and the summary."""
-
-    model: nn.Module
-    summary: dict[str, Any]
-    history: list[dict[str, Any]] = field(default_factory=list)
-    run_dir: Path | None = None
 
 
 # ---- resolving arguments -------------------------------------------------------------------
@@ -213,27 +195,6 @@ def load_data(data: str, data_dir: str | Path | None = None, **options: Any):
     ``normalize`` (``zscore``, ``l1``, ``log``, from training rows only), ``size``,
     ``channels`` (images), ``seed``."""
     return resolve_data(data, data_dir, options or None)
-
-
-def resolve_model(
-    model: nn.Module | str, input_shape: tuple[int, ...], num_classes: int, /, **options: Any
-) -> tuple[nn.Module, dict[str, Any] | None]:
-    """The module and, when it was built from a name, the spec needed to rebuild it."""
-    given = {"input_shape": input_shape, "num_classes": num_classes}
-    if clash := sorted(given.keys() & options.keys()):
-        key = clash[0]
-        raise ConfigError(f"model option {key!r} is set from the data ({given[key]}); remove it")
-    if isinstance(model, nn.Module):
-        if options:
-            raise ConfigError("model options apply only to a model given by name")
-        return model, None
-    if not isinstance(model, str):
-        raise ConfigError(f"model must be an nn.Module or a name, got {type(model).__name__}")
-    if ":" in model and model not in MODELS:
-        module = load_factory(model, input_shape, num_classes, **options)
-    else:
-        module = build_model(model, input_shape, num_classes, **options)
-    return module, {"name": model, "options": options}
 
 
 def split_settings(
@@ -310,402 +271,6 @@ def _probe(model: nn.Module, x: torch.Tensor, who: str, trained: bool = False) -
     return int(out.shape[1])
 
 
-# ---- run directory ---------------------------------------------------------------------------
-def _prepare_run_dir(
-    out: str | Path | None, config: dict[str, Any], resume: bool
-) -> tuple[Path | None, RunLock | None]:
-    """Create and lock ``out``, and check that the run may (re)start there; writes no record.
-
-    The lock (``<out>/.lock``, see :class:`RunLock`) is held until the run ends, so a second
-    run into the same directory is refused instead of mixing its files with the first's.
-    """
-    if out is None:
-        if resume:  # nothing to resume from: it would silently train from scratch
-            raise ConfigError("resume=True continues a run directory; give out= (the folder "
-                              "of the run to continue)")
-        return None, None
-    if not str(out).strip():
-        raise ConfigError("the run directory (--out / out=) is empty; give a folder name")
-    run_dir = Path(out)
-    lock = None
-    try:
-        if run_dir.exists() and not run_dir.is_dir():
-            raise RunDirError(
-                f"run directory {run_dir} is a file, not a folder; choose another --out"
-            )
-        if is_main():
-            run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RunDirError(describe_os_error(exc, run_dir, "create run directory")) from None
-    if is_main():
-        lock = RunLock(run_dir).acquire()
-    try:
-        if (run_dir / CHECKPOINT).exists():
-            if not resume:
-                raise ConfigError(
-                    f"run directory {run_dir} already holds a run; pass resume=True (--resume) "
-                    "to continue it or choose another directory"
-                )
-            _check_resume_config(run_dir, yaml.safe_load(yaml.safe_dump(config, sort_keys=False)))
-        if is_main():  # atomic_write's temporary files from a write that a kill interrupted
-            for name in RUN_FILES:
-                for stale in run_dir.glob(f".{name}.*.tmp"):
-                    stale.unlink(missing_ok=True)
-    except BaseException:
-        if lock is not None:
-            lock.release()
-        raise
-    return run_dir, lock
-
-
-def _write_config(run_dir: Path | None, config: dict[str, Any]) -> None:
-    if run_dir is not None and is_main():
-        text = yaml.safe_dump(config, sort_keys=False)
-        atomic_write(run_dir / "config.yaml", lambda f: f.write(text.encode()))
-
-
-def _check_resume_config(run_dir: Path, config: dict[str, Any]) -> None:
-    """Refuse to resume a run with other data, model, method or settings (before writing)."""
-    if not (run_dir / "config.yaml").is_file():
-        return  # no record: the checkpoint's own check still applies
-    saved = read_yaml(run_dir / "config.yaml", "run record")  # bounded: it may be crafted
-    if not isinstance(saved, dict):
-        return
-
-    def kept(record: dict[str, Any]) -> dict[str, Any]:
-        """The record without what may change at a resume (progress, device, epochs...)."""
-        out = {k: v for k, v in record.items() if k not in RECORD_ONLY}
-        if isinstance(out.get("train"), dict):
-            out["train"] = {k: v for k, v in out["train"].items() if k not in RESUME_FREE}
-        return out
-
-    diff = settings_diff(kept(saved), kept(config), {"train": TrainConfig().model_dump()})
-    teacher_differs = any(k == "teacher" or k.startswith("teacher.") for k in diff)
-    was, now = saved.get("teacher"), config.get("teacher")
-    if teacher_differs and isinstance(was, dict) and isinstance(now, dict):
-        raise CheckpointError(
-            f"cannot resume the run in {run_dir}: it distils teacher {was.get('source')} "
-            f"(weights sha256 {str(was.get('sha256'))[:12]}) but the teacher given now is "
-            f"{now.get('source')} (sha256 {str(now.get('sha256'))[:12]}); resume with the "
-            "same teacher or start a new run directory"
-        )
-    if diff:
-        raise CheckpointError(
-            f"cannot resume the run in {run_dir}: settings differ ({', '.join(diff)}); "
-            "resume with the settings of the interrupted run or start a new run directory"
-        )
-
-
-def save_model(model: nn.Module, path: Path, spec: dict[str, Any] | None, data) -> None:
-    """Weights plus what rebuilds the architecture (``load_model`` reads it back).
-
-    ``inputs`` is the training data's input convention (None when unknown), so the model can
-    later be fed data on its own scale.
-    """
-    save_torch(
-        {
-            "format": MODEL_FORMAT,
-            "spec": spec,
-            "input_shape": list(data.input_shape),
-            "num_classes": data.num_classes,
-            "inputs": None if data.inputs is None else data.inputs.to_dict(),
-            "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
-            # a module given from Python cannot be rebuilt from a file: its class is named in
-            # the message that asks for it (load_model(path, MyNet()))
-            **({"module_class": type(model).__qualname__} if spec is None else {}),
-            **({"classes": classes} if (classes := _class_names(data, model)) else {}),
-            **({"normalize": fitted.to_record()} if (fitted := _normalization(data)) else {}),
-            **({"columns": columns} if (columns := _column_names(data)) else {}),
-        },
-        path,
-    )
-
-
-def _column_names(data: Any) -> dict[str, Any] | None:
-    """The CSV header of the rows the model is meant for (a pair's target, as it was read:
-    aligned to the source's names, or its own header), else its training data's: feature
-    names in input order and the label column's name."""
-    sides = [data.target, data.source] if isinstance(data, DomainPair) else [data]
-    meant = next((side for side in sides if getattr(side, "columns", None)), None)
-    if meant is None:
-        return None
-    label = next((side.label_column for side in sides if getattr(side, "label_column", None)),
-                 None)
-    return {"features": list(meant.columns), "label": label}
-
-
-def _checked_columns(record: Any, where: str) -> dict[str, Any] | None:
-    """A recorded ``columns`` entry as written by transferkit, else a CheckpointError."""
-    if record is None:
-        return None
-    features = record.get("features") if isinstance(record, dict) else None
-    label = record.get("label") if isinstance(record, dict) else None
-    if not (isinstance(features, list) and features and all(isinstance(n, str) for n in features)
-            and (label is None or isinstance(label, str))):
-        raise CheckpointError(f"{where}: its column record is damaged (features must be a list "
-                              "of names, label a name or null); use a file that transferkit "
-                              "wrote")
-    return {"features": features, "label": label}
-
-
-def _normalization(data: Any) -> Normalization | None:
-    """The normalisation fitted on the rows the model is meant for: a pair's target's (a
-    target is normalised with its own statistics), else the data's."""
-    meant = data.target if isinstance(data, DomainPair) else data
-    fitted = getattr(meant, "normalization", None)
-    return fitted if isinstance(fitted, Normalization) else None
-
-
-def _class_names(data: Any, model: nn.Module | None = None) -> list[Any] | None:
-    """The training data's class names (a file's labels, e.g. ["cat", "dog"]) as plain JSON
-    values, so a prediction can name its class; else the names the model came with (a
-    source-free run on a file without labels keeps its source model's); None for indices."""
-    labelled = data.source if isinstance(data, DomainPair) else data
-    names = list(getattr(labelled, "classes", None) or [])
-    if names == list(range(len(names))) or not all(isinstance(c, str | int | float)
-                                                  for c in names):
-        names = list(getattr(model, CLASSES_ATTR, None) or [])
-    return names or None
-
-
-def load_model(path: str | Path, model: nn.Module | str | None = None, **options: Any) -> nn.Module:
-    """Rebuild a model saved as ``model.pt`` (or load its weights into ``model``).
-
-    ``path`` may be a run directory; a training ``checkpoint.pt`` also works. The module's
-    attribute ``transferkit_inputs`` is the input convention it was trained on (an InputSpec,
-    None when the file does not record one); ``evaluate``, ``distill`` and ``adapt`` use it to
-    feed the model data on its own scale. The module comes back in eval mode, ready to
-    predict (dropout off, BatchNorm on its running statistics); ``.train()`` to fine-tune it.
-    """
-    return _load_record(path, model, **options)[0].eval()
-
-
-def _load_record(
-    path: str | Path, model: nn.Module | str | None = None, **options: Any
-) -> tuple[nn.Module, dict[str, Any]]:
-    """``load_model`` plus what the file records besides the weights (spec, input shape...)."""
-    if not isinstance(path, str | os.PathLike):
-        raise ConfigError(f"a saved model is named by its path (a model.pt or run directory, "
-                          f"as str or Path), got {type(path).__name__}")
-    path = Path(path)
-    if path.is_dir():
-        if not (path / MODEL_FILE).is_file() and (path / CHECKPOINT).is_file():
-            raise CheckpointError(
-                f"{path} has no {MODEL_FILE} yet: its run has not finished (it stopped at its "
-                f"{CHECKPOINT}); finish it with `transferkit COMMAND --out {path} --resume`, "
-                "the command it was started with")
-        path = path / MODEL_FILE
-    if path.suffix.lower() == ".onnx" or is_torchscript(path):  # from another toolchain
-        if model is not None:
-            raise ConfigError(f"{path} is a whole network; load it without a model to fill")
-        onnx = path.suffix.lower() == ".onnx"
-        foreign = OnnxModel(path) if onnx else load_torchscript(path)
-        text = foreign.inputs_record if onnx else torchscript_inputs_record(path)
-        _set_exported_record(foreign, text, path)
-        return foreign, {"spec": None, "format": path.suffix.lower().lstrip(".")}
-    state = load_torch(path)
-    if "objective" in state:  # a training checkpoint: take the model's part
-        weights = {k[6:]: v for k, v in state["objective"].items() if k.startswith("model.")}
-        saved = {"spec": None}
-    elif state.get("format") == MODEL_FORMAT:
-        weights, saved = state.get("state_dict"), state
-        _check_model_record(path, saved)
-    else:
-        raise TransferkitError(f"{path} is not a transferkit model.pt or checkpoint.pt")
-    if model is None:
-        spec = saved.get("spec")
-        if spec is None and "objective" in state:
-            raise ConfigError(
-                f"{path} is a training checkpoint, which does not name its architecture: use "
-                f"the run's {MODEL_FILE} (written when the run finishes; continue an unfinished "
-                "run with --resume), or from Python pass the network: load_model(path, model)")
-        if spec is None:
-            given = saved.get("module_class")
-            named = isinstance(given, str) and given.isidentifier()
-            net = f"{given}()" if named else "MyNet()"
-            raise ConfigError(
-                f"{path} holds the weights of a network given from Python"
-                f"{f' (class {given})' if named else ''}, which a file cannot rebuild: "
-                f"pass the network, load_model(path, {net}) or load_run(run, model={net}), "
-                "or evaluate/export the module that load_model returns")
-        _check_factory_trusted(path, spec["name"])
-        model, _ = resolve_model(
-            spec["name"], tuple(saved["input_shape"]), saved["num_classes"], **spec["options"]
-        )
-    elif isinstance(model, str):
-        if "input_shape" not in saved:
-            raise ConfigError(f"{path} does not record its input shape; pass an nn.Module")
-        shape, classes = tuple(saved["input_shape"]), saved["num_classes"]
-        spec = saved.get("spec")
-        if not options and isinstance(spec, dict) and spec.get("name") == model:
-            options = dict(spec.get("options") or {})  # the factory the user named, as saved
-        model, _ = resolve_model(model, shape, classes, **options)
-    load_weights(model, weights, str(path), f"model {type(model).__name__}")
-    try:
-        inputs = None if saved.get("inputs") is None else InputSpec.from_dict(saved["inputs"])
-    except TransferkitError as exc:
-        raise CheckpointError(f"{path}: {exc}") from None
-    if inputs is not None and inputs.shape is None and "input_shape" in saved:
-        inputs = InputSpec(inputs.mean, inputs.std, tuple(saved["input_shape"]))
-    setattr(model, INPUTS_ATTR, inputs)
-    shape = saved.get("input_shape")
-    setattr(model, SHAPE_ATTR, None if shape is None else tuple(shape))
-    names = saved.get("classes")
-    if names is not None and not (_plain_names(names)
-                                  and len(names) == saved["num_classes"]):
-        raise CheckpointError(f"{path}: its class record is damaged (classes must be "
-                              f"{saved['num_classes']} distinct names or numbers); use a file "
-                              "that transferkit wrote")
-    setattr(model, CLASSES_ATTR, list(names) if isinstance(names, list) else None)
-    try:
-        fitted = None if saved.get("normalize") is None else Normalization.from_record(
-            saved["normalize"], str(path))
-    except TransferkitError as exc:
-        raise CheckpointError(str(exc)) from None
-    if fitted is not None and fitted.mean is not None and (
-            fitted.mean.dim() != len(saved["input_shape"]) + 1
-            or fitted.mean.shape[1] != saved["input_shape"][0]):
-        raise CheckpointError(f"{path}: its normalisation record is damaged (statistics of "
-                              f"shape {list(fitted.mean.shape[1:])} for inputs "
-                              f"{saved['input_shape']}); use a file that transferkit wrote")
-    setattr(model, NORMALIZATION_ATTR, fitted)
-    setattr(model, COLUMNS_ATTR, _checked_columns(saved.get("columns"), str(path)))
-    return model, {k: v for k, v in saved.items() if k != "state_dict"}
-
-
-TRUST_CODE_ENV = "TRANSFERKIT_TRUST_CODE"
-
-
-def _plain_names(names: Any) -> bool:
-    """Class names as transferkit records them: a list of distinct JSON scalars."""
-    return isinstance(names, list) and all(isinstance(c, str | int | float) for c in names) \
-        and len(set(names)) == len(names)
-
-
-def _check_factory_trusted(path: Path, name: str) -> None:
-    """A model.pt that names a ``module:factory`` would have transferkit import and call that
-    code to rebuild the network (``os:system`` runs a shell command): opening a file never
-    does so on its own. The user who trained it says so by naming the factory themselves
-    (``load_model(path, "pkg.nets:build")``) or with ``TRANSFERKIT_TRUST_CODE=1``."""
-    if ":" not in name or name in MODELS or os.environ.get(TRUST_CODE_ENV) == "1":
-        return
-    raise ConfigError(
-        f"{path} names the model factory {name!r}: rebuilding the network would import and "
-        "call that code, which opening a file never does on its own. If you trained it "
-        f"(--model {name}), say so: set {TRUST_CODE_ENV}=1, or in Python "
-        f"load_model(path, {name!r})")
-
-
-def _set_exported_record(model: nn.Module, text: str | None, path: Path) -> None:
-    """What ``transferkit export`` wrote into an ONNX/TorchScript file, set on the module as
-    ``load_model`` sets it: the input convention, class names and normalisation (None when
-    not recorded)."""
-    inputs = names = fitted = shape = columns = None
-    raw_rows = False
-    if text is not None:
-        try:
-            record = json.loads(text)
-            shape = record.get("input_shape")
-            if shape is not None and not (isinstance(shape, list) and shape and all(
-                    isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)):
-                raise ValueError(f"input_shape must be a list of positive ints, got {shape!r}")
-            spec = record.get("inputs")
-            if spec is not None:
-                inputs = InputSpec.from_dict(spec)
-                if shape is not None:
-                    inputs = InputSpec(inputs.mean, inputs.std, tuple(shape))
-            names = record.get("classes")
-            if names is not None and not _plain_names(names):
-                raise ValueError(f"classes must be a list of distinct names, got {names!r:.80}")
-            if record.get("normalize") is not None:
-                fitted = Normalization.from_record(record["normalize"], "the record")
-            columns = _checked_columns(record.get("columns"), "the record")
-            raw_rows = record.get("normalization_in_graph") is not None
-        except (ValueError, TypeError, AttributeError, TransferkitError) as exc:
-            raise CheckpointError(f"{path}: its transferkit input record is damaged ({exc})"
-                                  ) from None
-    setattr(model, COLUMNS_ATTR, columns)
-    setattr(model, RAW_ROWS_ATTR, raw_rows)
-    setattr(model, INPUTS_ATTR, inputs)
-    setattr(model, SHAPE_ATTR, None if shape is None else tuple(shape))
-    setattr(model, CLASSES_ATTR, names)
-    setattr(model, NORMALIZATION_ATTR, fitted)
-
-
-def _check_model_record(path: Path, saved: dict[str, Any]) -> None:
-    """A model.pt's fields have the types transferkit writes (a crafted file gets one line)."""
-    spec = saved.get("spec")
-    shape = saved.get("input_shape")
-    problems = []
-    if spec is not None and not (
-        isinstance(spec, dict) and isinstance(spec.get("name"), str)
-        and isinstance(spec.get("options", {}), dict)
-    ):
-        problems.append("spec must be {name: str, options: dict}")
-    if not (isinstance(shape, list | tuple) and shape and all(
-        isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape
-    )):
-        problems.append("input_shape must be a list of positive ints")
-    classes = saved.get("num_classes")
-    if not (isinstance(classes, int) and not isinstance(classes, bool) and classes > 0):
-        problems.append("num_classes must be a positive int")
-    if not isinstance(saved.get("state_dict"), dict):
-        problems.append("state_dict must be a dict of tensors")
-    if problems:
-        raise CheckpointError(
-            f"{path} is not a valid transferkit model.pt ({'; '.join(problems)}); "
-            "use a file that transferkit wrote"
-        )
-    saved.setdefault("spec", None)
-    if isinstance(spec, dict):
-        spec.setdefault("options", {})
-
-
-def _read_json_lines(path: Path, whole: bool = False) -> list[Any]:
-    """The JSON values of a file (one value, or one per line), refused in one line that names
-    the file and line (a metrics.jsonl cut by a kill: --resume rewrites it)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"cannot read {path}: {exc}") from None
-    lines = [text] if whole else text.splitlines()
-    values = []
-    for number, line in enumerate(lines, 1):
-        try:
-            values.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            where = "" if whole else f" line {number}"
-            raise CheckpointError(
-                f"{path}{where} is not valid JSON ({exc.msg}); the run was interrupted while "
-                "writing it? continue it with --resume, which rewrites it"
-            ) from None
-    return values
-
-
-def load_run(run_dir: str | Path, model: nn.Module | str | None = None,
-             **options: Any) -> RunResult:
-    """A finished run directory as a :class:`RunResult` (model, summary, per-epoch metrics).
-
-    ``model`` (and ``options``) as in :func:`load_model`: needed for a run trained from a
-    Python module, whose file cannot rebuild the network."""
-    run_dir = Path(run_dir)
-    if run_dir.is_file():
-        raise ConfigError(f"{run_dir} is a file; load_run reads a run directory (the folder "
-                          f"holding {MODEL_FILE}); for the model alone use load_model")
-    missing = [n for n in (MODEL_FILE, SUMMARY_FILE, METRICS) if not (run_dir / n).is_file()]
-    if missing:
-        raise CheckpointError(
-            f"{run_dir} is not a finished run: {', '.join(missing)} missing "
-            "(an interrupted run continues with --resume)"
-        )
-    summary = _read_json_lines(run_dir / SUMMARY_FILE, whole=True)[0]
-    history = _read_json_lines(run_dir / METRICS)
-    if not isinstance(summary, dict) or not all(isinstance(row, dict) for row in history):
-        raise CheckpointError(f"{run_dir}: {SUMMARY_FILE} or {METRICS} is not a transferkit "
-                              "run record (JSON objects); use a run that transferkit wrote")
-    return RunResult(load_model(run_dir, model, **options), summary, history, run_dir)
-
-
 # ---- the verbs -------------------------------------------------------------------------------
 @dataclass
 class RunPlan:
@@ -724,31 +289,45 @@ class RunPlan:
     validation: ValidationSets | None = None  # adapt: what the validators score
 
 
+STEP_SETTINGS = ("epochs", "batch_size", "steps_per_epoch", "jitter", "augment")
+
+
+def _step_settings(cfg: TrainConfig) -> list[str]:
+    """The settings given (not defaulted) that only shape optimizer steps: the optimizer's
+    and the epochs' (a run of adabn alone steps nothing, each epoch only evaluates)."""
+    optim = ["optimizer" if name == "name" else name for name in cfg.optim.model_fields_set]
+    return [name for name in STEP_SETTINGS if name in cfg.model_fields_set] + sorted(optim)
+
+
 def _run(plan: RunPlan, out: str | Path | None, resume: bool) -> RunResult:
     command, model, data, methods = plan.command, plan.model, plan.data, plan.methods
     cfg, spec, record = plan.cfg, plan.spec, plan.record
     config = {"command": command, **record, "train": cfg.model_dump()}
     try:
         fresh = out is not None and bool(str(out).strip()) and not Path(out).exists()
-    except OSError:  # a name too long: _prepare_run_dir says so
+    except OSError:  # a name too long: prepare_run_dir says so
         fresh = False
-    run_dir, lock = _prepare_run_dir(out, config, resume)
+    run_dir, lock = prepare_run_dir(out, config, resume)
     if cfg.target_batch_size is not None and not (
             plan.train_data.x_target is not None and any(m.needs_target for m in methods)):
         note(f"target_batch_size={cfg.target_batch_size} has no effect: this run draws no "
              "separate target batch (only adapt with a source and a target does)",
              cfg.progress and is_main())
+    if not any(m.trains_network for m in methods) and (unused := _step_settings(cfg)):
+        note(f"{', '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect: "
+             f"{'+'.join(m.name for m in methods)} takes no optimizer step (adabn re-estimates "
+             "BatchNorm statistics in one pass over the target)", cfg.progress and is_main())
     try:
         start = time.perf_counter()
         trainer = Trainer(model, methods, plan.train_data, cfg, plan.evals, run_dir,
                           plan.feature_layer, plan.validation)
         resumed = resume and trainer.resume()
         if resumed and trainer.start_epoch >= cfg.epochs and run_dir is not None:
-            finished = _finished(run_dir)
+            finished = finished_summary(run_dir)
             if finished is not None:  # nothing left to train: the run as it was saved
                 trainer.close()
                 return RunResult(trainer.model, finished, trainer.history, run_dir)
-        _write_config(run_dir, config)  # only now: a refused resume leaves the old record
+        write_config(run_dir, config)  # only now: a refused resume leaves the old record
         try:
             history = trainer.fit()
         except (NonFiniteLossError, DivergenceError) as exc:
@@ -810,9 +389,9 @@ def _run(plan: RunPlan, out: str | Path | None, resume: bool) -> RunResult:
             summary["teacher_cache"] = disk_caches
         setattr(trainer.model, INPUTS_ATTR, getattr(data, "inputs", None))  # as load_model
         setattr(trainer.model, SHAPE_ATTR, tuple(data.input_shape))
-        setattr(trainer.model, CLASSES_ATTR, _class_names(data, trainer.model))
-        setattr(trainer.model, NORMALIZATION_ATTR, _normalization(data))
-        setattr(trainer.model, COLUMNS_ATTR, _column_names(data))
+        setattr(trainer.model, CLASSES_ATTR, class_names(data, trainer.model))
+        setattr(trainer.model, NORMALIZATION_ATTR, fitted_normalization(data))
+        setattr(trainer.model, COLUMNS_ATTR, column_names(data))
         if run_dir is not None and is_main():
             save_model(trainer.model, run_dir / MODEL_FILE, spec, data)
             for name, net in peers.items():
@@ -850,13 +429,21 @@ def _large_options_hint(options: dict[str, Any] | None, methods: list[Method]) -
     """For a run that diverged: the real-valued method options set to large numbers (a loss
     weight of 1e30 diverges as a learning rate of 1e30 does; the message only named the lr)."""
     real = _float_options(methods)
-    large = [f"{k}={v:g}" for k, v in (options or {}).items()
-             if k in real and isinstance(v, int | float) and not isinstance(v, bool)
-             and not abs(v) < LARGE_OPTION]
-    if not large:
-        return ""
-    return (f"the method options include {', '.join(large)}: a large loss weight diverges "
-            "as a large learning rate does; lower it (see transferkit list METHOD)")
+    divisors = {name for method in methods for name in method.loss_divisors}
+    numbers = {k: v for k, v in (options or {}).items()
+               if isinstance(v, int | float) and not isinstance(v, bool)}
+    large = [f"{k}={v:g}" for k, v in numbers.items()
+             if k in real and k not in divisors and not abs(v) < LARGE_OPTION]
+    small = [f"{k}={v:g}" for k, v in numbers.items()
+             if k in divisors and abs(v) < 1 / LARGE_OPTION]
+    hints = []
+    if large:
+        hints.append(f"the method options include {', '.join(large)}: a large loss weight "
+                     "diverges as a large learning rate does; lower it")
+    if small:
+        hints.append(f"the method options include {', '.join(small)}, which divides the loss: "
+                     "a tiny divisor is a huge loss weight; raise it (or scale=auto)")
+    return "; ".join(hints) + " (see transferkit list METHOD)" if hints else ""
 
 
 def _large_inputs_hint(data: TrainData) -> str:
@@ -889,17 +476,6 @@ def _selection_note(select: str, selected: dict[str, Any] | None) -> str:
                         if need in needs)
     return (f"epoch {selected['epoch']}, preferred by the {select} validator ({read}; no "
             "target labels)")
-
-
-def _finished(run_dir: Path) -> dict[str, Any] | None:
-    """The summary of a run whose model and summary were written, else None."""
-    try:
-        if (run_dir / MODEL_FILE).is_file():
-            summary = json.loads((run_dir / SUMMARY_FILE).read_text())
-            return summary if isinstance(summary, dict) else None
-    except (OSError, ValueError):
-        pass
-    return None
 
 
 def _check_labelled(data: Dataset, command: str, select: str = "last") -> None:
@@ -1307,11 +883,11 @@ def adapt(
     _check_labelled(data.target, "adapt", cfg.select)
     _say_unlabelled(data.target)
     torch.manual_seed(cfg.seed)
-    start = str(model) if _is_saved_model(model) else None
+    start = str(model) if is_saved_model(model) else None
     if start is not None:
         if model_options:
             raise ConfigError(f"model options apply only to a model given by name, not {start}")
-        model, saved = _load_record(start)
+        model, saved = load_record(start)
     module, spec = resolve_model(model, data.input_shape, data.num_classes, **(model_options or {}))
     if start is not None:
         spec = saved.get("spec")  # the adapted model is rebuilt like the one it started from
@@ -1396,7 +972,7 @@ def _adapt_source_free(
 ) -> RunResult:
     """Adapt a trained source model with unlabelled target rows only: the source data is
     never loaded, the target's training labels never read (its test split scores)."""
-    if not (isinstance(model, nn.Module) or _is_saved_model(model)):
+    if not (isinstance(model, nn.Module) or is_saved_model(model)):
         raise ConfigError(
             f"adapt: {'+'.join(names)} starts from a trained source model: pass its model.pt "
             f"or run directory as model= (CLI: --model RUN_DIR, e.g. from `transferkit train "
@@ -1418,8 +994,9 @@ def _adapt_source_free(
 
     def classes_of(x: torch.Tensor) -> int:  # a target file without labels: the model's count
         return _probe(source, x[:2], "model")
-  # a CSV of exactly its width has no label column
+
     known = getattr(source, CLASSES_ATTR, None)  # a target file's labels map to the model's
+    # a CSV of exactly the model's width has no label column
     target = _target_only(data, data_dir, data_options, classes_of,
                           shape[0] if shape is not None and len(shape) == 1 else None, known)
     cfg, options = split_settings(dict(settings), method_options)
@@ -1428,7 +1005,7 @@ def _adapt_source_free(
     torch.manual_seed(cfg.seed)
     spec = None
     if start is not None:
-        model, saved = _load_record(start)
+        model, saved = load_record(start)
         spec = saved.get("spec")
     assert isinstance(model, nn.Module)
     target, converted = fit_data(model, target, "model")
@@ -1495,7 +1072,7 @@ def evaluate(
     stderr); a different input shape is refused.
     """
     check_count("batch_size", batch_size)
-    if source_holdout is None and _is_saved_model(model):  # the rows the run held out
+    if source_holdout is None and is_saved_model(model):  # the rows the run held out
         source_holdout = _recorded_holdout(Path(model))
     given = model
     model, who = _trained_model(model, "evaluate")
@@ -1572,7 +1149,7 @@ def _normalization_mismatch(model: nn.Module, data: Dataset | DomainPair) -> str
     recorded = getattr(model, NORMALIZATION_ATTR, None)
     if not isinstance(recorded, Normalization):
         return None
-    fitted = _normalization(data)
+    fitted = fitted_normalization(data)
     read = fitted.steps if fitted is not None else ()
     if read == recorded.steps:
         return None
@@ -1585,7 +1162,7 @@ def _normalization_mismatch(model: nn.Module, data: Dataset | DomainPair) -> str
 
 def _trained_model(model: nn.Module | str | Path, verb: str) -> tuple[nn.Module, str]:
     """A module as given, or loaded from a model.pt / run directory; and how to name it."""
-    if _is_saved_model(model):
+    if is_saved_model(model):
         return load_model(model), f"model {model}"
     if isinstance(model, str):
         raise ConfigError(f"{verb} needs a trained model: {model!r} is not a file or run dir")
@@ -1654,18 +1231,9 @@ def predict(
     return predictions(module, dataset, splits[part].x, part, dev, batch_size)
 
 
-def _run_record(path: Path) -> dict[str, Any]:
-    """The config.yaml of the run that saved ``path`` ({} when there is none)."""
-    record_file = (path if path.is_dir() else path.parent) / "config.yaml"
-    if not record_file.is_file():
-        return {}
-    record = read_yaml(record_file, "run record")
-    return record if isinstance(record, dict) else {}
-
-
 def _recorded_holdout(path: Path) -> float | None:
     """The ``source_holdout`` the run that saved ``path`` trained with (None: not recorded)."""
-    train = _run_record(path).get("train")
+    train = run_record(path).get("train")
     holdout = train.get("source_holdout") if isinstance(train, dict) else None
     return float(holdout) if isinstance(holdout, int | float) else None
 
@@ -1674,9 +1242,9 @@ def _say_recorded_normalize(model: Any, options: dict[str, Any] | None) -> None:
     """A run that normalised its features (``--normalize zscore``) needs its data read so for
     predictions too; say so when the options leave it out (the statistics are then the
     predicted rows', not the training rows')."""
-    if not _is_saved_model(model) or (options or {}).get("normalize"):
+    if not is_saved_model(model) or (options or {}).get("normalize"):
         return
-    recorded = (_run_record(Path(model)).get("data_options") or {}).get("normalize")
+    recorded = (run_record(Path(model)).get("data_options") or {}).get("normalize")
     if recorded:
         steps = recorded if isinstance(recorded, str) else ",".join(map(str, recorded))
         note(f"the run that saved {model} normalised its data ({steps}); pass --normalize "
@@ -1740,7 +1308,7 @@ def inspect(
     if before is None:
         spec = record.get("model")
         start = spec.get("name") if isinstance(spec, dict) else None
-        if isinstance(start, str) and _is_saved_model(start):
+        if isinstance(start, str) and is_saved_model(start):
             before = start
     dev = local_device(device)
     models = {"after": after} if before is None else {"before": Path(before), "after": after}
@@ -1785,6 +1353,7 @@ def export(
     it against PyTorch on the test split of ``data`` (by default the data the run recorded; on
     a pair, the target's), and measure file size and CPU latency (batch 1 and 256). Writes
     ``<run>/model[.int8].onnx`` (or ``.ts``) and the report beside it as ``.json``."""
+    from transferkit.data.file_options import parse_file_options
     from transferkit.deploy import FORMATS, SUFFIX, export_model
 
     if fmt not in FORMATS:
@@ -1816,19 +1385,15 @@ def export(
     def raw_rows(options: Any) -> Any:  # the graph normalises them itself
         if not (isinstance(fitted, Normalization) and isinstance(options, Mapping)):
             return options
-        given = options.get("normalize")
-        steps = [s.strip() for s in given.split(",")] if isinstance(given, str) else given
-        if steps and tuple(steps) != fitted.steps:
-            raise ConfigError(f"export --normalize {given}: the model was trained on rows "
-                              f"normalised by {','.join(fitted.steps)}, which the exported "
-                              "graph applies itself; drop the option")
+        steps = parse_file_options({"normalize": options.get("normalize")}).normalize
+        fitted.refuse_other_steps(steps, "export --normalize", "the exported graph")
         return {k: v for k, v in options.items() if k != "normalize"} or None
 
     def classes_of(x: torch.Tensor) -> int:  # data without labels: the model's class count
         return _probe(model, x, f"model {model_file}")
 
     if data is None:
-        record = _run_record(model_file)
+        record = run_record(model_file)
         if not isinstance(record.get("data"), str):
             raise ConfigError(f"{model_file.parent} does not record its data; give --data")
         data, data_options = record["data"], raw_rows(data_options or record.get("data_options"))
@@ -1859,15 +1424,6 @@ def export(
     if is_main():
         save_json(report, path.with_suffix(path.suffix + ".json"))
     return report
-
-
-def _is_saved_model(model: Any) -> bool:
-    """A path to a model.pt, checkpoint or run directory (not a model or factory name)."""
-    if isinstance(model, Path):
-        return True
-    return isinstance(model, str) and model not in MODELS and (
-        Path(model).exists() or model.endswith(".pt")
-    )
 
 
 def _check_classes(model: nn.Module, x: torch.Tensor, num_classes: int, who: str,
@@ -1913,5 +1469,5 @@ def report_runs(
     extra."""
     from transferkit.report.html import Readers, write_report
 
-    return write_report(runs, out, Readers(_load_record, resolve_data), data_dir=data_dir,
+    return write_report(runs, out, Readers(load_record, resolve_data), data_dir=data_dir,
                         tsne_points=tsne_points, seed=seed)

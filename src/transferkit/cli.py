@@ -38,6 +38,7 @@ from transferkit.errors import CheckpointError, ConfigError, TransferkitError
 from transferkit.files import describe_os_error
 from transferkit.methods import METHODS, build_methods, check_needs, method_names, takes_teacher
 from transferkit.models import MODELS
+from transferkit.run_dir import RUN_FILES, RUN_RECORDS
 
 TRAIN_FLAGS = {
     "epochs": int,
@@ -454,7 +455,7 @@ def _record_settings(saved: dict[str, Any], record: Path,
     """The settings in a run's ``config.yaml`` (``saved``), its records left out."""
     out = record.parent
     _check_recorded_methods(saved, record)
-    keep = {k: v for k, v in saved.items() if k not in api.RUN_RECORDS and k != "teacher"}
+    keep = {k: v for k, v in saved.items() if k not in RUN_RECORDS and k != "teacher"}
     if isinstance(keep.get("train"), dict):
         keep["train"] = {k: v for k, v in keep["train"].items() if k != "progress"}
     if keep.get("model") is None:
@@ -559,7 +560,7 @@ def check_run_config(cfg: RunConfig) -> None:
 
 def check_data_name(data: str, options: dict[str, Any]) -> None:
     """A registered name, or data files that exist, with options that parse; else one line."""
-    from transferkit.data.files import is_data_path, parse_file_options
+    from transferkit.data.file_options import is_data_path, parse_file_options
 
     sides = data.split("->")
     if not any(is_data_path(side) for side in sides):
@@ -807,7 +808,7 @@ def main(argv: list[str] | None = None) -> int:
             model = Path(args.model)
             run = model if model.is_dir() else model.parent  # the run's records, kept
             records = [*([model] if run is not model else []),
-                       *(run / n for n in api.RUN_FILES)]
+                       *(run / n for n in RUN_FILES)]
             sides = [part.strip() for part in str(args.data).split("->")]
             check_out(args.out, [*records, *sides])  # before the model runs
             check_data_dir(args.data_dir)

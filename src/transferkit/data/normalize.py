@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from transferkit.errors import DataError
+from transferkit.errors import ConfigError, DataError
 
 STEPS = ("zscore", "l1", "log")
 
@@ -42,6 +42,16 @@ class Normalization:
         for i in range(len(self.steps)):
             x = _step(where, self.steps, i, x, self.mean, self.std)
         return x
+
+    def refuse_other_steps(self, given: tuple[str, ...], flag: str, applier: str) -> None:
+        """Rows read with ``given`` steps other than these would be normalised twice, or
+        with other statistics, by ``applier`` (predict, an exported graph), which applies
+        these itself; ``flag`` is how the user wrote the option."""
+        if given and given != self.steps:
+            raise ConfigError(
+                f"{flag}={','.join(given)}: the model was trained on rows normalised by "
+                f"{','.join(self.steps)}, which {applier} applies itself with the training "
+                "rows' statistics; drop the option")
 
     def to_record(self) -> dict[str, Any]:
         """Plain lists (a model.pt or an exported file's JSON holds them)."""

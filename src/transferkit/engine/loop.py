@@ -277,7 +277,17 @@ class Trainer:
             raise ConfigError(f"methods [{names}] need labels but the training data has none")
         if any(m.needs_target for m in methods) and self.data.x_target is None:
             raise ConfigError(f"methods [{names}] need target inputs: train on a domain pair")
-        cfg = self.config
+        cfg, world = self.config, distributed.world_size()
+        sizes = {"batch_size": cfg.batch_size}
+        if any(m.needs_target for m in methods):
+            sizes["target_batch_size"] = cfg.target_batch_size
+        empty = [f"{name}={size}" for name, size in sizes.items()
+                 if size is not None and size < world]
+        if empty:  # a process with no rows would average an empty batch into NaN
+            raise ConfigError(
+                f"{' and '.join(empty)} over {world} processes leaves some processes without "
+                f"a row per step (each takes batch_size // {world}); give at least {world} "
+                "(a batch is split across the processes), or start fewer processes")
         shifts = [f"jitter={cfg.jitter}"] if cfg.jitter else []
         shifts += [f"augment={cfg.augment!r}"] if cfg.augment != "none" else []
         if shifts and self.data.x.dim() != 4:  # else the first step fails inside augment.py

@@ -198,6 +198,9 @@ class Method(nn.Module):
     # False for a method that trains nothing (AdaBN only re-estimates statistics); a run whose
     # methods all train nothing takes no optimizer steps.
     trains_network: ClassVar[bool] = True
+    # Options that divide the loss (l2's scale): a tiny one is a huge loss weight, which a
+    # diverged run names as its likely cause.
+    loss_divisors: ClassVar[tuple[str, ...]] = ()
 
     @property
     def needs(self) -> frozenset[str]:

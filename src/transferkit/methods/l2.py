@@ -42,6 +42,7 @@ class L2Distillation(TeacherMethod):
 
     name = "l2"
     own_label_term = True
+    loss_divisors = ("scale",)
 
     def __init__(
         self,

@@ -39,6 +39,7 @@ from transferkit.engine.loop import METRICS
 from transferkit.engine.selection import LAST, ORACLE
 from transferkit.errors import ConfigError, TransferkitError
 from transferkit.files import atomic_write
+from transferkit.model_file import MODEL_FILE
 from transferkit.models import count_parameters
 from transferkit.models.base import eval_mode
 from transferkit.models.features import features_and_logits
@@ -50,7 +51,7 @@ from transferkit.report.tsne import tsne_png
 
 # Nothing may load from outside the file: no script, no remote picture, style inline only.
 PAGE_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
-MODEL_FILE, SUMMARY_FILE = "model.pt", "summary.json"  # as the training verbs write them
+SUMMARY_FILE = "summary.json"  # as the training verbs write it
 RUN_MARKERS = ("config.yaml", METRICS, MODEL_FILE, "checkpoint.pt")  # any one: a run
 TSNE_POINTS = 500  # per domain: t-SNE is quadratic, and the picture reads the same
 LATENCY_BATCH = 64
@@ -196,7 +197,7 @@ def _read_record(path: Path) -> tuple[dict[str, Any], str | None]:
 
 @dataclass
 class Readers:
-    """How a run's model and data are loaded: ``api``'s own ``_load_record`` (model and its
+    """How a run's model and data are loaded: ``model_file.load_record`` (model and its
     record: input shape...) and ``resolve_data`` (name, data_dir, options)."""
 
     model: Callable[[Path], tuple[nn.Module, dict[str, Any]]]
