@@ -264,6 +264,12 @@ def _probe(model: nn.Module, x: torch.Tensor, who: str, trained: bool = False) -
     if not out.is_floating_point():
         raise ConfigError(f"{who} must return floating-point logits, got {out.dtype} (class "
                           "indices?); return the scores before argmax")
+    if out.shape[1] > 1 and out.numel() and bool((out >= 0).all()) and torch.allclose(
+            out.detach().sum(1).double(), torch.ones(len(out), dtype=torch.float64), atol=1e-4):
+        raise ConfigError(f"the {who} returns probabilities (every row >= 0 and summing to 1: a "
+                          "softmax at the end of forward?); return the logits, the scores "
+                          "before softmax: the losses apply softmax themselves, and a second "
+                          "one flattens every prediction towards uniform")
     if grad and not out.requires_grad:
         raise ConfigError(f"the {who}'s output does not depend on its trainable weights (a "
                           ".detach() or torch.no_grad() in forward?), so training cannot change "
@@ -355,6 +361,8 @@ def _run(plan: RunPlan, out: str | Path | None, resume: bool) -> RunResult:
             "data_placement": trainer.data_placement,
             "memory_format": trainer.memory_format,
         }
+        if (tap := trainer.objective.feature_tap) is not None:  # given or found: the layer
+            summary["feature_layer"] = tap.layer  # whose input the methods read as features
         peers = {name: net for name, net in trainer.networks.items() if net is not trainer.model}
         if peers:  # DML's peers: each evaluated and saved beside the student
             last = history[-1].get("peers", {}) if history else {}
@@ -844,8 +852,15 @@ def adapt(
 
     An ``nn.Module`` given as ``model`` is trained in place; pass a copy to keep the original.
 
-    The loss is ``supervised`` on source plus the adaptation method; target labels are used
-    only to report target accuracy, never to choose the model (the last epoch is kept).
+    The loss is ``supervised`` on source plus the adaptation method (``kd`` and ``l2`` mix
+    their own label term instead); target labels are used only to report target accuracy,
+    never to choose the model (the last epoch is kept, or ``select``'s validator's choice).
+
+    ``feature_layer``: the module whose *input* is the feature vector that methods align
+    (dan, jan, coral, cdan, mdd, afn, bsp...) and that mcd copies and shot freezes: the
+    classifier. By default the model's ``head``, else the ``nn.Linear`` whose output the
+    forward returns (found by running it on two rows); the summary records it as
+    ``feature_layer``.
     ``model`` may also be a saved ``model.pt`` / run directory to start from; when it records
     another input convention than the pair's, the pair is converted to it (the adapted model
     keeps its convention).
@@ -905,7 +920,8 @@ def adapt(
     with _given_back_on_error(methods):
         provides = {"labels", "target"} | ({"teacher"} if teacher is not None else set())
         check_needs(methods, provides, "adapt")
-        if "supervised" not in names and not any(m.replaces_supervised for m in methods):
+        if "supervised" not in names and not any(m.replaces_supervised or m.own_label_term
+                                                 for m in methods):
             methods.insert(0, build_methods("supervised")[0])  # the labelled source
         source = data.source.train
         kept, held = holdout_rows(source.y, cfg.source_holdout)

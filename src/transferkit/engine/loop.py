@@ -61,6 +61,7 @@ from transferkit.errors import (
 )
 from transferkit.methods.base import Batch, Method, Phase, Tap, TrainInfo
 from transferkit.models.base import module_modes, restore_modes
+from transferkit.models.layers import resolve_layer
 
 CHECKPOINT = "checkpoint.pt"
 SELECTED = "selected.pt"  # the weights of the epoch that ``select`` prefers
@@ -170,7 +171,8 @@ class Trainer:
         self._check_data(methods)
         self.fill = data.black  # jitter's and augment's padding: the data's black
         torch.manual_seed(config.seed)  # before networks that methods create (DML's peers)
-        self.objective = Objective(model, methods, feature_layer)
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        self.objective = Objective(model, methods, feature_layer, data.x[:2].to(device))
         self.steps_per_epoch = config.steps_per_epoch or max(1, len(data.x) // config.batch_size)
         self.total_steps = self.steps_per_epoch * config.epochs
         self.objective.to(self.device)  # methods may compute on the device in setup
@@ -184,6 +186,11 @@ class Trainer:
             self.objective.remove_hooks()  # a refused model leaves without the tap hooks
             raise
         feature_tap = self.objective.feature_tap
+        if feature_tap is not None and feature_layer is None and not hasattr(model, "head"):
+            note(f"features: the input of layer {feature_tap.layer!r} "
+                 f"({math.prod(tap_shapes[feature_tap])} values), the layer that gives the "
+                 "logits; feature_layer= (--feature-layer) names another",
+                 config.progress and distributed.is_main())
         info = TrainInfo(
             num_classes=data.num_classes,
             feature_dim=None if feature_tap is None else math.prod(tap_shapes[feature_tap]),
@@ -261,8 +268,9 @@ class Trainer:
         # The epoch ``select`` prefers so far: {"epoch": n, "state": the model's weights}.
         self.selected: dict[str, Any] | None = None
         self.validation_layer = None if feature_tap is None else feature_tap.layer
-        if self.validation_layer is None:
-            self.validation_layer = feature_layer
+        if self.validation_layer is None and feature_layer is not None:
+            # no method reads features: the validators do (dev); a wrong name was skipped
+            self.validation_layer = resolve_layer(model, feature_layer)
         self.board: ScalarLog | None = None  # RUN/tensorboard, opened by fit (rank 0)
 
     @property

@@ -27,19 +27,27 @@ def has_conv2d(module: nn.Module) -> bool:
     return any(isinstance(m, nn.Conv2d | nn.ConvTranspose2d) for m in module.modules())
 
 
-def unsafe_layer(module: nn.Module) -> str | None:
-    """The first convolution that oneDNN computes wrongly in channels-last, else None.
+def unsafe_layer(module: nn.Module) -> tuple[str, str] | None:
+    """The first layer that the CPU build of torch computes wrongly in channels-last, and
+    why; else None.
 
-    A 1x1 convolution with a stride or padding and fewer input channels per group than the
-    CPU's channel block (8 with AVX2, 16 with AVX-512) writes past its workspace in the weight
-    gradient (oneDNN issue 6035, torch 2.13): heap corruption, wrong gradients or a hang.
-    Measured here with 2 to 7 channels; 16 covers both block sizes.
+    - A 1x1 convolution with a stride or padding and fewer input channels per group than the
+      CPU's channel block (8 with AVX2, 16 with AVX-512) writes past its workspace in the
+      weight gradient (oneDNN issue 6035, torch 2.13): heap corruption, wrong gradients or a
+      hang. Measured here with 2 to 7 channels; 16 covers both block sizes.
+    - ``GroupNorm``'s backward on a channels-last input that needs no gradient (a frozen
+      layer below it, or tent, which trains only the normalisation) ends the process with a
+      segmentation fault (torch 2.13 CPU; any shape measured).
     """
     for name, m in module.named_modules():
         if (isinstance(m, nn.Conv2d) and tuple(m.kernel_size) == (1, 1)
                 and (tuple(m.stride) != (1, 1) or m.padding not in ((0, 0), "valid"))
                 and m.in_channels // m.groups < 16):
-            return name
+            return name, ("is a strided 1x1 convolution with fewer than 16 input channels, "
+                          "which oneDNN computes wrongly in channels-last (oneDNN issue 6035)")
+        if isinstance(m, nn.GroupNorm):
+            return name, ("is a GroupNorm, whose backward in channels-last crashes the CPU "
+                          "build of torch when its input needs no gradient")
     return None
 
 
@@ -49,10 +57,8 @@ def choose(requested: str, module: nn.Module, device: torch.device) -> tuple[boo
         return False, "contiguous (asked for)"
     if not has_conv2d(module):
         return False, "contiguous: no 2-d convolution"
-    if device.type == "cpu" and (layer := unsafe_layer(module)) is not None:
-        return False, (f"contiguous: {layer} is a strided 1x1 convolution with fewer than 16 "
-                       "input channels, which oneDNN computes wrongly in channels-last "
-                       "(oneDNN issue 6035)")
+    if device.type == "cpu" and (unsafe := unsafe_layer(module)) is not None:
+        return False, f"contiguous: {unsafe[0]} {unsafe[1]}"
     if requested == "channels_last":
         return True, "channels_last (asked for)"
     if device.type == "cpu":

@@ -32,7 +32,10 @@ def loss_key(method: str, key: str) -> str:
 
 
 class Objective(nn.Module):
-    def __init__(self, model: nn.Module, methods: list[Method], feature_layer: str | None = None):
+    def __init__(self, model: nn.Module, methods: list[Method], feature_layer: str | None = None,
+                 example: Tensor | None = None):
+        """``example``: training rows that find the default feature layer by running the
+        model (see :func:`default_layer`)."""
         super().__init__()
         names = [m.name for m in methods]
         if dupes := sorted({n for n in names if names.count(n) > 1}):
@@ -61,7 +64,8 @@ class Objective(nn.Module):
                 self.peers[peer] = net
         self.feature_tap: Tap | None = None
         if self.needs_features:
-            layer = resolve_layer(model, feature_layer) if feature_layer else default_layer(model)
+            layer = resolve_layer(model, feature_layer) if feature_layer else default_layer(
+                model, example)
             self.feature_tap = Tap(STUDENT, layer, "input", flatten=True)
         wanted = {tap for m in methods for tap in m.taps()}
         if self.feature_tap is not None:
@@ -143,7 +147,7 @@ class Objective(nn.Module):
             raise ConfigError("a method needs target inputs: train on a domain pair")
         inputs = self._rows(batch, student_rows)
         for recorder in self.recorders.values():
-            recorder.values = {}
+            recorder.values, recorder.calls = {}, {}
             recorder.active = True
         try:
             taps: dict[Tap, Tensor] = {}
@@ -167,7 +171,7 @@ class Objective(nn.Module):
                 recorder.active = False
                 recorder.values = {}
         logits = taps[Tap(STUDENT, LOGITS)]
-        features = None if self.feature_tap is None else taps[self.feature_tap]
+        features = None if self.feature_tap is None else taps.get(self.feature_tap)
         split = self.needs_target
         return Outputs(
             logits[:n] if split else logits,
@@ -208,9 +212,30 @@ class Objective(nn.Module):
                     if m.needs_features and m.trains_network and not m.source_free]
         with eval_mode(self), torch.set_grad_enabled(bool(aligning)):
             out = self.outputs(batch)
+        self._check_taps_ran(out.taps)
         if aligning:
             self._check_features(out.taps, aligning)
         return {tap: tuple(value.shape[1:]) for tap, value in out.taps.items()}
+
+    def _check_taps_ran(self, taps: dict[Tap, Tensor]) -> None:
+        """Every layer a method reads ran in the forward, and the feature layer ran once: a
+        layer defined but never called has no input to read (an unused projection head), and
+        one run twice (shared weights, one ReLU module reused) has two, of which the last
+        would be read without a word."""
+        which = "the classifier layer, whose input is the feature vector"
+        for tap in sorted((t for t in self.taps_wanted - taps.keys() if t.layer != LOGITS),
+                          key=str):
+            fix = (f"name {which}: feature_layer= (--feature-layer)"
+                   if tap == self.feature_tap else "name a layer that forward runs")
+            raise ConfigError(f"layer {tap.layer!r} of the {tap.role} network is never run by "
+                              f"its forward, so there is nothing to read there; {fix}")
+        if self.feature_tap is not None:
+            runs = self.recorders[STUDENT].calls.get(self.feature_tap.layer, 1)
+            if runs > 1:
+                raise ConfigError(
+                    f"layer {self.feature_tap.layer!r} runs {runs} times in one forward (a "
+                    "module used twice), so its input, the feature vector, is ambiguous; name "
+                    f"{which}, one that runs once: feature_layer= (--feature-layer)")
 
     def _check_features(self, taps: dict[Tap, Tensor], aligning: list[str]) -> None:
         """Refuse features that no trainable parameter feeds (a layer right after the input):

@@ -29,6 +29,7 @@ class TapRecorder:
 
     def __init__(self, model: nn.Module, taps: Iterable[Tap], who: str) -> None:
         self.values: dict[Tap, Tensor] = {}
+        self.calls: dict[str, int] = {}  # per hooked layer: how often the last pass ran it
         self.active = False
         self._handles: list[Any] = []
         wanted: dict[tuple[str, str], list[Tap]] = {}
@@ -57,6 +58,7 @@ class TapRecorder:
     def _store(self, path: str, group: list[Tap], value: Any) -> None:
         if not self.active:
             return
+        self.calls[path] = self.calls.get(path, 0) + 1
         if isinstance(value, tuple | list) and value and isinstance(value[0], Tensor):
             value = value[0]  # modules returning (tensor, extra): the tensor
         if not isinstance(value, Tensor):

@@ -63,8 +63,8 @@ class AdaBN(Method):
         if not self.layers:
             raise ConfigError(
                 f"adabn re-estimates BatchNorm statistics, and {type(info.student).__name__} "
-                "has no BatchNorm layer; use shot, or a model with BatchNorm (tent too "
-                "trains BatchNorm's parameters)"
+                "has no BatchNorm layer that keeps them (track_running_stats=True); use shot, "
+                "or a model with BatchNorm (tent trains normalisation layers' parameters)"
             )
 
     def losses(self, batch: Batch, out: Outputs, progress: float) -> dict[str, Tensor]:

@@ -11,6 +11,7 @@ saved with the method. Phase A's ``CE_1`` is the ``supervised`` term ``adapt`` a
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -26,7 +27,7 @@ from transferkit.methods.base import (
     check_nonnegative,
 )
 from transferkit.methods.registry import METHODS
-from transferkit.models.base import copy_module
+from transferkit.models.base import copy_module, eval_mode
 
 # Phase C runs num_k times per step, each a forward and backward pass: the paper uses 4 on
 # digits; 100 (25x that) is already far past any published setting, and num_k=10**6 would
@@ -60,6 +61,7 @@ class MCD(Method):
         self._heads = [head]
         if self.head2 is None:
             self.head2 = copy_module(head, fresh=True)
+        self._check_classifier(info, head)
         prefix = f"model.{info.feature_layer}"
         body = tuple(f"model.{name}" for name, p in info.student.named_parameters()
                      if p.requires_grad and not (name + ".").startswith(info.feature_layer + "."))
@@ -71,6 +73,25 @@ class MCD(Method):
             Phase("heads", trains=(prefix, own)),
             Phase("features", trains=body, repeat=self.num_k),
         )
+
+    def _check_classifier(self, info: TrainInfo, head: nn.Module) -> None:
+        """The copied layer is a second classifier only if it maps the feature vector to the
+        logits; a middle layer or a convolution named as ``feature_layer`` would fail in the
+        first step, deep in torch, or train a copy of a hidden layer as a "classifier"."""
+        assert self.head2 is not None and info.feature_layer is not None
+        features = torch.zeros(2, info.feature_dim or 1, device=info.device)
+        try:
+            with torch.no_grad(), eval_mode(self.head2):
+                second = self.head2.to(info.device)(features)
+            shape = tuple(second.shape) if isinstance(second, Tensor) else type(second).__name__
+        except Exception as exc:
+            shape = f"an error ({(str(exc).splitlines() or [''])[0][:120]})"
+        if shape != (2, info.num_classes):
+            raise ConfigError(
+                f"mcd copies layer {info.feature_layer!r} ({type(head).__name__}) as its second "
+                f"classifier, so it must map the {info.feature_dim}-value feature vector to the "
+                f"{info.num_classes} logits; on 2 rows it gives {shape}; set feature_layer "
+                "(--feature-layer) to the classifier layer")
 
     def phases(self) -> tuple[Phase, ...]:
         return self._phases

@@ -72,6 +72,14 @@ class SHOT(Method):
             self._frozen = [p for p in head.parameters() if p.requires_grad]
             for param in self._frozen:
                 param.requires_grad_(False)
+            if not any(p.requires_grad for p in info.student.parameters()):
+                for param in self._frozen:  # given back: the run is refused
+                    param.requires_grad_(True)
+                self._frozen = []
+                raise ConfigError(
+                    f"shot freezes the classifier ({info.feature_layer!r}) and trains the "
+                    "layers below it, but none of them is trainable (frozen before the run?); "
+                    "unfreeze the backbone, or give shot freeze_head=false")
 
     def start_epoch(self, epoch: int) -> None:
         """Pseudo-labels for every target row from the current model (same on every rank)."""

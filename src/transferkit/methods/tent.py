@@ -43,7 +43,8 @@ class Tent(Method):
         if not trained:
             raise ConfigError(
                 f"tent trains normalisation layers, and {type(info.student).__name__} has "
-                "none with affine parameters; use shot, or a model with BatchNorm"
+                "none with affine parameters (BatchNorm, LayerNorm, GroupNorm or InstanceNorm "
+                "with affine=True); use shot, or a model with such a layer"
             )
         if not self._frozen:
             self._frozen = [p for p in info.student.parameters()

@@ -18,18 +18,71 @@ from transferkit.models.base import eval_mode
 _SHOWN_NAMES = 12
 
 
-def default_layer(model: nn.Module) -> str:
-    """``head`` when the model has one (the registry convention), else its last ``nn.Linear``."""
+def default_layer(model: nn.Module, example: Tensor | None = None) -> str:
+    """The classifier layer, whose input is the feature vector: ``head`` when the model has
+    one (the registry convention), else its last ``nn.Linear``.
+
+    With ``example`` rows, "last" is in the order forward runs the layers, and the layer
+    whose output *is* the model's output wins: a classifier defined before its backbone, or
+    a projection head defined after it and never called, is not taken for the classifier.
+    """
     modules = dict(model.named_modules())
+    if example is None:
+        if "head" in modules:
+            return "head"
+        linear = [name for name, module in modules.items() if isinstance(module, nn.Linear)]
+        if not linear:
+            raise ConfigError(
+                f"{type(model).__name__} has no 'head' and no nn.Linear layer to read features "
+                f"from; name a layer, one of: {_some_names(model)}")
+        return linear[-1]
+    try:
+        called = _called_outputs(model, example, ["head"] if "head" in modules else [])
+    except Exception:  # inputs it cannot take: the run's probe of the model says so
+        return default_layer(model)
+    out = called.pop("")
+    if "head" in called and called["head"] is out:
+        return "head"
+    giving = [name for name in called if name != "head" and called[name] is out]
+    if giving:  # the layer whose output the model returns: the logits themselves
+        return giving[-1]
     if "head" in modules:
         return "head"
-    linear = [name for name, module in modules.items() if isinstance(module, nn.Linear)]
-    if not linear:
-        raise ConfigError(
-            f"{type(model).__name__} has no 'head' and no nn.Linear layer to read features from; "
-            f"name a layer, one of: {_some_names(model)}"
-        )
-    return linear[-1]
+    width = out.shape[-1] if isinstance(out, Tensor) and out.dim() > 1 else None
+    sized = [name for name, value in called.items() if value.shape[-1] == width]
+    if sized:  # logits reshaped or scaled after the classifier
+        return sized[-1]
+    raise ConfigError(
+        f"cannot tell which layer of {type(model).__name__} gives the logits (no nn.Linear "
+        f"that forward runs outputs {width} values); name the classifier layer, whose input "
+        f"is the feature vector: feature_layer= (--feature-layer), one of: {_some_names(model)}")
+
+
+def _called_outputs(model: nn.Module, example: Tensor, extra: list[str]) -> dict[str, Any]:
+    """The outputs of every ``nn.Linear`` (and the ``extra`` modules) that one forward on
+    ``example`` runs, in the order they run (a module run twice: its last place); the
+    model's own output under ``""``."""
+    called: dict[str, Any] = {}
+    handles = []
+
+    def record(name: str):
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            called.pop(name, None)
+            called[name] = output
+
+        return hook
+
+    for name, module in model.named_modules():
+        if name and (isinstance(module, nn.Linear) or name in extra):
+            handles.append(module.register_forward_hook(record(name)))
+    try:
+        with eval_mode(model), torch.no_grad():
+            out = model(example)
+    finally:
+        for handle in handles:
+            handle.remove()
+    called[""] = out
+    return called
 
 
 def _some_names(model: nn.Module) -> str:
