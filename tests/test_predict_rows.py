@@ -161,10 +161,45 @@ def test_an_npz_without_labels_gives_its_x_test_rows_too(
     other = tmp_path / "other.npz"  # a labels array of another length: never read
     np.savez(other, x=x[:2], y=np.array([0.5]), X_test=x[2:5], y_test=np.array(["a"]))
     assert torch.equal(tk.predict(run, str(other)).probs, expected.probs)
+    alone = tmp_path / "alone.npz"  # test rows alone are the rows (they were refused)
+    np.savez(alone, x_test=x[:5])
+    assert torch.equal(tk.predict(run, str(alone)).probs, expected.probs)
+    with pytest.raises(DataError, match=r"to read the test array 'x_test' as the rows: "
+                                        "--data-opt x=x_test"):
+        tk.train("mlp", str(alone), **TRAIN)
     mismatch = tmp_path / "mismatch.npz"
     np.savez(mismatch, x=x[:2], x_test=x[2:5, :3])
     with pytest.raises(DataError, match="x_test has rows of shape"):
         tk.predict(run, str(mismatch))
+
+
+def test_evaluate_maps_a_field_files_labels_by_the_models_classes(
+    features: tuple[Path, np.ndarray], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A field sample holding some of the classes: its labels are the model's classes (by
+    index, or by the names the model recorded). It used to be refused ("the model outputs 2
+    classes but the data has 1"), or its labels re-indexed from 0 on their own."""
+    run, x = features
+    ones = tmp_path / "ones.npz"
+    np.savez(ones, x=x, y=np.ones(len(x), dtype=np.int64))
+    predicted = tk.predict(run, str(ones)).labels
+    scores = tk.evaluate(run, str(ones), data_options={"test": "all"})
+    assert scores["test"]["accuracy"] == pytest.approx(np.mean([p == 1 for p in predicted]))
+    rng = np.random.default_rng(1)
+    names = np.array(["cat", "dog", "eel"])[np.arange(30) % 3]
+    rows = [[*np.round(rng.normal(size=3) + 3 * (i % 3), 3), n] for i, n in enumerate(names)]
+    write_csv(tmp_path / "pets.csv", "a,b,c,label", rows)
+    tk.train("mlp", str(tmp_path / "pets.csv"), out=tmp_path / "pets", **TRAIN)
+    field = write_csv(tmp_path / "field.csv", "a,b,c,label",
+                      [r for r in rows if r[-1] in ("eel", "dog")])
+    predicted = tk.predict(tmp_path / "pets", str(field)).labels
+    truth = [r[-1] for r in rows if r[-1] in ("eel", "dog")]
+    capsys.readouterr()
+    scores = tk.evaluate(tmp_path / "pets", str(field), data_options={"test": "all"})
+    assert scores["test"]["accuracy"] == pytest.approx(
+        np.mean([p == t for p, t in zip(predicted, truth, strict=True)]))
+    tk.evaluate(tmp_path / "pets", str(field))  # the default: a held-out split, said so
+    assert "field.csv holds out, not on every row" in capsys.readouterr().err
 
 
 def test_label_cells_are_never_parsed(features: tuple[Path, np.ndarray], tmp_path: Path) -> None:

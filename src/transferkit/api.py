@@ -1095,15 +1095,21 @@ def evaluate(
     net = model
     data_options, read_alike = _recorded_steps(model, data, data_options)
     recorded = getattr(model, NORMALIZATION_ATTR, None)
-    if read_alike and "->" not in os.fspath(data):  # a lone file: read as predict reads it
+    if _lone_file(data):  # read as predict reads it; labels mapped by the model's classes
         from transferkit.data.files import load_file_dataset, parse_file_options
 
+        names = getattr(model, CLASSES_ATTR, None)
         data = load_file_dataset(_data_spec(data), parse_file_options(data_options),
-                                 unlabelled_classes=lambda x: _probe(net, x, who),
-                                 recorded=recorded)
-        read_alike = (f"read with the model's normalisation ({','.join(recorded.steps)}, "
-                      "its training rows' statistics), as predict reads it; --normalize "
-                      "names other steps, fitted on this file")
+                                 names or None, unlabelled_classes=lambda x: _probe(net, x, who),
+                                 recorded=recorded if read_alike else None, indexed=not names)
+        if read_alike:
+            read_alike = (f"read with the model's normalisation ({','.join(recorded.steps)}, "
+                          "its training rows' statistics), as predict reads it; --normalize "
+                          "names other steps, fitted on this file")
+        if parse_file_options(data_options).test is None and "held out" in data.description:
+            note(f"scored on the test split that a run on {data.name} holds out, not on every "
+                 f"row ({data.description.rpartition('; test = ')[2]}); --data-opt test=all "
+                 "(test='all' in data_options) scores every row", is_main())
     else:
         data = resolve_data(data, data_dir, data_options,
                             lambda x: _probe(net, x, who))  # a file without labels: its classes
@@ -1137,6 +1143,14 @@ def evaluate(
                         "model on it without labels"))
         note(notes[-1], is_main())
     return Scores(scores, notes, found)
+
+
+def _lone_file(data: Any) -> bool:
+    """A data file or image folder named alone (not a pair, not a registered name)."""
+    from transferkit.data.file_options import is_data_path
+
+    return isinstance(data, str | os.PathLike) and "->" not in os.fspath(data) and \
+        is_data_path(os.fspath(data).strip())
 
 
 def _recorded_steps(model: nn.Module, data: Any, options: dict[str, Any] | None

@@ -58,6 +58,9 @@ def _pick_keys(
             what = "inputs" if option == "x" else "labels"
             hint = _TARGET_HINT.format(path=path) if option == "y" and side.role == "alone" \
                 else ""
+            test = next((k for k in _KEY_DEFAULTS[f"{option}_test"] if k in names), None)
+            if test is not None:  # a file of test rows alone: say how to read them
+                hint = f" (to read the test array {test!r} as the rows: {OPT} {option}={test})"
             raise DataError(
                 f"{path}: no {what} array (looked for {looked}); arrays present: {present}; "
                 f"set {OPT} {option}=NAME{hint}"
@@ -99,6 +102,10 @@ def _input_keys(path: Path, names: Sequence[str], options: FileOptions,
     """The arrays of inputs (``x``, required) and test inputs (``x_test``, when present) that
     predictions read; label arrays are never named, so never read."""
     keys: dict[str, str | None] = {}
+    alone = options.x is None and not any(k in names for k in X_KEYS)
+    tests = [k for k in X_TEST_KEYS if k in names]
+    if alone and tests and options.x_test is None:  # test rows alone: they are the rows
+        return {"x": tests[0], "x_test": None}
     for option, required in (("x", True), ("x_test", False)):
         explicit = getattr(options, option)
         if explicit is not None and explicit not in names:

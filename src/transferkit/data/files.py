@@ -324,6 +324,7 @@ def load_file_dataset(
     unlabelled_classes: Callable[[Tensor], int] | None = None,
     width: int | None = None,
     recorded: Normalization | None = None,
+    indexed: bool = False,
 ) -> Dataset:
     """A Dataset read from a ``.npz``, ``.mat`` or ``.csv`` file or an image folder.
 
@@ -334,6 +335,9 @@ def load_file_dataset(
     without it, a file without labels is refused. ``width``: the trained model's feature
     count, by which a CSV without a label column is told from one with. ``recorded``: a
     trained model's normalisation, applied with its statistics (``evaluate``, as ``predict``).
+    ``indexed``: the model that reads the file names no classes, so its classes are the
+    indices ``0..K-1`` (``K`` from ``unlabelled_classes``): whole-number labels in that range
+    are those indices, even when the file holds only some classes (a field sample).
     """
     options = parse_file_options(options)
     if recorded is not None:
@@ -347,7 +351,18 @@ def load_file_dataset(
         assert unlabelled_classes is not None
         known = classes if classes is not None else range(unlabelled_classes(raw.x))
         return _build_unlabelled(raw, options, tuple(known), recorded)
+    if classes is None and indexed and unlabelled_classes is not None:
+        count = unlabelled_classes(raw.x)
+        if _indices_below(raw.labels, count):
+            classes = tuple(range(count))
     return _build(raw, options, classes, recorded=recorded)
+
+
+def _indices_below(labels: np.ndarray, count: int) -> bool:
+    """Every label a whole number in ``[0, count)`` (not a bool, not a string)."""
+    values = labels.tolist()
+    return all(isinstance(v, int | float) and not isinstance(v, bool) and float(v).is_integer()
+               and 0 <= v < count for v in values)
 
 
 def load_rows_to_predict(spec: str | Path, options: FileOptions,
