@@ -429,7 +429,8 @@ def test_distill_refuses_a_teacher_of_another_shape(unit_model: Path, digits: Da
         tk.distill(unit_model, "mlp", data, student_options=TINY, **FAST)
     assert one_line(info) == (
         "teacher expects inputs 1x8x8 in [0, 1] but data 'big' gives 1x16x16 in [0, 1]; "
-        "use data of its input shape 1x8x8"
+        "use data of its input shape 1x8x8, or resize each batch for it: --teacher-input "
+        "size=8,channels=1 (teacher_input= in the API)"
     )
 
 

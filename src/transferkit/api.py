@@ -13,6 +13,8 @@ a :class:`Dataset`, a :class:`DomainPair` or a registered name (``a->b`` names a
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -45,6 +47,7 @@ from transferkit.data.inputs import (
     COLUMNS_ATTR,
     INPUTS_ATTR,
     NORMALIZATION_ATTR,
+    RAW_ROWS_ATTR,
     SHAPE_ATTR,
     InputConverted,
     InputSpec,
@@ -54,6 +57,7 @@ from transferkit.data.inputs import (
     fit_teacher,
 )
 from transferkit.data.normalize import Normalization
+from transferkit.data.recorded import ColumnsReordered, check_class_names, fit_columns
 from transferkit.data.teacher_input import (
     TeacherInput,
     check_declared,
@@ -112,7 +116,12 @@ from transferkit.models import MODELS, count_parameters, resolve_model
 from transferkit.models.base import eval_mode, weights_sha256
 from transferkit.models.features import features_and_logits
 from transferkit.models.onnx import is_torchscript
-from transferkit.predict import Predictions, predictions, rows_to_predict
+from transferkit.predict import (
+    Predictions,
+    check_finite_outputs,
+    predictions,
+    rows_to_predict,
+)
 from transferkit.run_dir import (  # noqa: F401  (load_run: part of the API)
     SUMMARY_FILE,
     RunResult,
@@ -374,6 +383,8 @@ def _run(plan: RunPlan, out: str | Path | None, resume: bool) -> RunResult:
         if plan.validation is not None:  # what each validator (and the oracle) would keep
             summary["choices"] = choices(history)
             summary["validators"] = history[-1].get("validators", {}) if history else {}
+            if history:  # the last epoch's scores, also when model.pt holds another epoch
+                summary["validators_epoch"] = history[-1].get("epoch")
         if trainer.selected is not None:  # the kept model is the preferred epoch's
             trainer.model.load_state_dict(trainer.selected["state"])
             summary["selected"] = summary.get("choices", {}).get(cfg.select)
@@ -595,6 +606,7 @@ def distill(
                           "would be loaded and ignored; add a distillation method (e.g. "
                           f"{'+'.join([*names, 'kd'])}), or use adapt/train without a teacher")
     given = list(teacher) if isinstance(teacher, list | tuple) else [teacher]
+    given = [one.model if isinstance(one, RunResult) else one for one in given]
     if not given:
         raise ConfigError("distill needs a teacher; the list of teachers is empty")
 
@@ -614,6 +626,9 @@ def distill(
         if isinstance(one, str | Path):
             source, one = str(one), load_model(one)
         teacher_classes = teacher_classes or getattr(one, CLASSES_ATTR, None)
+        one, reordered = _fit_recorded(one, data, "teacher")
+        if reordered:
+            note(reordered, cfg.progress and is_main())
         one, convention = _fit_teacher_inputs(one, conversion, data)
         if isinstance(one, InputConverted):
             note(f"teacher inputs {convention}", cfg.progress and is_main())
@@ -655,6 +670,15 @@ def distill(
         check_needs(methods, provides, "distill", why)
         if "labels" in provides and not any(m.own_label_term for m in methods):
             methods.insert(0, build_methods("supervised")[0])  # the hard labels, as papers do
+        leak = _target_labels_note(given, data.name) if "labels" in provides else None
+        if leak:
+            note(leak, cfg.progress and is_main())
+        if not any(m.trains_logits for m in methods):  # no labels, and layers alone
+            raise ConfigError(
+                f"distill: {'+'.join(names)} compare{'s' * (len(names) == 1)} intermediate "
+                f"layers only, and {data.name} gives no labels here{why}, so nothing would "
+                "train the student's classifier; add a method on the outputs, e.g. "
+                f"{'+'.join(['kd', *names])}")
         for one in teachers:
             _check_classes(one, train_data.x, data.num_classes, "teacher")
         _check_classes(module, train_data.x, data.num_classes, "student", trained=True)
@@ -672,6 +696,8 @@ def distill(
                   "teacher_inputs": conventions[0] if one_teacher else conventions}
         if conversion is not None:  # part of what a resume must match
             record["teacher_input"] = conversion.to_dict()
+        if leak:
+            record["label_note"] = leak
         if synthetic:
             record["training_data"] = f"{len(train_data.x)} inputs synthesised from the " \
                 "teacher (no real training image)"
@@ -798,9 +824,14 @@ def _adapt_teacher(
     conversion: TeacherInput | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """A teacher for adaptation methods composed with distillation (``dann+kd``)."""
+    if isinstance(teacher, RunResult):
+        teacher = teacher.model
     source = f"module {type(teacher).__name__} (from Python)"
     if isinstance(teacher, str | Path):
         source, teacher = str(teacher), load_model(teacher)
+    teacher, reordered = _fit_recorded(teacher, data, "teacher")
+    if reordered:
+        note(reordered, cfg.progress and is_main())
     teacher, _ = _fit_teacher_inputs(teacher, conversion, data,
                                      getattr(module, INPUTS_ATTR, None))
     _check_classes(teacher, data.source.train.x, data.num_classes, "teacher")
@@ -897,6 +928,11 @@ def adapt(
     cfg, options = split_settings(dict(settings), method_options)
     _check_labelled(data.target, "adapt", cfg.select)
     _say_unlabelled(data.target)
+    if data.source.name == data.target.name:  # 'a.csv->a.csv': no shift to adapt to
+        note(f"the source and the target are the same data ({data.source.name}): there is no "
+             "shift to adapt to, and dev's importance weights (held-out source rows that are "
+             "also target rows) sit at their clip, so its score is not a risk estimate",
+             cfg.progress and is_main())
     torch.manual_seed(cfg.seed)
     start = str(model) if is_saved_model(model) else None
     if start is not None:
@@ -909,6 +945,7 @@ def adapt(
     data, converted = fit_data(module, data, "model")
     if converted:
         note(converted, cfg.progress and is_main())
+    _refuse_reordering(module, data)
     _check_classes(module, data.source.train.x, data.num_classes, "model", trained=True)
     conversion = None if teacher_input is None else parse_teacher_input(teacher_input)
     teacher_module, teacher_record = None, None
@@ -942,8 +979,40 @@ def adapt(
         if converted:
             record["inputs"] = converted
         record["source_holdout_rows"] = len(held)
+        if start is not None and len(held) and (seen := _held_rows_seen(start, data)):
+            record["validation_note"] = seen
+            note(seen, cfg.progress and is_main())
         return _run(RunPlan("adapt", module, data, methods, train_data, _evals(data), cfg, spec,
                             record, feature_layer, validation), out, resume)
+
+
+def _target_labels_note(teachers: list[Any], data_name: str) -> str | None:
+    """A note when distill reads the labels of data that a teacher was adapted to without
+    them (adapt, then distil on the target dataset alone): the student then learns from the
+    target labels that adaptation never read."""
+    for one in teachers:
+        if not isinstance(one, str | os.PathLike):
+            continue
+        record = run_record(Path(one))
+        target = str(record.get("data", "")).split("->")[-1].strip()
+        if record.get("command") == "adapt" and target == data_name:
+            return (f"the teacher was adapted to {data_name} without its labels, and distill on "
+                    f"{data_name} alone reads them (the student's label term); to keep them "
+                    f"unread, distil on the pair SOURCE->{data_name}, which reads no label")
+    return None
+
+
+def _held_rows_seen(start: str, data: DomainPair) -> str | None:
+    """A note when the saved model that adapt starts from was trained (by train or distill,
+    which hold no row out) on this pair's source: the rows held out for source_accuracy and
+    dev are then rows it has seen, and those validators read high."""
+    record = run_record(Path(start))
+    trained_on = str(record.get("data", "")).split("->")[0].strip()
+    if record.get("command") in (None, "adapt") or trained_on != data.source.name:
+        return None
+    return (f"the model it starts from ({start}) was trained on all of {trained_on} by "
+            f"{record['command']}, so the source rows held out for source_accuracy and dev "
+            "are rows it has seen: those validators read high")
 
 
 def _target_only(data: Dataset | DomainPair | str, data_dir: str | Path | None,
@@ -1027,6 +1096,7 @@ def _adapt_source_free(
     target, converted = fit_data(model, target, "model")
     if converted:
         note(converted, cfg.progress and is_main())
+    _refuse_reordering(model, target)
     _check_classes(model, target.train.x, target.num_classes, "model")
     if "tent" in names and (others := [n for n in names if n not in ("tent", "adabn")]):
         raise ConfigError(
@@ -1099,9 +1169,12 @@ def evaluate(
         from transferkit.data.files import load_file_dataset, parse_file_options
 
         names = getattr(model, CLASSES_ATTR, None)
+        shape = getattr(model, SHAPE_ATTR, None)  # a CSV of exactly its width: no labels
         data = load_file_dataset(_data_spec(data), parse_file_options(data_options),
                                  names or None, unlabelled_classes=lambda x: _probe(net, x, who),
-                                 recorded=recorded if read_alike else None, indexed=not names)
+                                 width=shape[0] if shape is not None and len(shape) == 1
+                                 else None, recorded=recorded if read_alike else None,
+                                 indexed=not names)
         if read_alike:
             read_alike = (f"read with the model's normalisation ({','.join(recorded.steps)}, "
                           "its training rows' statistics), as predict reads it; --normalize "
@@ -1113,6 +1186,7 @@ def evaluate(
     else:
         data = resolve_data(data, data_dir, data_options,
                             lambda x: _probe(net, x, who))  # a file without labels: its classes
+    model, reordered = _fit_recorded(model, data, who, steps_must_match=False)
     unlike = _normalization_mismatch(model, data) or read_alike
     if unlike is None and getattr(model, NORMALIZATION_ATTR, None) is None:
         _say_recorded_normalize(given, data_options)  # a model.pt that predates the record
@@ -1130,13 +1204,29 @@ def evaluate(
     _check_classes(model, next(iter(evals.values())).x, data.num_classes, "model")
     evals = {name: split for name, split in evals.items() if name in scored}
     scores = {name: evaluate_split(model, split, dev, batch_size) for name, split in evals.items()}
+    for name, values in scores.items():  # argmax of NaN would score as a made-up accuracy
+        if not math.isfinite(values["loss"]):
+            with torch.no_grad(), eval_mode(model):
+                logits = torch.cat([model(chunk.to(dev)) for chunk in
+                                    evals[name].x.split(batch_size)])
+            check_finite_outputs(model, logits, f"{data.name} ({name})")
     holdout = DEFAULT_SOURCE_HOLDOUT if source_holdout is None else source_holdout
-    found = _validator_scores(model, data, who, dev, batch_size, holdout) if validators \
-        else None
+    found = _validator_scores(model, data, who, dev, batch_size, holdout,
+                              _recorded_layer(given)) if validators else None
     notes = [converted] if converted else []
+    if reordered:
+        note(reordered, is_main())
+        notes.append(reordered)
     if unlike is not None:
         note(unlike, is_main())
         notes.append(unlike)
+    if found and isinstance(data, DomainPair) and is_saved_model(given):
+        command = run_record(Path(given)).get("command")
+        if command is not None and command != "adapt":  # it held no source row out
+            notes.append(f"source_accuracy and dev score source rows that this model trained on "
+                         f"(its {command} run held none out), so they read high; only an "
+                         "adapt run's held-out rows are unseen")
+            note(notes[-1], is_main())
     if not target.labelled:
         notes.append(f"{target.name} has no labels: no accuracy on it"
                      + ("" if validators else "; --validators (validators=True) scores the "
@@ -1172,7 +1262,34 @@ def _recorded_steps(model: nn.Module, data: Any, options: dict[str, Any] | None
         "statistics as in training; --normalize names other steps")
 
 
-def _normalization_mismatch(model: nn.Module, data: Dataset | DomainPair) -> str | None:
+def _fit_recorded(model: nn.Module, data: Dataset | DomainPair, who: str,
+                  steps_must_match: bool = True) -> tuple[nn.Module, str | None]:
+    """``model`` checked against what it recorded of its training data: the same class names
+    (check_class_names), the normalisation steps (a teacher fed raw counts that it learnt as
+    z-scores teaches nothing: refused when ``steps_must_match``), and its CSV columns, put
+    in its order when the data has them in another (fit_columns; the note says so)."""
+    check_class_names(model, class_names(data), data.name, who)
+    if steps_must_match and not getattr(model, RAW_ROWS_ATTR, False) and (
+            unlike := _normalization_mismatch(model, data, who)):
+        raise ConfigError(unlike)
+    sides = [data.source, data.target] if isinstance(data, DomainPair) else [data]
+    columns = next((side.columns for side in sides if getattr(side, "columns", None)), None)
+    return fit_columns(model, columns, data.name, who)
+
+
+def _refuse_reordering(model: nn.Module, data: Dataset | DomainPair) -> None:
+    """A saved model that ``adapt`` trains further meets its data as recorded: the same
+    classes and normalisation, and its CSV columns in its order (a wrapper that reorders
+    them would change the network that is saved)."""
+    _, reordered = _fit_recorded(model, data, "model")
+    if reordered:
+        raise ConfigError(f"the model was trained on {data.name}'s columns in another order "
+                          f"({reordered.rpartition('(')[2].rstrip(')')}); give the data with "
+                          "its columns in that order")
+
+
+def _normalization_mismatch(model: nn.Module, data: Dataset | DomainPair,
+                            who: str = "model") -> str | None:
     """A note when ``data`` is read with other normalisation steps than the model trained on
     (scores of raw counts fed to a z-scored model mean nothing); each file is then normalised
     with its own training rows' statistics, as in training."""
@@ -1185,13 +1302,16 @@ def _normalization_mismatch(model: nn.Module, data: Dataset | DomainPair) -> str
         return None
     steps = ",".join(recorded.steps)
     how = f"normalised by {','.join(read)}" if read else "without normalisation"
-    return (f"the model was trained on rows normalised by {steps}, but {data.name} is read "
-            f"{how}: pass --normalize {steps} (normalize= in data_options) to score it as it "
-            "was trained")
+    return (f"the {who} was trained on rows normalised by {steps}, but {data.name} is read "
+            f"{how}: pass --normalize {steps} (normalize= in data_options) to feed it rows as "
+            "in its training")
 
 
 def _trained_model(model: nn.Module | str | Path, verb: str) -> tuple[nn.Module, str]:
-    """A module as given, or loaded from a model.pt / run directory; and how to name it."""
+    """A module as given (a RunResult's), or loaded from a model.pt / run directory; and how
+    to name it."""
+    if isinstance(model, RunResult):
+        model = model.model
     if is_saved_model(model):
         return load_model(model), f"model {model}"
     if isinstance(model, str):
@@ -1281,9 +1401,26 @@ def _say_recorded_normalize(model: Any, options: dict[str, Any] | None) -> None:
              f"{steps} (normalize= in data_options) to read these rows alike", is_main())
 
 
+def _recorded_layer(given: Any) -> str | None:
+    """The feature layer the run that saved ``given`` validated with (its ``dev`` and
+    ``snd`` read it): the summary's, else the one its record names; None when unknown."""
+    if not is_saved_model(given):
+        return None
+    path = Path(given)
+    summary = (path if path.is_dir() else path.parent) / SUMMARY_FILE
+    try:
+        layer = json.loads(summary.read_text(encoding="utf-8")).get("feature_layer")
+    except (OSError, ValueError, AttributeError):
+        layer = None
+    layer = layer or run_record(path).get("feature_layer")
+    return layer if isinstance(layer, str) and layer else None
+
+
 def _validator_scores(model: nn.Module, data: Dataset | DomainPair, who: str,
-                      device: torch.device, batch_size: int, holdout: float) -> dict[str, float]:
-    """Label-free scores of ``model`` on the rows ``adapt`` would validate on."""
+                      device: torch.device, batch_size: int, holdout: float,
+                      layer: str | None = None) -> dict[str, float]:
+    """Label-free scores of ``model`` on the rows ``adapt`` would validate on (``layer``:
+    the features dev and snd read, by default the model's head input)."""
     target = data.target if isinstance(data, DomainPair) else data
     splits: dict[str, Split] = {"target_train": target.train}
     if isinstance(data, DomainPair):
@@ -1295,7 +1432,9 @@ def _validator_scores(model: nn.Module, data: Dataset | DomainPair, who: str,
     source = splits.get("source_holdout")
     sets = ValidationSets.build(None if source is None else source.x,
                                 None if source is None else source.y, splits["target_train"].x)
-    return validator_scores(model, sets, None, device, batch_size)
+    if layer is not None and isinstance(model, ColumnsReordered):
+        layer = f"model.{layer}"  # the wrapper's path to the same module
+    return validator_scores(model, sets, layer, device, batch_size)
 
 
 def inspect(
@@ -1316,6 +1455,7 @@ def inspect(
     adapted from, when it was one). Writes ``inspect.json`` and ``tsne_after.png`` /
     ``tsne_before.png`` into ``out`` (default ``<run>/inspect``)."""
     from transferkit.report import proxy_a_distance, tsne_picture
+    from transferkit.report.adistance import feature_rows
 
     if check_count("seed", seed, 0) > 2**32 - 1:  # t-SNE's and the split's NumPy seeds
         raise ConfigError(f"seed must be an integer from 0 to {2**32 - 1}, got {seed}")
@@ -1325,6 +1465,9 @@ def inspect(
     if not isinstance(data, DomainPair):
         raise ConfigError(f"inspect compares two domains: give a pair such as 'mnist->usps', "
                           f"not {data.name!r}")
+    if out is not None and not str(out).strip():  # Path("") is the current folder
+        raise ConfigError("inspect out= is empty; give the folder to write into, or None for "
+                          "<run>/inspect")
     target_dir = Path(out) if out is not None else run_dir / "inspect"
     blocking = next((p for p in (target_dir, *target_dir.parents) if p.exists()), None)
     if blocking is not None and not blocking.is_dir():
@@ -1342,8 +1485,8 @@ def inspect(
             before = start
     dev = local_device(device)
     models = {"after": after} if before is None else {"before": Path(before), "after": after}
-    report: dict[str, Any] = {"data": data.name, "rows": "test splits", "feature_layer": layer
-                              or "the head's input"}
+    report: dict[str, Any] = {"data": data.name, "rows": feature_rows(data),
+                              "feature_layer": layer or "the head's input"}
     if before is None:
         report["before"] = (("not available: the run started from an untrained model"
                              if has_record else f"not available: {run_dir} holds no run record "

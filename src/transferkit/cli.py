@@ -11,7 +11,6 @@ Errors print one line and exit with status 2.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -35,7 +34,7 @@ from transferkit.data import DATASETS, ENV_VAR, PAIRS
 from transferkit.data.teacher_input import parse_teacher_input
 from transferkit.engine.distributed import is_main, local_device, shutdown
 from transferkit.errors import CheckpointError, ConfigError, TransferkitError
-from transferkit.files import describe_os_error
+from transferkit.files import describe_os_error, json_text
 from transferkit.methods import METHODS, build_methods, check_needs, method_names, takes_teacher
 from transferkit.models import MODELS
 from transferkit.run_dir import RUN_FILES, RUN_RECORDS
@@ -426,6 +425,9 @@ def _saved_settings(out: Path, args: argparse.Namespace) -> dict[str, Any]:
     """
     record = out / "config.yaml"
     if not record.is_file():
+        if not (out / "checkpoint.pt").is_file():  # a script's --resume on a first run
+            print(f"transferkit: no run in {out} to continue: a new run starts there, from the "
+                  "settings given", file=sys.stderr)
         return {}
     saved = read_yaml(record, "run record")
     if not isinstance(saved, dict):
@@ -720,8 +722,8 @@ def print_scores(scores: dict[str, dict[str, Any]], as_json: bool = False,
     then the validators' scores when given."""
     if as_json:  # beside the splits: the label-free scores and what was done to the data
         notes = getattr(scores, "notes", None)
-        print(json.dumps({**scores, **({"validators": validators} if validators else {}),
-                          **({"notes": notes} if notes else {})}, indent=2))
+        print(json_text({**scores, **({"validators": validators} if validators else {}),
+                         **({"notes": notes} if notes else {})}))  # NaN written as null
         return
     for split, s in scores.items():
         print(f"{split}: accuracy {s['accuracy']:.2%} (loss {s['loss']:.4f}, {s['n']} samples)")
@@ -830,6 +832,10 @@ def main(argv: list[str] | None = None) -> int:
                 print_export(report)
             return 0
         if args.command == "inspect":
+            if args.out is not None and not args.out.strip():  # Path('') is the current folder
+                raise ConfigError("inspect --out is empty; give the folder for inspect.json and "
+                                  "the pictures (e.g. --out runs/exp1/inspect), or leave --out "
+                                  "off for RUN/inspect")
             check_data_dir(args.data_dir)
             local_device(args.device)
             report = api.inspect(args.run, args.data, before=args.before, out=args.out,

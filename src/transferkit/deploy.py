@@ -14,7 +14,6 @@ some cost in accuracy; convolutions stay fp32 (int8 ``ConvInteger`` was 3-4x slo
 from __future__ import annotations
 
 import io
-import json
 import logging
 import statistics
 import time
@@ -30,7 +29,7 @@ from torch import Tensor, nn
 from transferkit.data.inputs import CLASSES_ATTR, COLUMNS_ATTR, INPUTS_ATTR, NORMALIZATION_ATTR
 from transferkit.data.normalize import Normalization
 from transferkit.errors import ConfigError
-from transferkit.files import atomic_write
+from transferkit.files import atomic_write, json_text
 from transferkit.models.base import eval_mode
 
 FORMATS = ("onnx", "torchscript")
@@ -81,7 +80,7 @@ def _inputs_record(model: nn.Module, input_shape: Sequence[int], in_graph: bool 
     columns = getattr(model, COLUMNS_ATTR, None)
     if isinstance(columns, dict):
         record["columns"] = columns  # the CSV header, in input order
-    return json.dumps(record)
+    return json_text(record, indent=None)
 
 
 def _onnx_bytes(model: nn.Module, example: Tensor, record: str, int8: bool) -> bytes:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import socket
 import stat
@@ -101,8 +102,27 @@ def write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda f: f.write(text.encode()))
 
 
+def finite_or_null(value: Any) -> Any:
+    """``value`` with NaN and infinities as None, in nested dicts, lists and tuples: JSON has
+    no NaN, and strict readers (jq, JavaScript's ``JSON.parse``) refuse the bare ``NaN`` and
+    ``Infinity`` Python's json writes by default."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_or_null(v) for v in value]
+    return value
+
+
+def json_text(obj: Any, indent: int | None = 2) -> str:
+    """``obj`` as strict JSON: a non-finite float becomes ``null`` (never ``NaN``)."""
+    return json.dumps(finite_or_null(obj), indent=indent, allow_nan=False)
+
+
 def save_json(obj: Any, path: Path) -> None:
-    write_text(path, json.dumps(obj, indent=2) + "\n")
+    """Write ``obj`` as strict JSON (non-finite floats as ``null``), atomically."""
+    write_text(path, json_text(obj) + "\n")
 
 
 class RunLock:
@@ -141,6 +161,24 @@ class RunLock:
         os.pwrite(fd, f"{os.getpid()} on {socket.gethostname()}\n".encode(), 0)
         self._fd = fd
         return self
+
+    @classmethod
+    def holder(cls, run_dir: Path) -> str | None:
+        """The pid (and host) of the run that holds ``run_dir``'s lock now, else None; looks
+        without taking it and without creating the lock file."""
+        try:
+            import fcntl
+
+            fd = os.open(Path(run_dir) / cls.NAME, os.O_RDONLY)
+        except (ImportError, OSError):
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+        finally:
+            os.close(fd)  # drops the shared lock taken just now, if any
+        return None
 
     def remove_if_alone(self, records: tuple[str, ...] = ()) -> None:
         """Remove the lock file, the ``records`` named and their folder when it holds nothing

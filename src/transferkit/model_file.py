@@ -15,8 +15,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
+from transferkit.config import read_yaml
 from transferkit.data import DomainPair
 from transferkit.data.inputs import (
     CLASSES_ATTR,
@@ -31,6 +33,7 @@ from transferkit.data.normalize import Normalization
 from transferkit.engine.checkpoint import load_torch, load_weights, save_torch
 from transferkit.engine.loop import CHECKPOINT
 from transferkit.errors import CheckpointError, ConfigError, TransferkitError
+from transferkit.files import RunLock
 from transferkit.models import MODELS, load_torchscript, resolve_model
 from transferkit.models.onnx import OnnxModel, is_torchscript, torchscript_inputs_record
 
@@ -133,10 +136,18 @@ def load_record(
     path = Path(path)
     if path.is_dir():
         if not (path / MODEL_FILE).is_file() and (path / CHECKPOINT).is_file():
+            if (owner := RunLock.holder(path)) is not None:
+                raise CheckpointError(f"{path} has no {MODEL_FILE} yet: its run is still "
+                                      f"training (pid {owner}); wait for it to finish")
+            try:  # the command it was started with, from its record
+                record = read_yaml(path / "config.yaml", "run record")
+            except TransferkitError:
+                record = None
+            command = record.get("command") if isinstance(record, dict) else None
+            command = command if command in ("train", "distill", "adapt") else "COMMAND"
             raise CheckpointError(
                 f"{path} has no {MODEL_FILE} yet: its run has not finished (it stopped at its "
-                f"{CHECKPOINT}); finish it with `transferkit COMMAND --out {path} --resume`, "
-                "the command it was started with")
+                f"{CHECKPOINT}); finish it with `transferkit {command} --out {path} --resume`")
         path = path / MODEL_FILE
     if path.suffix.lower() == ".onnx" or is_torchscript(path):  # from another toolchain
         if model is not None:
@@ -172,9 +183,10 @@ def load_record(
                 f"pass the network, load_model(path, {net}) or load_run(run, model={net}), "
                 "or evaluate/export the module that load_model returns")
         _check_factory_trusted(path, spec["name"])
-        model, _ = resolve_model(
-            spec["name"], tuple(saved["input_shape"]), saved["num_classes"], **spec["options"]
-        )
+        with torch.random.fork_rng(devices=[]):  # initial weights, overwritten: the global
+            model, _ = resolve_model(  # RNG stays as it was (a path teaches as a module does)
+                spec["name"], tuple(saved["input_shape"]), saved["num_classes"],
+                **spec["options"])
     elif isinstance(model, str):
         if "input_shape" not in saved:
             raise ConfigError(f"{path} does not record its input shape; pass an nn.Module")
@@ -182,7 +194,8 @@ def load_record(
         spec = saved.get("spec")
         if not options and isinstance(spec, dict) and spec.get("name") == model:
             options = dict(spec.get("options") or {})  # the factory the user named, as saved
-        model, _ = resolve_model(model, shape, classes, **options)
+        with torch.random.fork_rng(devices=[]):
+            model, _ = resolve_model(model, shape, classes, **options)
     load_weights(model, weights, str(path), f"model {type(model).__name__}")
     try:
         inputs = None if saved.get("inputs") is None else InputSpec.from_dict(saved["inputs"])

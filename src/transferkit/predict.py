@@ -123,7 +123,7 @@ def predictions(model: nn.Module, dataset: Dataset, x: Tensor, split: str,
 
     with torch.no_grad():
         logits = logits_of(model, x, device, batch_size).float()
-    _check_finite(model, logits, dataset.name)
+    check_finite_outputs(model, logits, dataset.name)
     probs = torch.softmax(logits, dim=1)
     confidence, predicted = probs.max(dim=1)
     names = dataset.row_names if split == "train" else None
@@ -137,7 +137,7 @@ def predictions(model: nn.Module, dataset: Dataset, x: Tensor, split: str,
     return Predictions(dataset.name, rows, classes, predicted, confidence, probs)
 
 
-def _check_finite(model: nn.Module, logits: Tensor, data: str) -> None:
+def check_finite_outputs(model: nn.Module, logits: Tensor, data: str) -> None:
     """Refuse outputs that are NaN or infinite (softmax would make them "nan" confidences and
     argmax class 0) in one line: the weights are damaged or diverged, or the rows overflow."""
     bad = int((~torch.isfinite(logits)).any(dim=1).sum()) if logits.numel() else 0

@@ -33,6 +33,7 @@ RECORD_ONLY = {"teacher_accuracy", "methods"}  # "methods" follows from "method"
 RUN_RECORDS = frozenset({
     "methods", "teacher_accuracy", "teacher_parameters", "teacher_inputs", "training_data",
     "data_sha256", "source_holdout_rows", "source_free", "architecture", "inputs",
+    "validation_note", "label_note",
 })
 
 

@@ -43,8 +43,12 @@ def check_raw_rows(model: nn.Module, data: Any, who: str) -> None:
         return
     sides = [data.source, data.target] if hasattr(data, "target") else [data]
     if any(getattr(side, "normalization", None) is not None for side in sides):
+        student = (" (the student then trains on raw rows too; for a student on normalised "
+                   "rows, give the exported run's model.pt as the teacher: it is fed them as in "
+                   "its training)") if who == "the teacher" else ""
         raise DataError(f"{who} normalises raw rows in its graph (an export of a --normalize "
-                        f"run), and {data.name} is read normalised: read it without --normalize")
+                        f"run), and {data.name} is read normalised: read it without --normalize"
+                        f"{student}")
 
 
 def _num(value: float) -> str:
@@ -155,7 +159,7 @@ def needs_conversion(
         gives = _shape(tuple(data_shape)) + ("" if data is None else f" in {data.scale()}")
         raise ConfigError(
             f"{who} expects inputs {model.describe()} but data {data_name!r} gives {gives}; "
-            f"use data of its input shape {_shape(model.shape)}"
+            f"use data of its input shape {_shape(model.shape)}{_resize_hint(who, model.shape)}"
         )
     return data is not None and not data.same_scale(model)
 
@@ -181,6 +185,14 @@ def fit_teacher(
     return teacher, f"same as the data: {spec.scale()}"
 
 
+def _resize_hint(who: str, shape: tuple[int, ...]) -> str:
+    """For a teacher of square images: the conversion that resizes each batch for it."""
+    if who != "teacher" or len(shape) != 3 or shape[1] != shape[2]:
+        return ""
+    return (f", or resize each batch for it: --teacher-input size={shape[2]},channels="
+            f"{shape[0]} (teacher_input= in the API)")
+
+
 def check_trained_shape(model: nn.Module, data_shape: tuple[int, ...], data_name: str,
                         who: str) -> None:
     """Refuse data of another shape than a loaded model was trained on, when the model records
@@ -190,6 +202,7 @@ def check_trained_shape(model: nn.Module, data_shape: tuple[int, ...], data_name
         raise ConfigError(
             f"{who} was trained on inputs {_shape(tuple(shape))} but data {data_name!r} gives "
             f"{_shape(tuple(data_shape))}; use data of its input shape {_shape(tuple(shape))}"
+            f"{_resize_hint(who, tuple(shape))}"
         )
 
 

@@ -7,7 +7,6 @@ to ``metrics.jsonl`` and write ``checkpoint.pt`` atomically (rank 0 only under D
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Iterator
@@ -59,6 +58,7 @@ from transferkit.errors import (
     NonFiniteLossError,
     TransferkitError,
 )
+from transferkit.files import json_text
 from transferkit.methods.base import Batch, Method, Phase, Tap, TrainInfo
 from transferkit.models.base import module_modes, restore_modes
 from transferkit.models.layers import resolve_layer
@@ -87,18 +87,6 @@ COLLAPSE_MAX_TRUE_SHARE = 0.5
 # Fewer steps than this leave a model merely untrained (often one class), not collapsed.
 COLLAPSE_MIN_STEPS = 100
 ACCEPT_DIVERGENCE = "--no-divergence-check, or check_divergence=False in Python,"
-
-
-def finite_or_null(value: Any) -> Any:
-    """``value`` with NaN and infinities as None: JSON has no NaN, and strict readers (jq,
-    JavaScript) refuse the bare ``NaN`` Python's json writes; the checkpoint keeps the floats."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: finite_or_null(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [finite_or_null(v) for v in value]
-    return value
 
 
 @dataclass
@@ -506,7 +494,7 @@ class Trainer:
         metrics never hold an epoch the checkpoint lacks, nor one twice.
         """
         assert self.run_dir is not None
-        text = "".join(json.dumps(finite_or_null(r), allow_nan=False) + "\n" for r in self.history)
+        text = "".join(json_text(r, indent=None) + "\n" for r in self.history)
         write_text(self.run_dir / METRICS, text)
 
     # ---- training ----------------------------------------------------------------------

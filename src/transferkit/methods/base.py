@@ -201,6 +201,9 @@ class Method(nn.Module):
     # Options that divide the loss (l2's scale): a tiny one is a huge loss weight, which a
     # diverged run names as its likely cause.
     loss_divisors: ClassVar[tuple[str, ...]] = ()
+    # False for a method whose losses read only intermediate layers (fitnet, crd...): without
+    # labels and without a logit method beside it, nothing would train the classifier.
+    trains_logits: ClassVar[bool] = True
 
     @property
     def needs(self) -> frozenset[str]:

@@ -65,6 +65,7 @@ class LayerMethod(TeacherMethod):
 
     default: str = "stages"
     flatten: bool = False
+    trains_logits = False
     needs_maps: bool = False
     default_weight: float = 1.0
 

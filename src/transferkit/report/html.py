@@ -43,7 +43,7 @@ from transferkit.model_file import MODEL_FILE
 from transferkit.models import count_parameters
 from transferkit.models.base import eval_mode
 from transferkit.models.features import features_and_logits
-from transferkit.report.adistance import proxy_a_distance
+from transferkit.report.adistance import feature_rows, proxy_a_distance
 from transferkit.report.confusion import confusion_matrix, confusion_png
 from transferkit.report.curves import curves_png
 from transferkit.report.plotting import require_matplotlib
@@ -54,6 +54,7 @@ PAGE_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 SUMMARY_FILE = "summary.json"  # as the training verbs write it
 RUN_MARKERS = ("config.yaml", METRICS, MODEL_FILE, "checkpoint.pt")  # any one: a run
 TSNE_POINTS = 500  # per domain: t-SNE is quadratic, and the picture reads the same
+TSNE_SKIP = "rely on the proxy A-distance alone"  # ends a t-SNE refusal's message
 LATENCY_BATCH = 64
 LATENCY_REPEATS = 5
 # What reading a damaged or foreign file may raise besides transferkit's own errors.
@@ -457,7 +458,8 @@ def _confusion(page: RunPage, model: nn.Module, data: Any) -> None:
 
 def _features(page: RunPage, model: nn.Module, data: DomainPair, layer: str | None,
               context: Context) -> None:
-    """Proxy A-distance and t-SNE of the features on both test splits (no label read)."""
+    """Proxy A-distance and t-SNE of the features on both test splits (no label read); a
+    t-SNE that cannot be drawn (features all alike, 1 wide...) leaves the A-distance shown."""
     title = "Source vs target features"
     try:
         splits, _ = fit_splits(model, data, {"source": data.source.test,
@@ -467,20 +469,26 @@ def _features(page: RunPage, model: nn.Module, data: DomainPair, layer: str | No
         source, _ = features_and_logits(model, splits["source"].x, layer, cpu)
         target, _ = features_and_logits(model, splits["target"].x, layer, cpu)
         distance = proxy_a_distance(source, target, context.seed)
-        picture = tsne_png(source, target, f"{page.name}: t-SNE of {data.name} test features, "
-                           f"proxy A-distance {distance['a_distance']:.2f}", context.seed,
-                           context.tsne_points)
     except READ_ERRORS as exc:
         page.sections.append((title, _note(f"no t-SNE or A-distance: {_why(exc)}")))
         return
     page.cells["a_distance"] = f"{distance['a_distance']:.3f}"
-    shown = min(len(source), context.tsne_points), min(len(target), context.tsne_points)
+    rows = feature_rows(data)
     body = (f"<p>proxy A-distance {distance['a_distance']:.3f} (domain classifier error "
             f"{distance['domain_error']:.1%} on held-out rows; 0: the domains look alike, 2: "
-            f"they separate perfectly), features of {esc(layer or 'the head input')}.</p>"
-            + _img(picture, f"t-SNE of source and target features of {page.name}")
-            + f'<p class="meta">t-SNE of {shown[0]} source (blue) and {shown[1]} target (red) '
-            "test rows</p>")
+            f"they separate perfectly), features of {esc(layer or 'the head input')} on "
+            f"{esc(rows['source'])} of the source and {esc(rows['target'])} of the target.</p>")
+    try:
+        picture = tsne_png(source, target, f"{page.name}: t-SNE of {data.name} features, "
+                           f"proxy A-distance {distance['a_distance']:.2f}", context.seed,
+                           context.tsne_points, skip=TSNE_SKIP)
+    except READ_ERRORS as exc:
+        page.sections.append((title, body + _note(f"no t-SNE picture: {_why(exc)}")))
+        return
+    shown = min(len(source), context.tsne_points), min(len(target), context.tsne_points)
+    body += (_img(picture, f"t-SNE of source and target features of {page.name}")
+             + f'<p class="meta">t-SNE of {shown[0]} source (blue) and {shown[1]} target (red) '
+             "rows</p>")
     page.sections.append((title, body))
 
 
@@ -617,8 +625,11 @@ def write_report(
     if isinstance(tsne_points, bool) or not isinstance(tsne_points, int) or tsne_points < 5:
         raise ConfigError(f"tsne_points (--tsne-points) must be an integer >= 5, got "
                           f"{tsne_points!r}")
+    if not str(out).strip():  # before Path(): Path('') is '.', the current folder
+        raise ConfigError("report --out is empty; give the page to write, e.g. --out "
+                          "report.html")
     out = Path(out)
-    if not str(out).strip() or out.is_dir():
+    if out.is_dir():
         raise ConfigError(f"--out {str(out)!r} is not a file name; give the page to write, "
                           "e.g. --out report.html")
     paths = resolve_runs(runs)
