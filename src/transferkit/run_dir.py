@@ -39,7 +39,11 @@ RUN_RECORDS = frozenset({
 
 @dataclass
 class RunResult:
-    """What a run gives back: the trained model, its per-epoch metrics and the summary."""
+    """What a run gives back: the trained model, its per-epoch metrics and the summary.
+
+    ``model`` is the module as training left it, in training mode (dropout on): call
+    ``.eval()`` before predicting with it yourself; ``evaluate``, ``predict`` and a later
+    ``distill`` set the mode they need, and ``load_run`` returns it in eval mode."""
 
     model: nn.Module
     summary: dict[str, Any]
