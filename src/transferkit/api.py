@@ -1272,9 +1272,8 @@ def _fit_recorded(model: nn.Module, data: Dataset | DomainPair, who: str,
     if steps_must_match and not getattr(model, RAW_ROWS_ATTR, False) and (
             unlike := _normalization_mismatch(model, data, who)):
         raise ConfigError(unlike)
-    sides = [data.source, data.target] if isinstance(data, DomainPair) else [data]
-    columns = next((side.columns for side in sides if getattr(side, "columns", None)), None)
-    return fit_columns(model, columns, data.name, who)
+    columns = column_names(data)
+    return fit_columns(model, columns and columns["features"], data.name, who)
 
 
 def _refuse_reordering(model: nn.Module, data: Dataset | DomainPair) -> None:
@@ -1459,15 +1458,16 @@ def inspect(
 
     if check_count("seed", seed, 0) > 2**32 - 1:  # t-SNE's and the split's NumPy seeds
         raise ConfigError(f"seed must be an integer from 0 to {2**32 - 1}, got {seed}")
+    if out is not None and not str(out).strip():  # Path("") is the current folder
+        raise ConfigError("inspect --out is empty; give the folder for inspect.json and the "
+                          "pictures (e.g. --out runs/exp1/inspect; out= in Python), or leave "
+                          "it off for RUN/inspect")
     after = Path(run)  # the model measured: the file given, else the run's model.pt
     run_dir = after.parent if after.is_file() else after
     data = resolve_data(data, data_dir, data_options)
     if not isinstance(data, DomainPair):
         raise ConfigError(f"inspect compares two domains: give a pair such as 'mnist->usps', "
                           f"not {data.name!r}")
-    if out is not None and not str(out).strip():  # Path("") is the current folder
-        raise ConfigError("inspect out= is empty; give the folder to write into, or None for "
-                          "<run>/inspect")
     target_dir = Path(out) if out is not None else run_dir / "inspect"
     blocking = next((p for p in (target_dir, *target_dir.parents) if p.exists()), None)
     if blocking is not None and not blocking.is_dir():

@@ -832,10 +832,6 @@ def main(argv: list[str] | None = None) -> int:
                 print_export(report)
             return 0
         if args.command == "inspect":
-            if args.out is not None and not args.out.strip():  # Path('') is the current folder
-                raise ConfigError("inspect --out is empty; give the folder for inspect.json and "
-                                  "the pictures (e.g. --out runs/exp1/inspect), or leave --out "
-                                  "off for RUN/inspect")
             check_data_dir(args.data_dir)
             local_device(args.device)
             report = api.inspect(args.run, args.data, before=args.before, out=args.out,

@@ -151,7 +151,7 @@ class RunLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            owner = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+            owner = self._owner(fd)
             os.close(fd)
             raise RunDirError(
                 f"run directory {self.path.parent} is in use by another transferkit run "
@@ -161,6 +161,11 @@ class RunLock:
         os.pwrite(fd, f"{os.getpid()} on {socket.gethostname()}\n".encode(), 0)
         self._fd = fd
         return self
+
+    @staticmethod
+    def _owner(fd: int) -> str:
+        """The owner's line in the lock file: ``pid on host``."""
+        return os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
 
     @classmethod
     def holder(cls, run_dir: Path) -> str | None:
@@ -175,7 +180,7 @@ class RunLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except OSError:
-            return os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+            return cls._owner(fd)
         finally:
             os.close(fd)  # drops the shared lock taken just now, if any
         return None
