@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -118,14 +119,17 @@ def test_nan_on_one_rank_stops_every_rank_cleanly(tmp_path: Path, sub_env: dict)
     out = tmp_path / "ddp"
     proc = run_process(torchrun("train", "--data", "digits", "--model", f"{HELPERS}:nan_on_rank",
                                 "--model-opt", "calls=6", "--epochs", "3", "--out", str(out),
-                                monitor_s=2.0),  # time for both ranks to report before a kill
+                                monitor_s=5.0),  # time for both ranks to report before a kill
                        sub_env)
     assert proc.returncode != 0
     err = proc.stderr
     assert "[rank0]: Traceback" not in err and "[rank1]: Traceback" not in err, err[-3000:]
     assert err.count("transferkit: error: loss became non-finite at epoch 2, step 2") == 2
     assert "(supervised.ce=nan)" in err and "(on another rank; here supervised.ce=" in err
-    assert err.count("exitcode  : 2") == 2
+    # The first rank out exits with status 2. On a loaded machine torchrun may stop the other
+    # with SIGTERM while its interpreter is still tearing down, after it has printed its error.
+    codes = re.findall(r"exitcode\s*:\s*(-?\d+)", err)
+    assert "2" in codes and set(codes) <= {"2", "-15"}, codes
     state = load_torch(out / "checkpoint.pt")
     assert state["epoch"] == 1
     assert [r["epoch"] for r in rows(out)] == [1]
