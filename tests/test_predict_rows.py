@@ -202,6 +202,29 @@ def test_evaluate_maps_a_field_files_labels_by_the_models_classes(
     assert "field.csv holds out, not on every row" in capsys.readouterr().err
 
 
+def test_evaluate_refuses_numbers_that_are_not_a_nameless_models_classes(
+    features: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
+    """A model trained on labels 0, 1 records no names: its classes are the indices. A file
+    labelled 1, 2 (counting from 1, or other classes) was re-indexed in sorted order and scored
+    as classes 0, 1 without a word; a label 1e300 in an array file became int64 garbage."""
+    run, x = features
+    shifted = tmp_path / "shifted.npz"
+    np.savez(shifted, x=x, y=np.arange(len(x)) % 2 + 1)
+    with pytest.raises(DataError) as caught:
+        tk.evaluate(run, str(shifted), data_options={"test": "all"})
+    message = str(caught.value)
+    assert "label 2 is not a class of the model" in message and "indices 0..1" in message
+    assert "from 1 to 2" in message and str(shifted) in message
+    huge = tmp_path / "huge.npz"
+    np.savez(huge, x=x, y=np.array([0.0, 1.0, 1e300, 0.0, 1.0, 0.0]))
+    with pytest.raises(DataError, match=r"1 labels \(y\) are too large for exact class"):
+        tk.evaluate(run, str(huge), data_options={"test": "all"})
+    ones = tmp_path / "ones.npz"  # the model's own indices, some classes only: read as before
+    np.savez(ones, x=x, y=np.ones(len(x)))
+    assert tk.evaluate(run, str(ones), data_options={"test": "all"})["test"]["n"] == len(x)
+
+
 def test_label_cells_are_never_parsed(features: tuple[Path, np.ndarray], tmp_path: Path) -> None:
     run, x = features
     expected = tk.predict(run, str(write_csv(tmp_path / "four.csv", "a,b,c,d", x[:4].tolist())))

@@ -324,5 +324,12 @@ def _check_labels(path: Path, what: str, labels: np.ndarray, rows: int) -> np.nd
                 f"{path}: {int(bad.sum())} labels ({what}) are not whole numbers (e.g. "
                 f"{labels[bad][0]:g}); give integer or string class labels"
             )
+        # float64 holds whole numbers exactly only below 2**53; 1e300 cast to int64 is garbage
+        huge = np.abs(labels) >= 2.0**53
+        if huge.any():
+            raise DataError(
+                f"{path}: {int(huge.sum())} labels ({what}) are too large for exact class "
+                f"numbers (e.g. {labels[huge][0]:g}); give the classes small integers or names"
+            )
         labels = labels.astype(np.int64)
     return labels

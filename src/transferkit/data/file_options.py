@@ -17,6 +17,7 @@ from transferkit.data.normalize import STEPS as NORMALIZE_STEPS
 from transferkit.errors import ConfigError, DataError
 
 FEATURE_SUFFIXES = (".npz", ".mat", ".csv")
+COMPRESSED_CSV = ".csv.gz"  # read as a .csv (csv_file decompresses what gzip wrote)
 OPT = "--data-opt"  # how messages tell the user to set an option
 # Which formats each format-specific option applies to, and how to say so.
 _APPLIES = {
@@ -181,13 +182,13 @@ def parse_file_options(options: Mapping[str, Any] | None) -> FileOptions:
 
 
 def is_data_path(spec: str) -> bool:
-    """True for an existing folder, any name ending in .npz, .mat or .csv, or any name with a
-    path separator (existing or not, so that a missing file or folder gets a clear error, not
-    "unknown dataset"). A folder that has the name of a registered dataset (e.g. ``mnist`` in
+    """True for an existing folder, any name ending in .npz, .mat, .csv or .csv.gz, or any name
+    with a path separator (existing or not, so that a missing file or folder gets a clear error,
+    not "unknown dataset"). A folder that has the name of a registered dataset (e.g. ``mnist`` in
     the working directory) is not taken for data: write ``./mnist``.
     """
     text = str(spec)
-    if text.lower().endswith(FEATURE_SUFFIXES):
+    if text.lower().endswith((*FEATURE_SUFFIXES, COMPRESSED_CSV)):
         return True
     if text in DATASETS:
         return False
@@ -201,7 +202,9 @@ def _check_applicable(options: FileOptions, kinds: set[str], what: str) -> None:
 
 
 def _kind(path: Path) -> str:
-    suffix = path.suffix.lower()
+    """``npz``, ``mat``, ``csv`` (also ``.csv.gz``: gzip is what a user compresses a CSV with)
+    or ``images``; a missing path or a file of another kind is refused in one line."""
+    suffix = ".csv" if path.name.lower().endswith(COMPRESSED_CSV) else path.suffix.lower()
     if suffix in FEATURE_SUFFIXES:
         if not path.is_file():
             why = "is a folder" if path.is_dir() else "does not exist"
@@ -211,7 +214,7 @@ def _kind(path: Path) -> str:
         return "images"
     if path.exists():
         raise DataError(
-            f"data file {path} has an unknown format; give a .npz, .mat or .csv file or a folder "
-            "of images with one sub-folder per class"
+            f"data file {path} has an unknown format; give a .npz, .mat or .csv (or .csv.gz) "
+            "file or a folder of images with one sub-folder per class"
         )
     raise DataError(f"data path {path} does not exist")

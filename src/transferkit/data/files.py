@@ -355,7 +355,23 @@ def load_file_dataset(
         count = unlabelled_classes(raw.x)
         if _indices_below(raw.labels, count):
             classes = tuple(range(count))
+        elif raw.labels.dtype.kind in "iuf":  # numbers, yet not the model's indices
+            _refuse_other_indices(path, raw.labels, count)
     return _build(raw, options, classes, recorded=recorded)
+
+
+def _refuse_other_indices(path: Path, labels: np.ndarray, count: int) -> None:
+    """A model without class names has the classes ``0..count-1``; numeric labels outside
+    them were once re-indexed in sorted order (labels 1, 2 scored as classes 0, 1), a silent
+    guess that scores the wrong classes when the file counts from 1 or holds other classes."""
+    values = sorted(set(labels.tolist()))
+    outside = [v for v in values if not (float(v).is_integer() and 0 <= v < count)]
+    raise DataError(
+        f"{path}: label {outside[0]:g} is not a class of the model, which records no class "
+        f"names: its classes are the indices 0..{count - 1} (the file's labels run from "
+        f"{values[0]:g} to {values[-1]:g}); relabel the file with those indices (from 0), or "
+        "evaluate a model trained on these labels"
+    )
 
 
 def _indices_below(labels: np.ndarray, count: int) -> bool:
