@@ -216,6 +216,11 @@ def test_evaluate_refuses_numbers_that_are_not_a_nameless_models_classes(
     message = str(caught.value)
     assert "label 2 is not a class of the model" in message and "indices 0..1" in message
     assert "from 1 to 2" in message and str(shifted) in message
+    named = tmp_path / "named.npz"
+    np.savez(named, x=x, y=np.array(["ant", "bee"] * 3))
+    with pytest.raises(DataError, match=r"labels are names \('ant', 'bee'\) but the model "
+                                        r"records no class names"):
+        tk.evaluate(run, str(named), data_options={"test": "all"})
     huge = tmp_path / "huge.npz"
     np.savez(huge, x=x, y=np.array([0.0, 1.0, 1e300, 0.0, 1.0, 0.0]))
     with pytest.raises(DataError, match=r"1 labels \(y\) are too large for exact class"):

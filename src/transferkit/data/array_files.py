@@ -4,6 +4,7 @@ numeric inputs, images as ``N x C x H x W``, one whole-number or string label pe
 
 from __future__ import annotations
 
+import math
 import zipfile
 import zlib
 from collections.abc import Sequence
@@ -18,14 +19,89 @@ from transferkit.data.file_options import OPT, FileOptions
 from transferkit.data.file_records import _ALONE, _first_line, _Raw, _Side
 from transferkit.errors import DataError
 
-X_KEYS = ("x", "X", "inputs", "features", "fts", "data")
-Y_KEYS = ("y", "Y", "labels", "label", "targets")
+# ``x_train``/``y_train``: Keras' own .npz files (mnist.npz); ``target``: scikit-learn's Bunch
+X_KEYS = ("x", "X", "x_train", "X_train", "inputs", "features", "fts", "data")
+Y_KEYS = ("y", "Y", "y_train", "Y_train", "labels", "label", "targets", "target")
 X_TEST_KEYS = ("x_test", "X_test")
 Y_TEST_KEYS = ("y_test", "Y_test")
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _KEY_DEFAULTS = {"x": X_KEYS, "y": Y_KEYS, "x_test": X_TEST_KEYS, "y_test": Y_TEST_KEYS}
 # A lone file without labels could be an adaptation target: said where that helps.
 _TARGET_HINT = " (inputs without labels are an adaptation target: adapt --data SOURCE->{path})"
+_INPUT_ROLES = ("x", "x_test")
+# What a .npz member or .mat variable can fail with when the file is damaged or foreign
+# (RuntimeError: an encrypted zip member; NotImplementedError: an unknown compression).
+_DAMAGED = (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error, RuntimeError,
+            NotImplementedError)
+# Bytes per element of the MATLAB classes scipy reads as numbers (sparse: read dense, float64).
+_MAT_BYTES = {"double": 8, "single": 4, "int8": 1, "uint8": 1, "int16": 2, "uint16": 2,
+              "int32": 4, "uint32": 4, "int64": 8, "uint64": 8, "logical": 1, "char": 4,
+              "sparse": 8}
+
+
+class _Arrays(dict[str, np.ndarray]):
+    """The arrays read, by role (``x``, ``y``, ``x_test``, ``y_test``), with the file's own name
+    for each: a message names the array the user wrote (``'fts'``), not the role."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: dict[str, str] = {}
+
+    def name(self, role: str) -> str:
+        return self.names.get(role, role)
+
+
+def _size(nbytes: float) -> str:
+    """``7.3 TiB``, ``512 MiB``: sizes in a message."""
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if nbytes < 1024 or unit == "PiB":
+            return f"{nbytes:.0f} {unit}" if unit == "bytes" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1024
+    raise AssertionError("unreachable")
+
+
+def _free_memory() -> int | None:
+    """Bytes this process could allocate (MemAvailable, at most a cgroup's limit), or None
+    where unknown: a file is refused before an allocation the machine cannot hold. The
+    cgroup's usage is not subtracted: it counts page cache, which is given back on demand."""
+    free: int | None = None
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    free = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        free = None
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            free = int(limit) if free is None else min(free, int(limit))
+    except (OSError, ValueError):
+        pass
+    return free
+
+
+class _Memory:
+    """The memory the arrays read so far need, against what is free: a header (or a zip bomb)
+    declaring 10**12 elements is refused in one line, not met with a MemoryError or the
+    kernel's OOM killer. Inputs also need their float32 copy, labels their int64 one."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.free, self.needed = path, _free_memory(), 0
+
+    def take(self, key: str, role: str, shape: tuple[int, ...], dtype: str,
+             itemsize: int) -> None:
+        count = math.prod(shape)
+        need = count * (itemsize + (4 if role in _INPUT_ROLES else 8))
+        self.needed += need
+        if self.free is not None and self.needed > self.free:
+            dims = "x".join(str(d) for d in shape)
+            before = need < self.needed and f" ({_size(self.needed)} with the arrays before it)"
+            raise DataError(
+                f"{self.path}: array {key!r} ({dims} {dtype}) needs about {_size(need)} of "
+                f"memory to read{before or ''}, more than the {_size(self.free)} free; keep "
+                "fewer rows in the file (e.g. np.savez(path, x=x[:n], y=y[:n])) or free memory"
+            )
 
 
 def _pick_keys(
@@ -124,7 +200,10 @@ def _input_keys(path: Path, names: Sequence[str], options: FileOptions,
 
 
 def _read_npz(path: Path, options: FileOptions,
-              side: _Side = _ALONE) -> tuple[dict[str, np.ndarray], str]:
+              side: _Side = _ALONE) -> tuple[_Arrays, str]:
+    """The arrays of an .npz archive, each member's .npy header checked before its data is
+    read (never unpickled; a declared shape the member cannot hold or memory cannot take is
+    refused before anything is allocated)."""
     with path.open("rb") as f:
         head = f.read(8)
     if head.startswith(b"\x93NUMPY"):
@@ -137,37 +216,77 @@ def _read_npz(path: Path, options: FileOptions,
             f"{path} is not an .npz archive (no zip header); save it with np.savez(path, x=x, y=y)"
         )
     try:
-        archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        archive = zipfile.ZipFile(path)
+    except _DAMAGED as exc:
         raise DataError(
-            f"{path}: cannot read the .npz archive ({_first_line(exc)}); save it again "
-            "with np.savez"
+            f"{path}: cannot read the .npz archive ({_first_line(exc)}; truncated or damaged?); "
+            "save it again with np.savez"
         ) from None
     with archive:
-        keys, unused = _pick_keys(path, list(archive.files), options, side)
-        arrays: dict[str, np.ndarray] = {}
+        members = {info.filename.removesuffix(".npy"): info for info in archive.infolist()
+                   if not info.is_dir()}
+        keys, unused = _pick_keys(path, list(members), options, side)
+        arrays, memory = _Arrays(), _Memory(path)
         for role, key in keys.items():
-            if key is None:
-                continue
-            try:
-                arrays[role] = archive[key]
-            except ValueError as exc:
-                if "allow_pickle" in str(exc) or "pickled" in str(exc):
-                    raise DataError(
-                        f"{path}: array {key!r} is a pickled object array; transferkit does not "
-                        "unpickle data (it could run code): save numeric or string arrays"
-                    ) from None
-                raise DataError(f"{path}: cannot read array {key!r} ({_first_line(exc)})") from None
-            except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-                raise DataError(
-                    f"{path}: cannot read array {key!r} ({_first_line(exc)}); the file may be "
-                    "truncated: save it again"
-                ) from None
+            if key is not None:
+                arrays[role] = _read_member(path, archive, members[key], key, role, memory)
+                arrays.names[role] = key
+    _check_rows(path, arrays)
     return arrays, unused
 
 
+def _read_member(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo, key: str,
+                 role: str, memory: _Memory) -> np.ndarray:
+    """One member's array: its header first, so that an object dtype (pickle), a shape larger
+    than the member's bytes (a crafted or truncated file) or than free memory is refused
+    before NumPy allocates it (it allocates the declared shape, then reads)."""
+    fix = "the file may be truncated or damaged: save it again with np.savez"
+    try:
+        with archive.open(info) as member:
+            try:
+                version = np.lib.format.read_magic(member)
+            except ValueError:
+                raise DataError(
+                    f"{path}: {key!r} in the archive is not a NumPy array (no .npy header); "
+                    "save the arrays with np.savez(path, x=x, y=y)"
+                ) from None
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) \
+                else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read_header(member)
+            offset = member.tell()
+        if dtype.hasobject:
+            raise DataError(
+                f"{path}: array {key!r} is a pickled object array; transferkit does not "
+                "unpickle data (it could run code): save numeric or string arrays"
+            )
+        stored, dims = info.file_size - offset, "x".join(str(d) for d in shape)
+        declared = math.prod(shape) * dtype.itemsize
+        if min(shape, default=0) < 0:
+            raise DataError(f"{path}: array {key!r} declares shape {dims}, which no array has; "
+                            f"{fix}")
+        if declared > stored:
+            raise DataError(
+                f"{path}: array {key!r} declares shape {dims} ({dtype}, {_size(declared)}) but "
+                f"the archive holds {_size(max(stored, 0))} of it; {fix}"
+            )
+        memory.take(key, role, tuple(shape), str(dtype), dtype.itemsize)
+        with archive.open(info) as member:
+            return np.lib.format.read_array(member, allow_pickle=False)
+    except MemoryError:
+        raise DataError(f"{path}: not enough memory to read array {key!r}; keep fewer rows in "
+                        "the file or free memory") from None
+    except _DAMAGED as exc:
+        if info.flag_bits & 0x1:  # zipfile's message holds a ZipInfo repr
+            raise DataError(f"{path}: array {key!r} is encrypted (a password-protected zip); "
+                            "save it again with np.savez") from None
+        raise DataError(f"{path}: cannot read array {key!r} ({_first_line(exc)}); {fix}") from None
+
+
 def _read_mat(path: Path, options: FileOptions,
-              side: _Side = _ALONE) -> tuple[dict[str, np.ndarray], str]:
+              side: _Side = _ALONE) -> tuple[_Arrays, str]:
+    """The arrays of a MATLAB v4-v7 file: the variables listed first (``whosmat`` reads their
+    headers only), so a struct, a cell of features or a size memory cannot take is refused
+    before loading, and only the variables used are loaded."""
     v73 = (
         f"{path} is a MATLAB v7.3 (HDF5) file, which scipy cannot read; save it with -v7 "
         "(save(file, 'fts', 'labels', '-v7')) or as .npz"
@@ -176,37 +295,113 @@ def _read_mat(path: Path, options: FileOptions,
         head = f.read(520)
     if head.startswith(_HDF5_MAGIC) or head[512:520] == _HDF5_MAGIC or b"MATLAB 7.3" in head[:128]:
         raise DataError(v73)
-    from scipy.io import loadmat  # slow import: only here
+    from scipy.io import loadmat, whosmat  # slow import: only here
+    from scipy.sparse import issparse
+
+    def cannot(exc: BaseException) -> DataError:
+        if isinstance(exc, NotImplementedError):
+            return DataError(v73)
+        if isinstance(exc, MemoryError):
+            return DataError(f"{path}: not enough memory to read it; keep fewer rows in the "
+                             "file or free memory")
+        return DataError(f"{path}: cannot read as a MATLAB file ({_first_line(exc)}); save it "
+                         "with -v7 or as .npz")
 
     try:
-        contents = loadmat(str(path))
-    except NotImplementedError:
-        raise DataError(v73) from None
+        listing = {name: (tuple(shape), kind) for name, shape, kind in whosmat(str(path))}
     except Exception as exc:  # scipy raises many types for a damaged or foreign file
-        raise DataError(
-            f"{path}: cannot read as a MATLAB file ({_first_line(exc)}); save it with -v7 "
-            "or as .npz"
-        ) from None
-    names = [k for k in contents if not k.startswith("__")]
-    keys, unused = _pick_keys(path, names, options, side)
-    arrays = {}
+        raise cannot(exc) from None
+    keys, unused = _pick_keys(path, list(listing), options, side)
+    memory = _Memory(path)
     for role, key in keys.items():
         if key is not None:
-            value = contents[key]
-            arrays[role] = value.toarray() if hasattr(value, "toarray") else value  # sparse
+            shape, kind = listing[key]
+            _check_mat_class(path, key, role, shape, kind)
+            if kind in _MAT_BYTES:
+                memory.take(key, role, shape, "sparse, read dense" if kind == "sparse" else kind,
+                            _MAT_BYTES[kind])
+    try:
+        contents = loadmat(str(path), variable_names=[k for k in keys.values() if k])
+        arrays = _Arrays()
+        for role, key in keys.items():
+            if key is not None:
+                value = contents[key]
+                if issparse(value):
+                    value = value.toarray()
+                elif role not in _INPUT_ROLES and value.dtype.kind == "U":
+                    value = np.char.rstrip(value)  # a char matrix pads its rows with spaces
+                arrays[role], arrays.names[role] = value, key
+    except Exception as exc:
+        raise cannot(exc) from None
+    _check_rows(path, arrays)
     return arrays, unused
 
 
+def _check_mat_class(path: Path, key: str, role: str, shape: tuple[int, ...], kind: str) -> None:
+    """Inputs are numeric matrices (dense or sparse), labels numbers, text or a cell array of
+    them; a struct, an object or a cell of features is named before it is loaded."""
+    numbers = set(_MAT_BYTES) - {"char"}
+    allowed = numbers if role in _INPUT_ROLES else numbers | {"char", "cell"}
+    if kind in allowed:
+        return
+    what = "inputs" if role in _INPUT_ROLES else "labels"
+    dims = "x".join(str(d) for d in shape)
+    fix = "save the numeric matrix itself (e.g. s.fts for a struct s, cell2mat(c) for a cell)" \
+        if role in _INPUT_ROLES else "save one number or string per row"
+    raise DataError(f"{path}: {what} {key!r} are a MATLAB {kind} ({dims}), not a matrix of "
+                    f"numbers; {fix}, or name another variable with {OPT} {role}=NAME")
+
+
+def _check_rows(path: Path, arrays: _Arrays) -> None:
+    """As many labels as input rows, said with the file's array names; inputs whose rows lie
+    along the last axis (MATLAB's features x rows, or H x W x C x N images) are named as such
+    (read as they are, each column would be an example)."""
+    for x_role, y_role in (("x", "y"), ("x_test", "y_test")):
+        if x_role not in arrays or y_role not in arrays:
+            continue
+        x_shape, y_shape = np.shape(arrays[x_role]), np.shape(arrays[y_role])
+        labels = y_shape[0] if len(y_shape) == 1 else \
+            max(y_shape) if len(y_shape) == 2 and 1 in y_shape else None
+        if labels is None or len(x_shape) < 2 or x_shape[0] == labels:
+            continue  # other shapes are refused by _features and _label_array, by name
+        x_key, y_key = arrays.name(x_role), arrays.name(y_role)
+        dims = "x".join(str(d) for d in x_shape)
+        hint = "give one label per row"
+        if x_shape[-1] == labels:
+            hint = (f"{x_key!r} is {dims}: do its rows lie along the last axis (features x "
+                    f"rows, or MATLAB's H x W x C x N images)? then put them first ({x_key}' or "
+                    f"permute({x_key}, [4 3 1 2]) in MATLAB, np.moveaxis(x, -1, 0) in NumPy)")
+        raise DataError(f"{path}: {x_shape[0]} input rows but {labels} labels ({y_key}); {hint}")
+
+
+# What inputs of a dtype that is not numbers hold, and how to make numbers of them.
+_NOT_NUMBERS = {
+    "U": ("text", "convert the text to numbers"),
+    "S": ("bytes", "convert them to numbers"),
+    "O": ("objects (a MATLAB cell array?)", "give a plain numeric matrix"),
+    "V": ("records (a MATLAB struct?)", "give a plain numeric matrix"),
+    "c": ("complex numbers", "give real numbers (x.real or np.abs(x), as they mean)"),
+    "M": ("dates", "convert them to numbers (e.g. seconds)"),
+    "m": ("time spans", "convert them to numbers (e.g. seconds)"),
+}
+
+
 def _features(path: Path, key: str, value: Any) -> Tensor:
+    """Inputs as float32: numbers only (none NaN, infinite or beyond float32), one row per
+    example, each of at least one value (a 0-wide row trains a model on nothing)."""
     array = np.asarray(value)
     if array.dtype.kind not in "biuf":
-        raise DataError(
-            f"{path}: inputs {key!r} are {array.dtype} ({array.dtype.kind}); give a numeric array"
-        )
+        words, fix = _NOT_NUMBERS.get(array.dtype.kind, ("not numbers", "give a numeric array"))
+        raise DataError(f"{path}: inputs {key!r} are {array.dtype} ({words}); {fix}")
     if array.ndim < 2:
         raise DataError(
             f"{path}: inputs {key!r} have shape {array.shape}; give one row per example "
             "(N x features, or N x C x H x W)"
+        )
+    if 0 in array.shape[1:]:
+        raise DataError(
+            f"{path}: inputs {key!r} have shape {array.shape}: rows of no values; give at "
+            "least one feature per row"
         )
     with np.errstate(over="ignore", invalid="ignore"):  # too large for float32: counted below
         x = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
@@ -250,7 +445,9 @@ def _image_array(value: Any) -> tuple[np.ndarray, str]:
 
 
 def _label_array(path: Path, key: str, value: Any) -> np.ndarray:
-    """Labels as a 1-D array of int64, float64 (whole numbers) or str."""
+    """Labels as a 1-D array of int64, float64 (whole numbers) or str; numbers that int64
+    cannot hold, bytes that are not UTF-8 and empty text are refused, not read as something
+    else (uint64 2**64-1 wrapped to -1, '' became a class)."""
     array = np.asarray(value)
     if array.ndim == 2 and 1 in array.shape:
         array = array.reshape(-1)
@@ -260,43 +457,79 @@ def _label_array(path: Path, key: str, value: Any) -> np.ndarray:
             "(shape N; for one-hot rows use y.argmax(1))"
         )
     kind = array.dtype.kind
-    if kind == "O":  # a MATLAB cell array of strings
+    if kind == "O":  # a MATLAB cell array: one number or string per cell
+        array = _cells(path, key, array)
+        kind = array.dtype.kind
+    if kind == "S":
         try:
-            array = np.array([str(np.asarray(v).reshape(-1)[0]) for v in array], dtype=str)
-        except (IndexError, TypeError, ValueError):
+            array = np.char.decode(array, "utf-8")
+        except UnicodeDecodeError as exc:
             raise DataError(
-                f"{path}: labels {key!r} are a cell array that is not one string per row; "
-                "give numbers or strings"
+                f"{path}: labels {key!r} are bytes that are not UTF-8 text ({_first_line(exc)}); "
+                "save them as str (np.str_) or numbers"
             ) from None
-    elif kind == "S":
-        array = np.char.decode(array, "utf-8")
+        kind = "U"
+    if kind == "U":
+        empty = np.char.str_len(np.char.strip(array)) == 0
+        if empty.any():
+            raise DataError(
+                f"{path}: {int(empty.sum())} labels {key!r} are empty text (first at row "
+                f"{int(np.argmax(empty))}): missing labels? give every row its class, or drop "
+                "the unlabelled rows"
+            )
+    elif kind == "u" and array.size and int(array.max()) > np.iinfo(np.int64).max:
+        huge = array > np.iinfo(np.int64).max
+        raise DataError(
+            f"{path}: {int(huge.sum())} labels {key!r} are too large for exact class numbers "
+            f"(e.g. {array[huge][0]}); give the classes small integers or names"
+        )
     elif kind in "biu":
         array = array.astype(np.int64)
     elif kind == "f":
         array = array.astype(np.float64)
-    elif kind != "U":
+    else:
         raise DataError(f"{path}: labels {key!r} are {array.dtype}; give integers or strings")
     return array
 
 
-def _own_test(raw: _Raw, path: Path, arrays: dict[str, np.ndarray], eight_bit: bool) -> None:
+def _cells(path: Path, key: str, array: np.ndarray) -> np.ndarray:
+    """A MATLAB cell array of labels: one string or one number per cell (``{1; 2}`` gives
+    numbers, not the strings '1.0', '2.0'); cells of several values or none are refused."""
+    items = [np.asarray(v).reshape(-1) for v in array]
+    if any(item.size != 1 for item in items):
+        raise DataError(
+            f"{path}: labels {key!r} are a cell array that is not one string or number per "
+            "row; give numbers or strings"
+        )
+    kinds = {item.dtype.kind for item in items}
+    if kinds <= set("biuf") or kinds <= set("US"):  # np.array would make text of a mix
+        return np.array([item[0] for item in items])
+    raise DataError(
+            f"{path}: labels {key!r} are a cell array mixing strings and numbers (or of other "
+            "values); give numbers or strings"
+    )
+
+
+def _own_test(raw: _Raw, path: Path, arrays: _Arrays, eight_bit: bool) -> None:
     """The file's own test split (``x_test``, ``y_test``) onto ``raw``, checked against x."""
     raw.x_test = _test_inputs(path, arrays, eight_bit)
+    key = arrays.name("y_test")
     raw.labels_test = _check_labels(
-        path, "y_test", _label_array(path, "y_test", arrays["y_test"]), len(raw.x_test)
+        path, key, _label_array(path, key, arrays["y_test"]), len(raw.x_test)
     )
     _check_test_shape(path, raw.x, raw.x_test)
     raw.own_test = f"the file's test arrays ({len(raw.x_test)} rows)"
 
 
-def _test_inputs(path: Path, arrays: dict[str, np.ndarray], eight_bit: bool) -> Tensor:
+def _test_inputs(path: Path, arrays: _Arrays, eight_bit: bool) -> Tensor:
     """``x_test`` as a float tensor, stored with the same type as ``x``."""
     if _eight_bit(arrays["x_test"]) != eight_bit:  # one would be scaled, not the other
         raise DataError(
-            f"{path}: x is {np.asarray(arrays['x']).dtype} but x_test "
-            f"{np.asarray(arrays['x_test']).dtype}; store both with the same type"
+            f"{path}: {arrays.name('x')} is {np.asarray(arrays['x']).dtype} but "
+            f"{arrays.name('x_test')} {np.asarray(arrays['x_test']).dtype}; store both with "
+            "the same type"
         )
-    return _features(path, "x_test", _image_array(arrays["x_test"])[0])
+    return _features(path, arrays.name("x_test"), _image_array(arrays["x_test"])[0])
 
 
 def _check_test_shape(path: Path, x: Tensor, x_test: Tensor) -> None:

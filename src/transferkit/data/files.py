@@ -3,10 +3,19 @@
 ``load_file_dataset(path, options)`` returns a :class:`Dataset` and ``load_file_pair(source,
 target, options)`` a :class:`DomainPair` (either side may also be a registered dataset name).
 
-- ``.npz``: inputs from the first array of ``x X inputs features fts data`` (or option ``x``),
-  labels from ``y Y labels label targets`` (or option ``y``).
-- ``.mat`` (MATLAB v5/v7; v7.3 is HDF5 and refused): the same names; labels ``N x 1`` or
-  ``1 x N`` are flattened.
+- ``.npz``: inputs from the first array of ``x X x_train X_train inputs features fts data`` (or
+  option ``x``), labels from ``y Y y_train Y_train labels label targets target`` (or option
+  ``y``): NumPy's, Keras' (``mnist.npz``) and scikit-learn's (``data``/``target``) names.
+- ``.mat`` (MATLAB v4-v7; v7.3 is HDF5 and refused): the same names; labels ``N x 1`` or
+  ``1 x N`` are flattened, a char matrix loses the spaces that pad its rows (as ``cellstr``),
+  a cell array holds one number or string per row; sparse inputs are read dense. Structs,
+  objects and cells of features are refused by name.
+
+Each array's size is checked before it is read: an ``.npz`` member whose header declares more
+than it holds (a crafted or truncated file), or arrays needing more memory than is free (a zip
+bomb, a huge sparse matrix), are refused in one line before anything is allocated. Messages
+name the file's own array (``'fts'``); inputs whose rows lie along the last axis (MATLAB's
+features x rows, H x W x C x N images) are named as such, not read as examples.
 - ``.csv``: the label column is option ``y`` (a name or an index), else a column named
   ``label``, ``y``, ``class`` or ``target`` (any case), else the last one; every other column
   (or those in option ``x``, comma-separated) is a feature and must be numeric. The first row is
@@ -90,7 +99,7 @@ from transferkit.data.file_options import (
     parse_file_options,
 )
 from transferkit.data.file_records import _ALONE, UNIT, _preview, _Raw, _Side
-from transferkit.data.image_folders import _read_image_folder
+from transferkit.data.image_folders import _read_image_folder, is_junk_path
 from transferkit.data.normalize import Normalization
 from transferkit.data.normalize import fit as fit_normalization
 from transferkit.errors import ConfigError, DataError
@@ -114,7 +123,7 @@ def _read_feature_file(path: Path, kind: str, options: FileOptions,
     reader = _read_npz if kind == "npz" else _read_mat
     arrays, unused = reader(path, options, side)
     x, image_note = _image_array(arrays["x"])
-    raw = _Raw(name, str(path), path.name, _features(path, "x", x), None)
+    raw = _Raw(name, str(path), path.name, _features(path, arrays.name("x"), x), None)
     eight_bit = _eight_bit(arrays["x"])
     raw.image_note, raw.inputs = image_note, (UNIT if eight_bit else None)  # as image folders
     if "y" not in arrays:  # an unlabelled target (maybe with labelled test rows)
@@ -122,7 +131,8 @@ def _read_feature_file(path: Path, kind: str, options: FileOptions,
         if "x_test" in arrays:
             _own_test(raw, path, arrays, eight_bit)
         return raw
-    raw.labels = _check_labels(path, "y", _label_array(path, "y", arrays["y"]), len(raw.x))
+    key = arrays.name("y")  # the file's name for it ('labels'), for messages
+    raw.labels = _check_labels(path, key, _label_array(path, key, arrays["y"]), len(raw.x))
     if "x_test" in arrays:
         _own_test(raw, path, arrays, eight_bit)
     raw.read_note = unused
@@ -355,22 +365,28 @@ def load_file_dataset(
         count = unlabelled_classes(raw.x)
         if _indices_below(raw.labels, count):
             classes = tuple(range(count))
-        elif raw.labels.dtype.kind in "iuf":  # numbers, yet not the model's indices
+        else:
             _refuse_other_indices(path, raw.labels, count)
     return _build(raw, options, classes, recorded=recorded)
 
 
 def _refuse_other_indices(path: Path, labels: np.ndarray, count: int) -> None:
-    """A model without class names has the classes ``0..count-1``; numeric labels outside
-    them were once re-indexed in sorted order (labels 1, 2 scored as classes 0, 1), a silent
-    guess that scores the wrong classes when the file counts from 1 or holds other classes."""
+    """A model without class names has the classes ``0..count-1``; labels outside them were
+    once re-indexed in sorted order (labels 1, 2 or ``ant``, ``bee`` scored as classes 0, 1),
+    a silent guess that scores the wrong classes when the file counts from 1, holds other
+    classes or names them."""
+    indices = f"its classes are the indices 0..{count - 1}"
+    fix = "relabel the file with those indices (from 0), or evaluate a model trained on these " \
+        "labels"
+    if labels.dtype.kind not in "iuf":
+        names = sorted({str(v) for v in labels.tolist()})
+        raise DataError(f"{path}: labels are names ({_preview(names)}) but the model records "
+                        f"no class names, so none can be matched: {indices}; {fix}")
     values = sorted(set(labels.tolist()))
     outside = [v for v in values if not (float(v).is_integer() and 0 <= v < count)]
     raise DataError(
         f"{path}: label {outside[0]:g} is not a class of the model, which records no class "
-        f"names: its classes are the indices 0..{count - 1} (the file's labels run from "
-        f"{values[0]:g} to {values[-1]:g}); relabel the file with those indices (from 0), or "
-        "evaluate a model trained on these labels"
+        f"names: {indices} (the file's labels run from {values[0]:g} to {values[-1]:g}); {fix}"
     )
 
 
@@ -447,7 +463,7 @@ def _read_inputs(path: Path, kind: str, options: FileOptions,
         arrays, _ = reader(path, options, _Side("predict"))
         eight_bit = _eight_bit(arrays["x"])
         x, image_note = _image_array(arrays["x"])
-        raw = _Raw(name, name, path.name, _features(path, "x", x), None,
+        raw = _Raw(name, name, path.name, _features(path, arrays.name("x"), x), None,
                    image_note=image_note, inputs=UNIT if eight_bit else None)
         if "x_test" in arrays:
             raw.x_test = _test_inputs(path, arrays, eight_bit)
@@ -618,7 +634,8 @@ def _align_columns(raw: _Raw, names: tuple[str, ...] | None, target: str) -> Non
 def data_digest(spec: str) -> dict[str, str]:
     """``{path: sha256}`` of each data file in ``spec`` (``a->b``: both sides), so a run can
     notice at a resume that a file changed; an image folder's digest covers its files' names
-    and sizes. Registered names are left out."""
+    and sizes, junk the reader skips (.DS_Store, Thumbs.db, __MACOSX) left out. Registered
+    names are left out."""
     import hashlib
 
     digests: dict[str, str] = {}
@@ -627,7 +644,8 @@ def data_digest(spec: str) -> dict[str, str]:
             continue
         path, digest = Path(side), hashlib.sha256()
         if path.is_dir():
-            for item in sorted(p for p in path.rglob("*") if p.is_file()):
+            for item in sorted(p for p in path.rglob("*")
+                               if p.is_file() and not is_junk_path(p.relative_to(path))):
                 digest.update(f"{item.relative_to(path)}\0{item.stat().st_size}\n".encode())
         else:
             with path.open("rb") as handle:
