@@ -246,7 +246,9 @@ def test_foreign_model_value_error_cli(cli: CliRunner, helpers_dir: Path, tmp_pa
 def test_resolve_data_names_the_type_not_the_value() -> None:
     with pytest.raises(ConfigError) as info:
         api.resolve_data(torch.zeros(100, 100))  # type: ignore[arg-type]
-    assert one_line(info) == "data must be a dataset name, Dataset or DomainPair, got Tensor"
+    assert one_line(info) == ("data must be a dataset name, file, Dataset or DomainPair, got "
+                              "Tensor; arrays in memory: tk.from_arrays(x, y) (a pair: "
+                              "tk.pair(source, target))")
 
 
 # ---------------------------------------------------------------- input conventions

@@ -6,7 +6,8 @@
     adapted = tk.adapt("lenet", "mnist->usps", method="dann", epochs=10).model
 
 Models are an ``nn.Module``, a registered name or a ``package.module:factory`` path; data is
-a :class:`Dataset`, a :class:`DomainPair` or a registered name (``a->b`` names a pair). With
+a :class:`Dataset`, a :class:`DomainPair` (arrays in memory: :func:`from_arrays` and
+:func:`pair`), a file or a registered name (``a->b`` names a pair). With
 ``out=...`` a run directory is written: ``config.yaml``, ``metrics.jsonl``,
 ``checkpoint.pt`` (every epoch, atomically), ``model.pt`` and ``summary.json``.
 """
@@ -42,6 +43,7 @@ from transferkit.data import (
     load_pair,
     load_pair_target,
 )
+from transferkit.data.file_records import InMemory
 from transferkit.data.inputs import (
     CLASSES_ATTR,
     COLUMNS_ATTR,
@@ -146,6 +148,15 @@ def resolve_data(data: Dataset | DomainPair | str, data_dir: str | Path | None =
     ``data_options``: see :func:`load_data`). ``unlabelled_classes``: a lone file may have no
     labels, its class count then taken from its inputs (a trained model's outputs)."""
     if isinstance(data, Dataset | DomainPair):
+        origin = _origin(data)
+        if origin is not None:
+            options = _arrays_options(data, data_options)
+            if isinstance(data, Dataset) and unlabelled_classes is not None and \
+                    not data.train_labelled:  # arrays without labels: the model's classes
+                from transferkit.data.files import load_file_dataset, parse_file_options
+
+                return load_file_dataset(origin, parse_file_options(options),
+                                         unlabelled_classes=unlabelled_classes)
         if data_options:
             raise ConfigError("data options apply to data files; this data is already loaded")
         return data
@@ -178,20 +189,51 @@ def _data_spec(data: Any) -> str:
         data = os.fspath(data)
     if not isinstance(data, str):
         raise ConfigError(
-            f"data must be a dataset name, Dataset or DomainPair, got {type(data).__name__}"
+            f"data must be a dataset name, file, Dataset or DomainPair, got "
+            f"{type(data).__name__}; arrays in memory: tk.from_arrays(x, y) (a pair: "
+            "tk.pair(source, target))"
         )
     return "->".join(side.strip() for side in data.split("->"))
 
 
+def _origin(data: Any) -> InMemory | None:
+    """The arrays in memory a dataset (or a pair's target) was read from, else None."""
+    data = data.target if isinstance(data, DomainPair) else data
+    return data.origin if isinstance(data, Dataset) else None
+
+
+def _arrays_options(data: Dataset | DomainPair, data_options: dict[str, Any] | None
+                    ) -> dict[str, Any]:
+    """The options ``data``'s arrays were read with (``from_arrays``), to read them again
+    alike; options given again here are refused: the arrays keep one set."""
+    origin = _origin(data)
+    assert origin is not None
+    if data_options:
+        raise ConfigError(f"data options ({', '.join(map(str, data_options))}) apply to data "
+                          f"files; arrays in memory keep those given to tk.from_arrays")
+    return origin.options
+
+
 def _data_record(data: Any, data_options: dict[str, Any] | None) -> dict[str, Any]:
-    """What a run records of its data files: how they were read and their sha256 (a resume
-    reads them alike, and refuses files that changed)."""
+    """What a run records of its data: how files were read and the sha256 of each file, or
+    of arrays in memory (their dtypes, shapes, bytes and options), so a resume reads them
+    alike and refuses data that changed."""
     from transferkit.data.files import data_digest, is_data_path
 
     record: dict[str, Any] = {"data_options": dict(data_options)} if data_options else {}
-    name = getattr(data, "name", "")
-    if any(is_data_path(side) and Path(side).exists() for side in name.split("->")):
-        record["data_sha256"] = data_digest(name)
+    roles = {"source": data.source, "target": data.target} if isinstance(data, DomainPair) \
+        else {"data": data}
+    arrays = {role: side for role, side in roles.items()
+              if isinstance(side, Dataset) and side.origin is not None}
+    named = len({side.name for side in arrays.values()}) == len(arrays)  # else: by role too
+    digests = {side.name if named else f"{role} {side.name}": side.origin.sha256
+               for role, side in arrays.items()}
+    files = [side for side in getattr(data, "name", "").split("->")
+             if side not in digests and is_data_path(side) and Path(side).exists()]
+    if files:
+        digests = {**data_digest("->".join(files)), **digests}
+    if digests:
+        record["data_sha256"] = digests
     return record
 
 
@@ -924,7 +966,9 @@ def adapt(
                           "distillation method, e.g. dann+kd")
     data = resolve_data(data, data_dir, data_options)
     if not isinstance(data, DomainPair):
-        raise ConfigError(f"adapt needs a domain pair such as 'mnist->usps', got {data.name!r}")
+        raise ConfigError(f"adapt needs a domain pair such as 'mnist->usps', got {data.name!r} "
+                          "(arrays in memory: tk.pair(source, target))")
+    data_record = _data_record(data, data_options)  # before a conversion copies the data
     cfg, options = split_settings(dict(settings), method_options)
     _check_labelled(data.target, "adapt", cfg.select)
     _say_unlabelled(data.target)
@@ -965,7 +1009,7 @@ def adapt(
         train_data = TrainData(source.x[kept], source.y[kept], data.num_classes,
                                data.target.train.x, inputs=data.inputs)
         validation = ValidationSets.build(source.x[held], source.y[held], data.target.train.x)
-        record = {"data": data.name, **_data_record(data, data_options), "model": spec,
+        record = {"data": data.name, **data_record, "model": spec,
                   "method": _method_spec(method), "methods": [m.name for m in methods],
                   "method_options": _recorded_options(options)}
         if teacher_record is not None:
@@ -1022,11 +1066,17 @@ def _target_only(data: Dataset | DomainPair | str, data_dir: str | Path | None,
     """The target dataset of a pair (its source never loaded) or a dataset given alone; a
     target file without labels takes its class count from ``unlabelled_classes``, and a CSV
     of exactly ``width`` columns (the model's features) is one without labels; ``classes``
-    (the model's class names) fix a target file's class indices."""
-    if isinstance(data, DomainPair):
-        return data.target
-    if isinstance(data, Dataset):
-        return data
+    (the model's class names) fix a target file's class indices. Arrays in memory are read
+    again as a file is (a pair's target alone)."""
+    if isinstance(data, Dataset | DomainPair):
+        origin = _origin(data)
+        if origin is None:
+            return data.target if isinstance(data, DomainPair) else data
+        from transferkit.data.files import load_file_dataset, parse_file_options
+
+        options = parse_file_options(_arrays_options(data, data_options))
+        return load_file_dataset(origin, options, classes or None,
+                                 unlabelled_classes=unlabelled_classes, width=width)
     data = _data_spec(data)
     from transferkit.data.files import is_data_path
 
@@ -1084,6 +1134,7 @@ def _adapt_source_free(
     # a CSV of exactly the model's width has no label column
     target = _target_only(data, data_dir, data_options, classes_of,
                           shape[0] if shape is not None and len(shape) == 1 else None, known)
+    data_record = _data_record(target, data_options)  # before a conversion copies the data
     cfg, options = split_settings(dict(settings), method_options)
     _check_labelled(target, "adapt", cfg.select)
     _say_unlabelled(target)
@@ -1107,7 +1158,7 @@ def _adapt_source_free(
     with _given_back_on_error(methods):
         train_data = TrainData(target.train.x, None, target.num_classes,  # no labels, no source
                                inputs=target.inputs)
-        record = {"data": target.name, **_data_record(target, data_options), "source_free": True,
+        record = {"data": target.name, **data_record, "source_free": True,
                   "method": "+".join(names),
                   "methods": names, "method_options": options,
                   "model": {"name": start or type(model).__name__, "options": {}}}
@@ -1163,14 +1214,17 @@ def evaluate(
     given = model
     model, who = _trained_model(model, "evaluate")
     net = model
+    arrays = data.origin if isinstance(data, Dataset) else None  # read again as a file is
+    if arrays is not None:
+        data_options = _arrays_options(data, data_options)
     data_options, read_alike = _recorded_steps(model, data, data_options)
     recorded = getattr(model, NORMALIZATION_ATTR, None)
-    if _lone_file(data):  # read as predict reads it; labels mapped by the model's classes
-        from transferkit.data.files import load_file_dataset, parse_file_options
+    if arrays is not None or _lone_file(data):  # read as predict reads it; labels mapped by
+        from transferkit.data.files import load_file_dataset, parse_file_options  # its classes
 
         names = getattr(model, CLASSES_ATTR, None)
         shape = getattr(model, SHAPE_ATTR, None)  # a CSV of exactly its width: no labels
-        data = load_file_dataset(_data_spec(data), parse_file_options(data_options),
+        data = load_file_dataset(arrays or _data_spec(data), parse_file_options(data_options),
                                  names or None, unlabelled_classes=lambda x: _probe(net, x, who),
                                  width=shape[0] if shape is not None and len(shape) == 1
                                  else None, recorded=recorded if read_alike else None,
@@ -1180,9 +1234,11 @@ def evaluate(
                           "its training rows' statistics), as predict reads it; --normalize "
                           "names other steps, fitted on this file")
         if parse_file_options(data_options).test is None and "held out" in data.description:
+            every = "test='all' in tk.from_arrays" if arrays is not None else \
+                "--data-opt test=all (test='all' in data_options)"
             note(f"scored on the test split that a run on {data.name} holds out, not on every "
-                 f"row ({data.description.rpartition('; test = ')[2]}); --data-opt test=all "
-                 "(test='all' in data_options) scores every row", is_main())
+                 f"row ({data.description.rpartition('; test = ')[2]}); {every} scores every "
+                 "row", is_main())
     else:
         data = resolve_data(data, data_dir, data_options,
                             lambda x: _probe(net, x, who))  # a file without labels: its classes
@@ -1251,10 +1307,11 @@ def _recorded_steps(model: nn.Module, data: Any, options: dict[str, Any] | None
     from transferkit.data.files import is_data_path
 
     recorded = getattr(model, NORMALIZATION_ATTR, None)
-    if not isinstance(recorded, Normalization) or (options or {}).get("normalize") or not (
-            isinstance(data, str | os.PathLike)):
+    if not isinstance(recorded, Normalization) or (options or {}).get("normalize"):
         return options, None
-    if not all(is_data_path(part.strip()) for part in os.fspath(data).split("->")):
+    arrays = isinstance(data, Dataset) and data.origin is not None  # read as a file is
+    if not arrays and not (isinstance(data, str | os.PathLike) and all(
+            is_data_path(part.strip()) for part in os.fspath(data).split("->"))):
         return options, None
     steps = ",".join(recorded.steps)
     return {**(options or {}), "normalize": steps}, (
@@ -1333,8 +1390,9 @@ def predict(
 ) -> Predictions:
     """Each row's predicted class, its confidence and every class's probability; no label is
     read. A data file's every row in file order (``x`` then ``x_test``), an image folder's
-    every image by path (``train/`` then ``test/``), a pair's target (its file, or a
-    registered target's ``split``), a registered dataset's ``split``. Classes are named as the
+    every image by path (``train/`` then ``test/``), arrays from ``from_arrays`` as the file of
+    them, a pair's target (its file or arrays, or a registered target's ``split``), a
+    registered dataset's ``split``. Classes are named as the
     model recorded them (the labels it trained on). ``Predictions.to_csv(path)`` writes them;
     see :mod:`transferkit.predict`.
     """
@@ -1353,21 +1411,23 @@ def predict(
         count = _probe(module, x, who)
         return list(names) if names and len(names) == count else list(range(count))
 
-    if isinstance(data, str | os.PathLike):
-        text = os.fspath(data)
-        target = text.split("->")[-1].strip()
-        if is_data_path(target):  # a file, or a pair's target file: every row
-            if split != "train":
-                raise ConfigError(f"split={split!r}: predict reads every row of a data file "
-                                  f"({target}); split applies to registered datasets")
-            width = shape[0] if shape is not None and len(shape) == 1 else None
-            columns = getattr(module, COLUMNS_ATTR, None) or {}
-            data = load_rows_to_predict(target, parse_file_options(data_options), classes_of,
-                                        width, recorded, shape=shape,
-                                        columns=columns.get("features"),
-                                        label_column=columns.get("label"))
-        else:
-            data = resolve_data(text, data_dir, data_options)
+    rows: InMemory | str | None = _origin(data)  # every row of arrays, or of a data file
+    if rows is not None:
+        data_options = _arrays_options(data, data_options)
+    elif isinstance(data, str | os.PathLike):
+        target = os.fspath(data).split("->")[-1].strip()  # a file, or a pair's target file
+        rows = target if is_data_path(target) else None
+    if rows is not None:
+        if split != "train":
+            what = "arrays in memory" if isinstance(rows, InMemory) else f"a data file ({rows})"
+            raise ConfigError(f"split={split!r}: predict reads every row of {what}; split "
+                              "applies to registered datasets")
+        width = shape[0] if shape is not None and len(shape) == 1 else None
+        columns = getattr(module, COLUMNS_ATTR, None) or {}
+        data = load_rows_to_predict(rows, parse_file_options(data_options), classes_of,
+                                    width, recorded, shape=shape,
+                                    columns=columns.get("features"),
+                                    label_column=columns.get("label"))
     else:
         data = resolve_data(data, data_dir, data_options)
     dataset, part = rows_to_predict(data, split)

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from transferkit.data.file_options import OPT, FileOptions
-from transferkit.data.file_records import _ALONE, _first_line, _Raw, _Side
+from transferkit.data.file_records import _ALONE, UNIT, _first_line, _Raw, _Side
 from transferkit.errors import DataError
 
 # ``x_train``/``y_train``: Keras' own .npz files (mnist.npz); ``target``: scikit-learn's Bunch
@@ -231,7 +231,6 @@ def _read_npz(path: Path, options: FileOptions,
             if key is not None:
                 arrays[role] = _read_member(path, archive, members[key], key, role, memory)
                 arrays.names[role] = key
-    _check_rows(path, arrays)
     return arrays, unused
 
 
@@ -333,7 +332,6 @@ def _read_mat(path: Path, options: FileOptions,
                 arrays[role], arrays.names[role] = value, key
     except Exception as exc:
         raise cannot(exc) from None
-    _check_rows(path, arrays)
     return arrays, unused
 
 
@@ -352,7 +350,7 @@ def _check_mat_class(path: Path, key: str, role: str, shape: tuple[int, ...], ki
                     f"numbers; {fix}, or name another variable with {OPT} {role}=NAME")
 
 
-def _check_rows(path: Path, arrays: _Arrays) -> None:
+def _check_rows(path: Path | str, arrays: _Arrays) -> None:
     """As many labels as input rows, said with the file's array names; inputs whose rows lie
     along the last axis (MATLAB's features x rows, or H x W x C x N images) are named as such
     (read as they are, each column would be an example)."""
@@ -386,7 +384,7 @@ _NOT_NUMBERS = {
 }
 
 
-def _features(path: Path, key: str, value: Any) -> Tensor:
+def _features(path: Path | str, key: str, value: Any) -> Tensor:
     """Inputs as float32: numbers only (none NaN, infinite or beyond float32), one row per
     example, each of at least one value (a 0-wide row trains a model on nothing)."""
     array = np.asarray(value)
@@ -444,7 +442,7 @@ def _image_array(value: Any) -> tuple[np.ndarray, str]:
     return array, f"images {shape}" + (f" ({'; '.join(steps)})" if steps else "")
 
 
-def _label_array(path: Path, key: str, value: Any) -> np.ndarray:
+def _label_array(path: Path | str, key: str, value: Any) -> np.ndarray:
     """Labels as a 1-D array of int64, float64 (whole numbers) or str; numbers that int64
     cannot hold, bytes that are not UTF-8 and empty text are refused, not read as something
     else (uint64 2**64-1 wrapped to -1, '' became a class)."""
@@ -492,7 +490,7 @@ def _label_array(path: Path, key: str, value: Any) -> np.ndarray:
     return array
 
 
-def _cells(path: Path, key: str, array: np.ndarray) -> np.ndarray:
+def _cells(path: Path | str, key: str, array: np.ndarray) -> np.ndarray:
     """A MATLAB cell array of labels: one string or one number per cell (``{1; 2}`` gives
     numbers, not the strings '1.0', '2.0'); cells of several values or none are refused."""
     items = [np.asarray(v).reshape(-1) for v in array]
@@ -510,18 +508,35 @@ def _cells(path: Path, key: str, array: np.ndarray) -> np.ndarray:
     )
 
 
-def _own_test(raw: _Raw, path: Path, arrays: _Arrays, eight_bit: bool) -> None:
-    """The file's own test split (``x_test``, ``y_test``) onto ``raw``, checked against x."""
-    raw.x_test = _test_inputs(path, arrays, eight_bit)
-    key = arrays.name("y_test")
-    raw.labels_test = _check_labels(
-        path, key, _label_array(path, key, arrays["y_test"]), len(raw.x_test)
-    )
-    _check_test_shape(path, raw.x, raw.x_test)
-    raw.own_test = f"the file's test arrays ({len(raw.x_test)} rows)"
+def raw_from_arrays(where: Path | str, arrays: _Arrays, name: str, title: str, note: str = "",
+                    test_words: str = "the file's test arrays") -> _Raw:
+    """The arrays of a file, or given in memory, by role (``x``, ``y``, ``x_test``,
+    ``y_test``) read into a :class:`_Raw`: one reading for both, so arrays in memory pass every
+    check an ``.npz`` holding them would (rows against labels, finite numeric inputs, images
+    as ``N x C x H x W`` and 8-bit ones / 255, one label per row). Without ``y`` it is an
+    unlabelled target; ``x_test`` without ``y_test`` is inputs only (rows to predict).
+    Messages start with ``where`` (the file) and name ``arrays``' own names."""
+    _check_rows(where, arrays)
+    x, image_note = _image_array(arrays["x"])
+    eight_bit = _eight_bit(arrays["x"])  # as image folders
+    raw = _Raw(name, str(where), title, _features(where, arrays.name("x"), x), None,
+               read_note=note, image_note=image_note, inputs=UNIT if eight_bit else None)
+    if "y" in arrays:
+        key = arrays.name("y")
+        raw.labels = _check_labels(where, key, _label_array(where, key, arrays["y"]), len(raw.x))
+    if "x_test" in arrays:
+        raw.x_test = _test_inputs(where, arrays, eight_bit)
+        if "y_test" in arrays:
+            key = arrays.name("y_test")
+            raw.labels_test = _check_labels(
+                where, key, _label_array(where, key, arrays["y_test"]), len(raw.x_test)
+            )
+            raw.own_test = f"{test_words} ({len(raw.x_test)} rows)"
+        _check_test_shape(where, raw.x, raw.x_test)
+    return raw
 
 
-def _test_inputs(path: Path, arrays: _Arrays, eight_bit: bool) -> Tensor:
+def _test_inputs(path: Path | str, arrays: _Arrays, eight_bit: bool) -> Tensor:
     """``x_test`` as a float tensor, stored with the same type as ``x``."""
     if _eight_bit(arrays["x_test"]) != eight_bit:  # one would be scaled, not the other
         raise DataError(
@@ -532,7 +547,7 @@ def _test_inputs(path: Path, arrays: _Arrays, eight_bit: bool) -> Tensor:
     return _features(path, arrays.name("x_test"), _image_array(arrays["x_test"])[0])
 
 
-def _check_test_shape(path: Path, x: Tensor, x_test: Tensor) -> None:
+def _check_test_shape(path: Path | str, x: Tensor, x_test: Tensor) -> None:
     if x_test.shape[1:] != x.shape[1:]:
         raise DataError(
             f"{path}: x_test has rows of shape {tuple(x_test.shape[1:])} but x "
@@ -540,7 +555,7 @@ def _check_test_shape(path: Path, x: Tensor, x_test: Tensor) -> None:
         )
 
 
-def _check_labels(path: Path, what: str, labels: np.ndarray, rows: int) -> np.ndarray:
+def _check_labels(path: Path | str, what: str, labels: np.ndarray, rows: int) -> np.ndarray:
     """Row count and whole numbers; float labels become int64."""
     if labels.shape[0] != rows:
         raise DataError(

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -35,6 +35,7 @@ from transferkit.data.inputs import InputSpec
 from transferkit.errors import DataError
 
 if TYPE_CHECKING:
+    from transferkit.data.file_records import InMemory
     from transferkit.data.normalize import Normalization
 
 
@@ -186,6 +187,10 @@ class Dataset:
     columns: tuple[str, ...] | None = None
     # The header name of the CSV column read as labels; None when there is none (or no header).
     label_column: str | None = None
+    # The arrays in memory it was read from (``from_arrays``; see with_origin), read again
+    # where a file would be: a pair's target with the source's classes, rows a model predicts.
+    # Not an argument, so ``replace`` leaves a changed copy without it.
+    origin: InMemory | None = field(default=None, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -343,6 +348,12 @@ class DomainPair:
     def with_inputs(self, spec: InputSpec) -> DomainPair:
         """Both domains stored in convention ``spec`` (converted copies)."""
         return DomainPair(self.name, self.source.with_inputs(spec), self.target.with_inputs(spec))
+
+
+def with_origin(data: Dataset, origin: InMemory) -> Dataset:
+    """``data``, just built from the arrays ``origin`` holds, marked as read from them."""
+    object.__setattr__(data, "origin", origin)
+    return data
 
 
 def unlabelled(name: str, x: Any, num_classes: int, *, inputs: InputSpec | None = None,

@@ -29,7 +29,7 @@ _APPLIES = {
     "channels": ({"images"}, "image folders"),
 }
 _KIND_WORDS = {"npz": "an .npz file", "mat": "a .mat file", "csv": "a CSV file",
-               "images": "an image folder"}
+               "images": "an image folder", "memory": "arrays in memory"}
 
 
 def _bad(name: str, value: Any, want: str, example: str) -> ConfigError:

@@ -1,10 +1,11 @@
 """What the data file readers share: the record of what a reader found (:class:`_Raw`), how it
-is asked to read (:class:`_Side`), and the wording of their messages."""
+is asked to read (:class:`_Side`), arrays given in memory as one more thing to read
+(:class:`InMemory`), and the wording of their messages."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -59,3 +60,25 @@ class _Side:
 
 
 _ALONE = _Side()
+
+
+@dataclass(frozen=True, eq=False)
+class InMemory:
+    """Arrays given in memory (``from_arrays``), read once as an ``.npz`` holding them is read,
+    and kept to be built again wherever a file is read again: a pair's target with the
+    source's classes, rows predicted or scored with a model's classes and normalisation."""
+
+    name: str | None  # as given; None: named by its role ("arrays", "source", "target")
+    raw: _Raw
+    options: dict[str, Any]  # the data options given with the arrays (test, seed, normalize)
+    sha256: str  # of the arrays' roles, dtypes, shapes and bytes, and of the options
+
+    def label(self, role: str = "alone") -> str:
+        """Its name: as given, else its role's (a pair's sides are "source" and "target")."""
+        return self.name or (role if role in ("source", "target") else "arrays")
+
+    def read(self, role: str = "alone") -> _Raw:
+        """A copy of the record, named for ``role`` (building a dataset edits the record)."""
+        name = self.label(role)
+        where = f"from_arrays ({name})" if self.name or name != "arrays" else "from_arrays"
+        return replace(self.raw, name=name, where=where, title=name)

@@ -58,6 +58,10 @@ normalised dataset records ``inputs=None``.
 unpickled. Every problem with a file raises one DataError line naming the file and the fix;
 an option that is wrong or does not apply raises ConfigError.
 
+Arrays in memory (``memory.py``: ``from_arrays``) are one more thing to read: read once into
+the record a file's arrays are read into (``raw_from_arrays``), then built, split, paired and
+predicted as a file is (``Spec``: a path, or :class:`InMemory`).
+
 This module builds the datasets and pairs; the options are checked in ``file_options.py`` and
 the files read by ``array_files.py`` (.npz, .mat), ``csv_file.py`` and ``image_folders.py``.
 """
@@ -74,19 +78,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from transferkit.data.array_files import (
-    _check_labels,
-    _check_test_shape,
-    _eight_bit,
-    _features,
-    _image_array,
-    _label_array,
-    _own_test,
-    _read_mat,
-    _read_npz,
-    _test_inputs,
-)
-from transferkit.data.base import UNLABELLED, Dataset, DomainPair, Split, unlabelled
+from transferkit.data.array_files import _check_labels, _read_mat, _read_npz, raw_from_arrays
+from transferkit.data.base import UNLABELLED, Dataset, DomainPair, Split, unlabelled, with_origin
 from transferkit.data.csv_file import _csv_inputs, _read_csv
 from transferkit.data.datasets import load_dataset
 from transferkit.data.file_options import (
@@ -98,7 +91,7 @@ from transferkit.data.file_options import (
     is_data_path,
     parse_file_options,
 )
-from transferkit.data.file_records import _ALONE, UNIT, _preview, _Raw, _Side
+from transferkit.data.file_records import _ALONE, InMemory, _preview, _Raw, _Side
 from transferkit.data.image_folders import _read_image_folder, is_junk_path
 from transferkit.data.normalize import Normalization
 from transferkit.data.normalize import fit as fit_normalization
@@ -121,22 +114,8 @@ def _read_feature_file(path: Path, kind: str, options: FileOptions,
         return _Raw(name, str(path), path.name, x, _check_labels(path, note, labels, len(x)),
                     columns=columns, label_column=label_column)
     reader = _read_npz if kind == "npz" else _read_mat
-    arrays, unused = reader(path, options, side)
-    x, image_note = _image_array(arrays["x"])
-    raw = _Raw(name, str(path), path.name, _features(path, arrays.name("x"), x), None)
-    eight_bit = _eight_bit(arrays["x"])
-    raw.image_note, raw.inputs = image_note, (UNIT if eight_bit else None)  # as image folders
-    if "y" not in arrays:  # an unlabelled target (maybe with labelled test rows)
-        raw.read_note = unused
-        if "x_test" in arrays:
-            _own_test(raw, path, arrays, eight_bit)
-        return raw
-    key = arrays.name("y")  # the file's name for it ('labels'), for messages
-    raw.labels = _check_labels(path, key, _label_array(path, key, arrays["y"]), len(raw.x))
-    if "x_test" in arrays:
-        _own_test(raw, path, arrays, eight_bit)
-    raw.read_note = unused
-    return raw
+    arrays, unused = reader(path, options, side)  # without "y": an unlabelled target
+    return raw_from_arrays(path, arrays, name, path.name, unused)
 
 
 # --- classes, splits, normalisation -----------------------------------------------------------
@@ -320,15 +299,41 @@ def _rows_words(raw: _Raw, rows: int, x: Tensor, extra: str = "") -> str:
     return f"{rows} rows{extra} of inputs {'x'.join(str(d) for d in x.shape[1:])}"
 
 
-def _read(path: Path, kind: str, options: FileOptions, side: _Side = _ALONE) -> _Raw:
-    """``side``: read alone or as a pair's source or target (which may have no labels)."""
+Spec = str | Path | InMemory  # what the loaders read: a file or folder, or arrays in memory
+
+
+def _locate(spec: Spec) -> tuple[Path | InMemory, str]:
+    """What to read and its kind: a path and its format (``_kind``), or arrays in memory."""
+    if isinstance(spec, InMemory):
+        return spec, "memory"
+    path = Path(spec)
+    return path, _kind(path)
+
+
+def _shown(spec: Spec, role: str = "alone") -> str:
+    """How messages and names give a path (as given) or arrays in memory (by their name)."""
+    return spec.label(role) if isinstance(spec, InMemory) else str(spec)
+
+
+def _remember(data: Dataset, read: Path | InMemory) -> Dataset:
+    """``data`` as built from ``read``: arrays in memory are kept on it (``Dataset.origin``),
+    to be built again where a file would be read again."""
+    return with_origin(data, read) if isinstance(read, InMemory) else data
+
+
+def _read(path: Path | InMemory, kind: str, options: FileOptions,
+          side: _Side = _ALONE, role: str = "alone") -> _Raw:
+    """``side``: read alone or as a pair's source or target (which may have no labels);
+    ``role``: the pair's side, by which arrays in memory without a name are named."""
+    if isinstance(path, InMemory):  # read and checked when given: a copy, named for its role
+        return path.read(role)
     if kind == "images":
         return _read_image_folder(path, options, side)
     return _read_feature_file(path, kind, options, side)
 
 
 def load_file_dataset(
-    spec: str | Path,
+    spec: Spec,
     options: FileOptions = FileOptions(),
     classes: Sequence[Any] | None = None,
     unlabelled_classes: Callable[[Tensor], int] | None = None,
@@ -336,7 +341,8 @@ def load_file_dataset(
     recorded: Normalization | None = None,
     indexed: bool = False,
 ) -> Dataset:
-    """A Dataset read from a ``.npz``, ``.mat`` or ``.csv`` file or an image folder.
+    """A Dataset read from a ``.npz``, ``.mat`` or ``.csv`` file or an image folder (or from
+    arrays in memory, read as an ``.npz`` holding them).
 
     ``classes`` (original label values in class-index order) fixes the class indices; a label
     not among them raises DataError. ``Dataset.classes`` records the classes used.
@@ -352,25 +358,24 @@ def load_file_dataset(
     options = parse_file_options(options)
     if recorded is not None:
         options = replace(options, normalize=recorded.steps)
-    path = Path(spec)
-    kind = _kind(path)
-    _check_applicable(options, {kind}, f"{path} ({_KIND_WORDS[kind]})")
+    path, kind = _locate(spec)
+    _check_applicable(options, {kind}, f"{_shown(path)} ({_KIND_WORDS[kind]})")
     side = _ALONE if unlabelled_classes is None else _Side("target", width)
     raw = _read(path, kind, options, side)
     if raw.labels is None:
         assert unlabelled_classes is not None
         known = classes if classes is not None else range(unlabelled_classes(raw.x))
-        return _build_unlabelled(raw, options, tuple(known), recorded)
+        return _remember(_build_unlabelled(raw, options, tuple(known), recorded), path)
     if classes is None and indexed and unlabelled_classes is not None:
         count = unlabelled_classes(raw.x)
         if _indices_below(raw.labels, count):
             classes = tuple(range(count))
         else:
-            _refuse_other_indices(path, raw.labels, count)
-    return _build(raw, options, classes, recorded=recorded)
+            _refuse_other_indices(raw.where, raw.labels, count)
+    return _remember(_build(raw, options, classes, recorded=recorded), path)
 
 
-def _refuse_other_indices(path: Path, labels: np.ndarray, count: int) -> None:
+def _refuse_other_indices(path: Path | str, labels: np.ndarray, count: int) -> None:
     """A model without class names has the classes ``0..count-1``; labels outside them were
     once re-indexed in sorted order (labels 1, 2 or ``ant``, ``bee`` scored as classes 0, 1),
     a silent guess that scores the wrong classes when the file counts from 1, holds other
@@ -397,7 +402,7 @@ def _indices_below(labels: np.ndarray, count: int) -> bool:
                and 0 <= v < count for v in values)
 
 
-def load_rows_to_predict(spec: str | Path, options: FileOptions,
+def load_rows_to_predict(spec: Spec, options: FileOptions,
                          classes_of: Callable[[Tensor], Sequence[Any]],
                          width: int | None = None,
                          recorded: Normalization | None = None, *,
@@ -428,10 +433,9 @@ def load_rows_to_predict(spec: str | Path, options: FileOptions,
         options = replace(options, normalize=recorded.steps)
     if options.test is not None:
         raise ConfigError(f"data option test={options.test}: predict reads every row of "
-                          f"{spec}; remove it")
-    path = Path(spec)
-    kind = _kind(path)
-    _check_applicable(options, {kind}, f"{path} ({_KIND_WORDS[kind]})")
+                          f"{_shown(spec)}; remove it")
+    path, kind = _locate(spec)
+    _check_applicable(options, {kind}, f"{_shown(path)} ({_KIND_WORDS[kind]})")
     if shape is None and width is not None:
         shape = (width,)
     if isinstance(columns, str):
@@ -441,17 +445,19 @@ def load_rows_to_predict(spec: str | Path, options: FileOptions,
                        None if columns is None else tuple(columns), label_column)
     if shape is not None:
         _check_input_shape(raw, kind, tuple(shape))
-    return _build_unlabelled(raw, options, tuple(classes_of(raw.x)), recorded)
+    return _remember(_build_unlabelled(raw, options, tuple(classes_of(raw.x)), recorded), path)
 
 
-def _read_inputs(path: Path, kind: str, options: FileOptions,
+def _read_inputs(path: Path | InMemory, kind: str, options: FileOptions,
                  shape: tuple[int, ...] | None, trained: Sequence[str] | None = None,
                  trained_label: str | None = None) -> _Raw:
     """Every input row of a file or folder (``x`` then ``x_test``), labels never read; rows
     named by image path, else by index (``x_test:i``). ``trained``/``trained_label``: the
     model's training column names and label column (a CSV's columns are matched by name)."""
-    name = str(path)
-    if kind == "csv":
+    if isinstance(path, InMemory):  # the labels given are left out below, unread
+        raw = path.read("predict")
+    elif kind == "csv":
+        name = str(path)
         x, columns, left_out, label_column = _csv_inputs(path, options, shape, trained,
                                                          trained_label)
         raw = _Raw(name, name, path.name, x, None, columns=columns, read_note=left_out,
@@ -460,14 +466,8 @@ def _read_inputs(path: Path, kind: str, options: FileOptions,
         raw = _read_image_folder(path, options, _Side("target"))
     else:
         reader = _read_npz if kind == "npz" else _read_mat
-        arrays, _ = reader(path, options, _Side("predict"))
-        eight_bit = _eight_bit(arrays["x"])
-        x, image_note = _image_array(arrays["x"])
-        raw = _Raw(name, name, path.name, _features(path, arrays.name("x"), x), None,
-                   image_note=image_note, inputs=UNIT if eight_bit else None)
-        if "x_test" in arrays:
-            raw.x_test = _test_inputs(path, arrays, eight_bit)
-            _check_test_shape(path, raw.x, raw.x_test)
+        arrays, _ = reader(path, options, _Side("predict"))  # x and x_test, never labels
+        raw = raw_from_arrays(path, arrays, str(path), path.name)
     names = raw.row_names or [str(i) for i in range(len(raw.x))]
     if raw.x_test is not None:
         extra = raw.test_row_names or [f"x_test:{i}" for i in range(len(raw.x_test))]
@@ -556,55 +556,68 @@ def _shape_words(shape: tuple[int, ...], other: tuple[int, ...] | None = None) -
 
 
 def load_file_pair(
-    source: str,
-    target: str,
+    source: Spec,
+    target: Spec,
     options: FileOptions = FileOptions(),
     *,
     data_dir: str | Path | None = None,
     download: bool = True,
 ) -> DomainPair:
-    """A DomainPair whose sides are data files (or registered dataset names).
+    """A DomainPair whose sides are data files (or registered dataset names, or arrays in
+    memory, each read with the options given with it).
 
     The target's labels are mapped with the source's classes (a registered dataset's classes
     are its indices 0..K-1); each side is split and normalised on its own (statistics of its own
     training split). ``data_dir`` and ``download`` apply to a registered side.
     """
     options = parse_file_options(options)
-    sides = {"source": str(source), "target": str(target)}
-    kinds = {role: _kind(Path(s)) for role, s in sides.items() if is_data_path(s)}
+    sides = {"source": source, "target": target}
+    kinds = {role: _locate(s)[1] for role, s in sides.items()
+             if isinstance(s, InMemory) or is_data_path(str(s))}
     if not kinds:
         raise ConfigError(
             f"neither {source!r} nor {target!r} is a data file; name a registered pair with "
             "load_pair instead"
         )
-    what = " and ".join(f"{sides[r]} ({_KIND_WORDS[k]})" for r, k in kinds.items())
+    what = " and ".join(f"{_shown(sides[r], r)} ({_KIND_WORDS[k]})" for r, k in kinds.items())
     _check_applicable(options, set(kinds.values()), what)
+
+    def options_of(spec: Spec) -> FileOptions:  # arrays in memory: those given with them
+        return parse_file_options(spec.options) if isinstance(spec, InMemory) else options
+
     src_columns = None
     if "source" in kinds:
-        src_raw = _read(Path(source), kinds["source"], options, _Side("source"))
-        src, src_columns = _build(src_raw, options, None), src_raw.columns
+        read, kind = _locate(source)
+        src_raw = _read(read, kind, options_of(source), _Side("source"), "source")
+        if src_raw.labels is None:  # arrays without y (a file without labels is refused read)
+            raise DataError(f"{src_raw.where}: the source has no labels (y=None); adaptation "
+                            "learns the task from labelled source rows: give its y")
+        src = _remember(_build(src_raw, options_of(source), None), read)
+        src_columns = src_raw.columns
     else:
         src = _registered(str(source), options, None, "", data_dir, download)
     classes = src.classes if src.classes is not None else tuple(range(src.num_classes))
-    src_name = Path(source).name
-    name = f"{source}->{target}"  # as given: a run records it, and a resume reads the same
+    source_name, target_name = _shown(source, "source"), _shown(target, "target")
+    src_name = Path(source_name).name
+    name = f"{source_name}->{target_name}"  # as given: a run records it, and a resume reads it
 
     def check_shape(shape: tuple[int, ...]) -> None:  # before labels: the likelier mistake
         if src.input_shape != shape:
             raise DataError(
                 f"pair {name}: source {_shape_words(src.input_shape)} vs target "
-                f"{_shape_words(shape, src.input_shape)} ({source} vs {target}); both domains "
-                "need the same input shape"
+                f"{_shape_words(shape, src.input_shape)} ({source_name} vs {target_name}); "
+                "both domains need the same input shape"
             )
 
     classes_from = f"the source's classes ({src_name})"
     if "target" in kinds:
         width = src.input_shape[0] if len(src.input_shape) == 1 else None
         try:
-            raw = _read(Path(target), kinds["target"], options, _Side("target", width))
+            read, kind = _locate(target)
+            raw = _read(read, kind, options_of(target), _Side("target", width), "target")
             check_shape(tuple(raw.x.shape[1:]))
-            _align_columns(raw, src_columns, target)
-            tgt = _build(raw, options, classes, classes_from)
+            _align_columns(raw, src_columns, target_name)
+            tgt = _remember(_build(raw, options_of(target), classes, classes_from), read)
         except DataError as exc:
             if kinds["target"] != "csv" or width is None or "label" not in str(exc):
                 raise

@@ -1,0 +1,266 @@
+"""Arrays in memory (``tk.from_arrays``, ``tk.pair``): read exactly as an ``.npz`` holding
+them, trained, adapted, predicted and evaluated as that file is, recorded so that a resume
+with other arrays is refused, and anything that is not an array refused in one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from torch.utils.data import DataLoader, TensorDataset
+
+import transferkit as tk
+from conftest import FAST, TINY
+from transferkit.data.inputs import InputSpec
+from transferkit.errors import CheckpointError, ConfigError, DataError
+
+STEPS = {**FAST, "steps_per_epoch": 2}
+
+
+def blobs(n: int = 60, d: int = 5, shift: float = 0.0, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 3
+    x = rng.normal(size=(n, d)) + 3.0 * np.eye(3, d)[y] + shift
+    return x.astype(np.float32), y
+
+
+NAMES = np.array(["ant", "bee", "cat"])
+
+
+def same_data(memory: tk.Dataset, file: tk.Dataset, title: str) -> None:
+    """The same tensors, classes and conventions; the description differs by the title."""
+    for part in ("train", "test"):
+        assert torch.equal(getattr(memory, part).x, getattr(file, part).x), part
+        assert torch.equal(getattr(memory, part).y, getattr(file, part).y), part
+    assert memory.classes == file.classes and memory.num_classes == file.num_classes
+    assert memory.inputs == file.inputs and memory.input_shape == file.input_shape
+    assert (memory.normalization is None) == (file.normalization is None)
+    if memory.normalization is not None:  # the steps and the training rows' statistics
+        assert memory.normalization.to_record() == file.normalization.to_record()
+    expected = file.description.replace(title, memory.name).replace(
+        "the file's test arrays", "x_test/y_test")
+    assert memory.description == expected
+
+
+def images(n: int = 24, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Channels-last 8-bit images, N x 6 x 6 x 3, as Keras and PIL keep them."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, size=(n, 6, 6, 3), dtype=np.uint8), np.arange(n) % 2
+
+
+@pytest.mark.parametrize("case", ["rows", "own test, zscore", "names, test=all", "images"])
+def test_arrays_are_read_as_the_npz_of_them(case: str, tmp_path: Path) -> None:
+    x, y = blobs()
+    arrays: dict = {"x": x, "y": y}
+    options: dict = {}
+    if case == "own test, zscore":
+        xt, yt = blobs(20, seed=3)
+        arrays.update(x_test=xt, y_test=yt)
+        options = {"normalize": "zscore"}
+    elif case == "names, test=all":
+        arrays["y"] = NAMES[y]
+        options = {"test": "all", "normalize": "log", "seed": 3}
+        arrays["x"] = np.abs(x)
+    elif case == "images":
+        arrays["x"], arrays["y"] = images()
+        options = {"test": 0.25, "seed": 7}
+    np.savez(tmp_path / "a.npz", **arrays)
+    file = tk.load_data(str(tmp_path / "a.npz"), **options)
+    memory = tk.from_arrays(arrays["x"], arrays["y"], x_test=arrays.get("x_test"),
+                            y_test=arrays.get("y_test"), **options)
+    same_data(memory, file, "a.npz")
+    if case == "images":  # channels-first, scaled by 255, recorded as [0, 1]
+        assert memory.input_shape == (3, 6, 6) and memory.inputs == InputSpec(0.0, 1.0, (3, 6, 6))
+        assert "channels-last N x H x W x C moved to channels-first" in memory.description
+    if case == "names, test=all":
+        assert memory.classes == ("ant", "bee", "cat")
+
+
+def test_the_same_arrays_train_the_same_model_as_their_npz(tmp_path: Path) -> None:
+    x, y = blobs()
+    np.savez(tmp_path / "a.npz", x=x, y=y)
+    runs = [tk.train("mlp", data, model_options=TINY, data_options=options, seed=5,
+                     out=tmp_path / out, **STEPS)
+            for data, options, out in ((str(tmp_path / "a.npz"), {"normalize": "zscore"}, "f"),
+                                       (tk.from_arrays(x, y, normalize="zscore"), None, "m"))]
+    weights = [run.model.state_dict() for run in runs]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert runs[0].summary["final"] == runs[1].summary["final"]
+    record = yaml.safe_load((tmp_path / "m" / "config.yaml").read_text())
+    assert record["data"] == "arrays" and len(record["data_sha256"]["arrays"]) == 64
+
+
+def test_tensors_lists_and_later_changes(tmp_path: Path) -> None:
+    x, y = blobs(30)
+    expected = tk.from_arrays(x, y)
+    tensor = torch.tensor(x, requires_grad=True)
+    from_tensor = tk.from_arrays(tensor * 1.0, torch.tensor(y))  # a non-leaf with a graph
+    from_lists = tk.from_arrays(x.tolist(), y.tolist())
+    for data in (from_tensor, from_lists):
+        assert torch.equal(data.train.x, expected.train.x)
+        assert torch.equal(data.test.y, expected.test.y)
+        assert not data.train.x.requires_grad
+    pixels, labels = images(12)
+    as_tensor = tk.from_arrays(torch.from_numpy(pixels), torch.from_numpy(labels), test="all")
+    assert as_tensor.input_shape == (3, 6, 6) and float(as_tensor.train.x.max()) <= 1.0
+    assert torch.allclose(as_tensor.train.x[0], torch.from_numpy(
+        np.moveaxis(pixels[0], -1, 0).astype(np.float32) / 255))
+    before = expected.train.x.clone()
+    x[:] = 0.0  # the caller's array changes; what was read from it does not
+    assert torch.equal(expected.train.x, before)
+    assert torch.equal(tk.from_arrays(x, y, test="all").train.x, torch.zeros(30, 5))
+
+
+def test_string_labels_name_the_predictions(tmp_path: Path) -> None:
+    x, y = blobs()
+    run = tk.train("mlp", tk.from_arrays(x, NAMES[y]), model_options=TINY, out=tmp_path / "r",
+                   **STEPS)
+    rows = tk.predict(tmp_path / "r", tk.from_arrays(x[:5]))
+    assert rows.classes == ["ant", "bee", "cat"] and len(rows) == 5
+    assert rows.rows == ["0", "1", "2", "3", "4"]
+    np.savez(tmp_path / "new.npz", x=x[:5])
+    by_file = tk.predict(run.model, str(tmp_path / "new.npz"))
+    assert torch.equal(rows.probs, by_file.probs)
+    # labels of two of the classes: mapped by the model's names, every row scored
+    two = y[:30] != 0
+    scores = tk.evaluate(tmp_path / "r", tk.from_arrays(x[:30][two], NAMES[y[:30][two]],
+                                                         test="all"))
+    assert scores["test"]["n"] == int(two.sum())
+
+
+def test_a_model_with_normalisation_reads_arrays_as_files(tmp_path: Path) -> None:
+    x, y = blobs()
+    tk.train("mlp", tk.from_arrays(x, y, normalize="zscore"), model_options=TINY,
+             out=tmp_path / "r", **STEPS)
+    field = x[:4] * 3.0  # four rows alone: the training rows' statistics, not their own
+    np.savez(tmp_path / "field.npz", x=field)
+    memory = tk.predict(tmp_path / "r", tk.from_arrays(field))
+    file = tk.predict(tmp_path / "r", str(tmp_path / "field.npz"))
+    assert torch.equal(memory.probs, file.probs)
+    np.savez(tmp_path / "b.npz", x=x, y=y)
+    scored = tk.evaluate(tmp_path / "r", tk.from_arrays(x, y, test="all"))
+    by_file = tk.evaluate(tmp_path / "r", str(tmp_path / "b.npz"),
+                          data_options={"test": "all"})
+    assert scored["test"] == by_file["test"] and scored["test"]["n"] == 60
+
+
+def test_an_unlabelled_target_is_paired_and_adapted_to(tmp_path: Path) -> None:
+    xs, ys = blobs()
+    xt, _ = blobs(40, shift=1.0, seed=1)
+    source = tk.from_arrays(xs, NAMES[ys], normalize="zscore")
+    target = tk.from_arrays(xt, normalize="zscore")
+    assert not target.labelled and target.classes is None  # not known alone
+    pair = tk.pair(source, target)
+    assert isinstance(pair, tk.DomainPair) and pair.name == "source->target"
+    assert pair.target.classes == ("ant", "bee", "cat") and pair.target.num_classes == 3
+    assert not pair.target.labelled and len(pair.target.train) == 40
+    run = tk.adapt("mlp", pair, method="coral", model_options=TINY, out=tmp_path / "a",
+                   **STEPS)
+    assert set(run.summary["final"]) == {"source_test"}
+    assert "target has no labels" in run.summary["target"] and run.summary["steps"] == 2
+    record = yaml.safe_load((tmp_path / "a" / "config.yaml").read_text())
+    assert set(record["data_sha256"]) == {"source", "target"}
+
+
+def test_a_target_is_mapped_to_the_sources_classes(tmp_path: Path) -> None:
+    xs, ys = blobs()
+    xt, yt = blobs(40, shift=1.0, seed=1)
+    source = tk.from_arrays(xs, NAMES[ys])
+    # the target holds two of the source's three classes: indices are the source's
+    some = yt != 0
+    pair = tk.pair(source, tk.from_arrays(xt[some], NAMES[yt[some]], test="all"))
+    assert pair.target.classes == ("ant", "bee", "cat")
+    assert set(pair.target.test.y.tolist()) == {1, 2}
+    # labelled test rows beside unlabelled ones: scored on those rows only
+    scored = tk.pair(source, tk.from_arrays(xt[:30], x_test=xt[30:], y_test=NAMES[yt[30:]]))
+    assert not scored.target.train_labelled and scored.target.labelled
+    assert torch.equal(scored.target.test.y, torch.from_numpy(yt[30:]))
+    # a file as one side reads as the same arrays do
+    np.savez(tmp_path / "t.npz", x=xt[some], y=NAMES[yt[some]])
+    with_file = tk.pair(source, str(tmp_path / "t.npz"), test="all")
+    assert torch.equal(with_file.target.test.y, pair.target.test.y)
+    with pytest.raises(DataError, match=r"label 'dog' is not among the source's classes") as err:
+        tk.pair(source, tk.from_arrays(xt, np.where(yt == 0, "dog", NAMES[yt])))
+    assert "\n" not in str(err.value) and "from_arrays (target)" in str(err.value)
+    with pytest.raises(DataError, match="the source has no labels"):
+        tk.pair(tk.from_arrays(xs), tk.from_arrays(xt))
+
+
+def test_resume_with_other_arrays_is_refused(tmp_path: Path) -> None:
+    x, y = blobs()
+    out = tmp_path / "run"
+    tk.train("mlp", tk.from_arrays(x, y), model_options=TINY, out=out, **STEPS)
+    resumed = tk.train("mlp", tk.from_arrays(x.copy(), y), model_options=TINY, out=out,
+                       resume=True, **{**STEPS, "epochs": 2})
+    assert resumed.summary["resumed"] and len(resumed.history) == 2
+    changed = x.copy()
+    changed[0, 0] += 1.0
+    for other in (tk.from_arrays(changed, y), tk.from_arrays(x, y, test=0.3),
+                  tk.from_arrays(x.astype(np.float64), y)):
+        with pytest.raises(CheckpointError, match=r"settings differ \(data_sha256.arrays\)") as err:
+            tk.train("mlp", other, model_options=TINY, out=out, resume=True,
+                     **{**STEPS, "epochs": 3})
+        assert "\n" not in str(err.value)
+
+
+class DataFrame:
+    """What a pandas DataFrame looks like to transferkit (pandas need not be installed)."""
+
+    __module__ = "pandas.core.frame"
+
+    def __init__(self, values: np.ndarray) -> None:
+        self.values = values
+
+    def to_numpy(self) -> np.ndarray:
+        return self.values
+
+
+def bad_inputs() -> dict:
+    x, y = blobs(12)
+    holes = x.copy()
+    holes[2, 1] = np.nan
+    return {
+        "3 rows, 4 labels": ((x[:3], y[:4]), {}, DataError, r"3 input rows but 4 labels \(y\)"),
+        "DataFrame": ((DataFrame(x), y), {}, DataError, "x is a pandas DataFrame.*to_numpy"),
+        "DataLoader": ((DataLoader(TensorDataset(torch.from_numpy(x))), y), {}, DataError,
+                       "x is a torch DataLoader"),
+        "dict": (({"x": x, "y": y},), {}, DataError, "x is a mapping.*from_arrays"),
+        "labels as a dict": ((x, {"y": y}), {}, DataError, "y is a mapping"),
+        "NaN": ((holes, y), {}, DataError, "inputs 'x' hold 1 NaN"),
+        "ragged lists": (([[1.0, 2.0], [3.0]], [0, 1]), {}, DataError,
+                         "x cannot be read as one array"),
+        "x_test alone": ((x, y), {"x_test": x}, DataError, "x_test without y_test"),
+        "two test splits": ((x, y), {"x_test": x, "y_test": y, "test": 0.2}, DataError,
+                            "both choose the test split"),
+        "a file's option": ((x, y), {"size": 8}, ConfigError,
+                            "size applies to image folders, not to arrays in memory"),
+        "a misspelt option": ((x, y), {"normalise": "zscore"}, ConfigError,
+                              "unknown data option 'normalise'.*test, seed, normalize"),
+    }
+
+
+@pytest.mark.parametrize("case", list(bad_inputs()))
+def test_what_is_not_arrays_is_refused_in_one_line(case: str) -> None:
+    args, options, error, message = bad_inputs()[case]
+    with pytest.raises(error, match=message) as err:
+        tk.from_arrays(*args, **options)
+    assert "\n" not in str(err.value) and str(err.value).startswith(
+        ("from_arrays", "data option"))
+
+
+def test_the_verbs_say_where_arrays_go() -> None:
+    x, y = blobs(12)
+    with pytest.raises(ConfigError, match=r"tk.from_arrays\(x, y\)"):
+        tk.train("mlp", x, **STEPS)
+    with pytest.raises(ConfigError, match=r"tk.pair\(source, target\)"):
+        tk.adapt("mlp", tk.from_arrays(x, y), **STEPS)
+    with pytest.raises(ConfigError, match=r"keep those given to tk\.from_arrays"):
+        tk.train("mlp", tk.from_arrays(x, y), data_options={"normalize": "zscore"}, **STEPS)
+    with pytest.raises(ConfigError, match="train learns from labelled rows"):
+        tk.train("mlp", tk.from_arrays(x), **STEPS)
+    with pytest.raises(ConfigError, match="pair: the source is a ndarray"):
+        tk.pair(x, tk.from_arrays(x))
