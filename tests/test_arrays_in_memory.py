@@ -200,11 +200,106 @@ def test_resume_with_other_arrays_is_refused(tmp_path: Path) -> None:
     changed = x.copy()
     changed[0, 0] += 1.0
     for other in (tk.from_arrays(changed, y), tk.from_arrays(x, y, test=0.3),
-                  tk.from_arrays(x.astype(np.float64), y)):
+                  tk.from_arrays(x.astype(np.float16), y)):  # float16 rounds the values
         with pytest.raises(CheckpointError, match=r"settings differ \(data_sha256.arrays\)") as err:
             tk.train("mlp", other, model_options=TINY, out=out, resume=True,
                      **{**STEPS, "epochs": 3})
         assert "\n" not in str(err.value)
+
+
+def test_the_same_values_in_another_container_are_the_same_data(tmp_path: Path) -> None:
+    """The digest is of what a run reads: int32 labels (NumPy's default on Windows), float
+    labels 0.0/1.0, a column of labels, float64 inputs of the same float32 values, bytes or
+    str names give the same data (and resume); a value that reads otherwise does not."""
+    x, y = blobs()
+    recorded = tk.from_arrays(x, y).origin.sha256
+    alike = [tk.from_arrays(x.astype(np.float64), y.astype(np.int32)),
+             tk.from_arrays(torch.from_numpy(x), y.astype(np.float32)[:, None]),
+             tk.from_arrays(x.tolist(), y.tolist())]
+    assert all(data.origin.sha256 == recorded for data in alike)
+    assert tk.from_arrays(x, NAMES.astype(bytes)[y]).origin.sha256 == \
+        tk.from_arrays(x, NAMES[y]).origin.sha256
+    unlike = [tk.from_arrays(x.astype(np.float64) + 1e-3, y), tk.from_arrays(x, y + 1),
+              tk.from_arrays(x, NAMES[y]), tk.from_arrays(x, y, seed=1)]
+    assert all(data.origin.sha256 != recorded for data in unlike)
+    out = tmp_path / "run"
+    tk.train("mlp", tk.from_arrays(x, y), model_options=TINY, out=out, **STEPS)
+    resumed = tk.train("mlp", alike[0], model_options=TINY, out=out, resume=True,
+                       **{**STEPS, "epochs": 2})
+    assert resumed.summary["resumed"] and len(resumed.history) == 2
+
+
+@pytest.mark.parametrize("name", ["digits", " mnist ", "a->b", "data/arrays", "field.npz",
+                                  "a folder", "two\nlines"])
+def test_a_name_that_records_other_data_is_refused(name: str, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Records name the data; ``report`` draws a confusion matrix on what the name reads,
+    ``export`` checks parity on it, so arrays named like a registered dataset, a file or a
+    pair would be scored as that data."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a folder").mkdir()
+    x, y = blobs()
+    with pytest.raises(ConfigError, match=r"from_arrays: name .*(choose another name|one "
+                                          r"line)") as err:
+        tk.from_arrays(x, y, name=name)
+    assert "\n" not in str(err.value)
+    assert tk.from_arrays(x, y, name="field rows").name == "field rows"
+
+
+def test_predict_reads_every_row_of_arrays_split_for_training(tmp_path: Path) -> None:
+    """The training Dataset given to predict: its test= chose a split for training, and
+    predict reads every row (it refused "test=all: remove it", which a Dataset cannot)."""
+    x, y = blobs()
+    data = tk.from_arrays(x, NAMES[y], test="all")
+    tk.train("mlp", data, model_options=TINY, out=tmp_path / "r", **STEPS)
+    for given in (data, tk.from_arrays(x, NAMES[y], test=0.3)):
+        rows = tk.predict(tmp_path / "r", given)
+        assert len(rows) == 60 and rows.classes == ["ant", "bee", "cat"]
+    target = tk.pair(tk.from_arrays(x, NAMES[y]), tk.from_arrays(x[:10], NAMES[y[:10]],
+                                                                 test="all"))
+    assert len(tk.predict(tmp_path / "r", target)) == 10
+
+
+def test_a_pair_normalised_on_one_side_only_is_refused(tmp_path: Path) -> None:
+    """A pair of files has one normalize for both sides; arrays bring their own, and one
+    side z-scored beside a raw one fed the domains on other scales, silently."""
+    xs, ys = blobs()
+    xt, _ = blobs(40, shift=5.0, seed=1)
+    np.savez(tmp_path / "s.npz", x=xs, y=ys)
+    cases = [(tk.from_arrays(xs, ys, normalize="zscore"), tk.from_arrays(xt), {}),
+             (str(tmp_path / "s.npz"), tk.from_arrays(xt), {"normalize": "zscore"}),
+             (tk.from_arrays(xs, ys, normalize="zscore"), tk.from_arrays(xt, normalize="log"),
+              {})]
+    for source, target, options in cases:
+        with pytest.raises(ConfigError, match=r"normalised by zscore.*give both sides "
+                                              r"normalize='zscore'") as err:
+            tk.pair(source, target, **options)
+        assert "\n" not in str(err.value)
+    both = tk.pair(str(tmp_path / "s.npz"), tk.from_arrays(xt, normalize="zscore"),
+                   normalize="zscore")
+    assert abs(float(both.target.train.x.mean())) < 1e-4  # its own rows' statistics
+    assert tk.pair(tk.from_arrays(xs, ys), tk.from_arrays(xt)).target.normalization is None
+
+
+@pytest.mark.parametrize("given", ["arrays", "file"])
+def test_distill_scores_a_target_by_the_teachers_class_names(given: str,
+                                                             tmp_path: Path) -> None:
+    """Rows without labels beside labelled test rows (x_test/y_test) distilled from a teacher
+    trained on names: the test labels map by the teacher's names (as source-free adapt maps
+    them); they were refused as "not among the source's classes: 0, 1, 2"."""
+    xs, ys = blobs()
+    xt, yt = blobs(40, shift=1.0, seed=1)
+    teacher = tk.train("mlp", tk.from_arrays(xs, NAMES[ys]), model_options=TINY,
+                       out=tmp_path / "t", **STEPS)
+    arrays = {"x": xt[:30], "x_test": xt[30:], "y_test": NAMES[yt[30:]]}
+    np.savez(tmp_path / "field.npz", **arrays)
+    data = tk.from_arrays(**arrays) if given == "arrays" else str(tmp_path / "field.npz")
+    run = tk.distill(teacher, "mlp", data, student_options=TINY, out=tmp_path / "d", **STEPS)
+    assert set(run.summary["final"]) == {"test"}
+    rows = tk.predict(run.model, tk.from_arrays(xt[:3]))
+    assert rows.classes == ["ant", "bee", "cat"]
+    scored = tk.evaluate(run.model, tk.from_arrays(**arrays))["test"]
+    assert scored["n"] == 10 and scored["accuracy"] == run.summary["final"]["test"]
 
 
 class DataFrame:
@@ -233,6 +328,9 @@ def bad_inputs() -> dict:
         "NaN": ((holes, y), {}, DataError, "inputs 'x' hold 1 NaN"),
         "ragged lists": (([[1.0, 2.0], [3.0]], [0, 1]), {}, DataError,
                          "x cannot be read as one array"),
+        "labels mixing text and numbers": ((x[:6], [1, "1", 2, 2, "2", 1]), {}, DataError,
+                                           r"y mixes strings and numbers \(e.g. '1' and 1\)"),
+        "no rows": ((x[:0],), {}, DataError, r"x has no rows \(shape \(0, 5\)\)"),
         "x_test alone": ((x, y), {"x_test": x}, DataError, "x_test without y_test"),
         "two test splits": ((x, y), {"x_test": x, "y_test": y, "test": 0.2}, DataError,
                             "both choose the test split"),

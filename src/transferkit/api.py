@@ -142,7 +142,7 @@ OPTIM_FIELDS = set(OptimConfig.model_fields) - {"name"}
 # ---- resolving arguments -------------------------------------------------------------------
 def resolve_data(data: Dataset | DomainPair | str, data_dir: str | Path | None = None,
                  data_options: dict[str, Any] | None = None,
-                 unlabelled_classes: Callable[[torch.Tensor], int] | None = None):
+                 unlabelled_classes: Callable[[torch.Tensor], int | list[Any]] | None = None):
     """A dataset or pair object, or load it by name or path (``a->b`` is a domain pair; a
     side may be a ``.npz``/``.mat``/``.csv`` file or an image folder, read with
     ``data_options``: see :func:`load_data`). ``unlabelled_classes``: a lone file may have no
@@ -652,10 +652,14 @@ def distill(
     if not given:
         raise ConfigError("distill needs a teacher; the list of teachers is empty")
 
-    def classes_of(x: torch.Tensor) -> int:  # inputs without labels: the teacher's classes
+    def classes_of(x: torch.Tensor) -> int | list[Any]:
+        """Inputs without labels: the teacher's classes, by name where it records them (their
+        labelled test rows map by them, as in source-free adapt), else their count."""
         first = given[0]
         net = load_model(first) if isinstance(first, str | Path) else first
-        return _probe(net, x, "teacher")
+        count = _probe(net, x, "teacher")
+        names = getattr(net, CLASSES_ATTR, None)
+        return list(names) if names and len(names) == count else count
 
     data = resolve_data(data, data_dir, data_options, classes_of)
     cfg, options = split_settings(dict(settings), method_options)
@@ -1412,8 +1416,9 @@ def predict(
         return list(names) if names and len(names) == count else list(range(count))
 
     rows: InMemory | str | None = _origin(data)  # every row of arrays, or of a data file
-    if rows is not None:
-        data_options = _arrays_options(data, data_options)
+    if rows is not None:  # their test= chose a split for training: every row is read here
+        data_options = {k: v for k, v in _arrays_options(data, data_options).items()
+                        if k != "test"}
     elif isinstance(data, str | os.PathLike):
         target = os.fspath(data).split("->")[-1].strip()  # a file, or a pair's target file
         rows = target if is_data_path(target) else None

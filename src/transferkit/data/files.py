@@ -336,7 +336,7 @@ def load_file_dataset(
     spec: Spec,
     options: FileOptions = FileOptions(),
     classes: Sequence[Any] | None = None,
-    unlabelled_classes: Callable[[Tensor], int] | None = None,
+    unlabelled_classes: Callable[[Tensor], int | Sequence[Any]] | None = None,
     width: int | None = None,
     recorded: Normalization | None = None,
     indexed: bool = False,
@@ -347,9 +347,10 @@ def load_file_dataset(
     ``classes`` (original label values in class-index order) fixes the class indices; a label
     not among them raises DataError. ``Dataset.classes`` records the classes used.
     ``unlabelled_classes`` (source-free adaptation: a target file may have no labels) gives
-    the class count of a file without labels from its inputs (the trained model's outputs);
-    without it, a file without labels is refused. ``width``: the trained model's feature
-    count, by which a CSV without a label column is told from one with. ``recorded``: a
+    the class count of a file without labels from its inputs (the trained model's outputs),
+    or the model's class names (its labelled test rows map by them); without it, a file
+    without labels is refused. ``width``: the trained model's feature count, by which a CSV
+    without a label column is told from one with. ``recorded``: a
     trained model's normalisation, applied with its statistics (``evaluate``, as ``predict``).
     ``indexed``: the model that reads the file names no classes, so its classes are the
     indices ``0..K-1`` (``K`` from ``unlabelled_classes``): whole-number labels in that range
@@ -364,10 +365,12 @@ def load_file_dataset(
     raw = _read(path, kind, options, side)
     if raw.labels is None:
         assert unlabelled_classes is not None
-        known = classes if classes is not None else range(unlabelled_classes(raw.x))
+        found = unlabelled_classes(raw.x) if classes is None else classes  # a count or names
+        known = range(found) if isinstance(found, int) else found
         return _remember(_build_unlabelled(raw, options, tuple(known), recorded), path)
     if classes is None and indexed and unlabelled_classes is not None:
         count = unlabelled_classes(raw.x)
+        count = count if isinstance(count, int) else len(count)
         if _indices_below(raw.labels, count):
             classes = tuple(range(count))
         else:
