@@ -230,6 +230,20 @@ def test_evaluate_refuses_numbers_that_are_not_a_nameless_models_classes(
     assert tk.evaluate(run, str(ones), data_options={"test": "all"})["test"]["n"] == len(x)
 
 
+def test_evaluate_refuses_rows_of_another_width_as_predict_does(
+    features: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
+    """Rows of 5 features for a model of 4: the message named torch's matrix product ("mat1
+    and mat2 shapes cannot be multiplied"); now the file and both widths, as predict does."""
+    run, x = features
+    wide = tmp_path / "wide.npz"
+    np.savez(wide, x=np.hstack([x, x[:, :1]]), y=np.arange(len(x)) % 2)
+    with pytest.raises(DataError) as caught:
+        tk.evaluate(run, str(wide), data_options={"test": "all"})
+    assert str(caught.value) == (f"{wide}: rows of 5 features, the model takes 4 features; "
+                                 "give N x 4 arrays")
+
+
 def test_label_cells_are_never_parsed(features: tuple[Path, np.ndarray], tmp_path: Path) -> None:
     run, x = features
     expected = tk.predict(run, str(write_csv(tmp_path / "four.csv", "a,b,c,d", x[:4].tolist())))

@@ -1232,7 +1232,8 @@ def evaluate(
                                  names or None, unlabelled_classes=lambda x: _probe(net, x, who),
                                  width=shape[0] if shape is not None and len(shape) == 1
                                  else None, recorded=recorded if read_alike else None,
-                                 indexed=not names)
+                                 indexed=not names,
+                                 shape=None if shape is None else tuple(shape))
         if read_alike:
             read_alike = (f"read with the model's normalisation ({','.join(recorded.steps)}, "
                           "its training rows' statistics), as predict reads it; --normalize "

@@ -340,6 +340,7 @@ def load_file_dataset(
     width: int | None = None,
     recorded: Normalization | None = None,
     indexed: bool = False,
+    shape: tuple[int, ...] | None = None,
 ) -> Dataset:
     """A Dataset read from a ``.npz``, ``.mat`` or ``.csv`` file or an image folder (or from
     arrays in memory, read as an ``.npz`` holding them).
@@ -355,6 +356,8 @@ def load_file_dataset(
     ``indexed``: the model that reads the file names no classes, so its classes are the
     indices ``0..K-1`` (``K`` from ``unlabelled_classes``): whole-number labels in that range
     are those indices, even when the file holds only some classes (a field sample).
+    ``shape``: the trained model's input shape; rows of another are refused in one line, as
+    ``predict`` refuses them, not met with an error from inside the model.
     """
     options = parse_file_options(options)
     if recorded is not None:
@@ -363,6 +366,8 @@ def load_file_dataset(
     _check_applicable(options, {kind}, f"{_shown(path)} ({_KIND_WORDS[kind]})")
     side = _ALONE if unlabelled_classes is None else _Side("target", width)
     raw = _read(path, kind, options, side)
+    if shape is not None:  # a trained model's input shape: said before the model is run
+        _check_input_shape(raw, kind, tuple(shape))
     if raw.labels is None:
         assert unlabelled_classes is not None
         found = unlabelled_classes(raw.x) if classes is None else classes  # a count or names
