@@ -362,3 +362,26 @@ def test_the_verbs_say_where_arrays_go() -> None:
         tk.train("mlp", tk.from_arrays(x), **STEPS)
     with pytest.raises(ConfigError, match="pair: the source is a ndarray"):
         tk.pair(x, tk.from_arrays(x))
+
+
+def test_a_run_on_arrays_is_never_read_again_by_its_name(tmp_path: Path, cli,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run records its data as "arrays": report, export and a command-line resume read
+    data by the recorded name, and would read a folder or file of that name (or say "unknown
+    dataset 'arrays'"). The record says the data was in memory, and each says so instead."""
+    pytest.importorskip("matplotlib")
+    x, y = blobs()
+    run = tmp_path / "run"
+    tk.train("mlp", tk.from_arrays(x, y), model_options=TINY, out=run, **STEPS)
+    record = yaml.safe_load((run / "config.yaml").read_text())
+    assert record["data"] == "arrays" and record["data_in_memory"] == ["arrays"]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "arrays").mkdir()  # a folder of the recorded name: never read
+    page = tk.report_runs([run], tmp_path / "r.html").read_text()
+    assert "trained on arrays in memory (arrays), which are not on disk" in page
+    with pytest.raises(ConfigError, match=r"trained on arrays in memory \(tk.from_arrays: "
+                                          r"arrays\), which export cannot read again"):
+        tk.export(run, "torchscript")
+    code, _, err = cli("train", "--out", str(run), "--resume", "--epochs", "2")
+    assert code == 2 and "trained on arrays in memory" in err and "resume=True" in err
+    assert tk.export(run, "torchscript", data=tk.from_arrays(x, y))["rows_checked"] > 0

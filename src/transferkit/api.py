@@ -125,6 +125,7 @@ from transferkit.predict import (
     rows_to_predict,
 )
 from transferkit.run_dir import (  # noqa: F401  (load_run: part of the API)
+    IN_MEMORY,
     SUMMARY_FILE,
     RunResult,
     finished_summary,
@@ -234,7 +235,21 @@ def _data_record(data: Any, data_options: dict[str, Any] | None) -> dict[str, An
         digests = {**data_digest("->".join(files)), **digests}
     if digests:
         record["data_sha256"] = digests
+    if arrays:  # readers of the run (report, export) are told, never read a file of that name
+        record[IN_MEMORY] = [side.name for side in arrays.values()]
     return record
+
+
+def _recorded_on_disk(record: dict[str, Any], where: Path, verb: str) -> str:
+    """The data a run recorded, to read it again; a run trained on arrays in memory is
+    refused in one line (its name, ``arrays``, is no file, or a file that is other data)."""
+    if not isinstance(record.get("data"), str):
+        raise ConfigError(f"{where} does not record its data; give --data")
+    if record.get(IN_MEMORY):
+        raise ConfigError(f"{where} trained on arrays in memory (tk.from_arrays: "
+                          f"{', '.join(map(str, record[IN_MEMORY]))}), which {verb} cannot read "
+                          "again; give its data (--data FILE, or data= in Python)")
+    return record["data"]
 
 
 def load_data(data: str, data_dir: str | Path | None = None, **options: Any):
@@ -1633,9 +1648,8 @@ def export(
 
     if data is None:
         record = run_record(model_file)
-        if not isinstance(record.get("data"), str):
-            raise ConfigError(f"{model_file.parent} does not record its data; give --data")
-        data, data_options = record["data"], raw_rows(data_options or record.get("data_options"))
+        data = _recorded_on_disk(record, model_file.parent, "export")
+        data_options = raw_rows(data_options or record.get("data_options"))
         try:
             data = resolve_data(data, data_dir, data_options, classes_of)
         except TransferkitError as exc:  # e.g. a relative path, recorded from another folder

@@ -37,7 +37,7 @@ from transferkit.errors import CheckpointError, ConfigError, TransferkitError
 from transferkit.files import describe_os_error, json_text
 from transferkit.methods import METHODS, build_methods, check_needs, method_names, takes_teacher
 from transferkit.models import MODELS
-from transferkit.run_dir import RUN_FILES, RUN_RECORDS
+from transferkit.run_dir import IN_MEMORY, RUN_FILES, RUN_RECORDS
 
 TRAIN_FLAGS = {
     "epochs": int,
@@ -457,6 +457,14 @@ def _record_settings(saved: dict[str, Any], record: Path,
     """The settings in a run's ``config.yaml`` (``saved``), its records left out."""
     out = record.parent
     _check_recorded_methods(saved, record)
+    if saved.get(IN_MEMORY) and not getattr(args, "data", None):  # "arrays" is no file
+        raise ConfigError(
+            f"the run in {out} trained on arrays in memory (tk.from_arrays: "
+            f"{short_repr(saved[IN_MEMORY])}), which the command line cannot read again; give "
+            f"--data FILE, or continue it in Python with the same arrays: "
+            f"tk.{saved.get('command', 'train')}(..., data=tk.from_arrays(...), "
+            f"out={str(out)!r}, resume=True)"
+        )
     keep = {k: v for k, v in saved.items() if k not in RUN_RECORDS and k != "teacher"}
     if isinstance(keep.get("train"), dict):
         keep["train"] = {k: v for k, v in keep["train"].items() if k != "progress"}

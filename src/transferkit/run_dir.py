@@ -33,8 +33,9 @@ RECORD_ONLY = {"teacher_accuracy", "methods"}  # "methods" follows from "method"
 RUN_RECORDS = frozenset({
     "methods", "teacher_accuracy", "teacher_parameters", "teacher_inputs", "training_data",
     "data_sha256", "source_holdout_rows", "source_free", "architecture", "inputs",
-    "validation_note", "label_note",
+    "validation_note", "label_note", "data_in_memory",
 })
+IN_MEMORY = "data_in_memory"  # the names of a run's data given as arrays, never on disk
 
 
 @dataclass

@@ -48,6 +48,7 @@ from transferkit.report.confusion import confusion_matrix, confusion_png
 from transferkit.report.curves import curves_png
 from transferkit.report.plotting import require_matplotlib
 from transferkit.report.tsne import tsne_png
+from transferkit.run_dir import IN_MEMORY
 
 # Nothing may load from outside the file: no script, no remote picture, style inline only.
 PAGE_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -303,6 +304,10 @@ def collect_run(path: Path, name: str, context: Context) -> RunPage:
     if model is not None and unlabelled_target and not pair:
         page.sections.append(("Confusion matrix", _note(
             f"no confusion matrix: {summary['target']}")))
+    elif model is not None and known.get(IN_MEMORY):  # "arrays" is no file: never read one
+        page.sections.append(("Confusion matrix", _note(
+            f"the run trained on arrays in memory ({_label(known[IN_MEMORY])}), which are not "
+            f"on disk: no confusion matrix{' or t-SNE' if pair else ''}")))
     elif model is not None and isinstance(data_name, str):
         options = known.get("data_options")
         try:
