@@ -1239,7 +1239,11 @@ def evaluate(
     data_options, read_alike = _recorded_steps(model, data, data_options)
     recorded = getattr(model, NORMALIZATION_ATTR, None)
     if arrays is not None or _lone_file(data):  # read as predict reads it; labels mapped by
-        from transferkit.data.files import load_file_dataset, parse_file_options  # its classes
+        from transferkit.data.files import (  # its classes
+            HELD_OUT_MARK,
+            load_file_dataset,
+            parse_file_options,
+        )
 
         names = getattr(model, CLASSES_ATTR, None)
         shape = getattr(model, SHAPE_ATTR, None)  # a CSV of exactly its width: no labels
@@ -1253,12 +1257,12 @@ def evaluate(
             read_alike = (f"read with the model's normalisation ({','.join(recorded.steps)}, "
                           "its training rows' statistics), as predict reads it; --normalize "
                           "names other steps, fitted on this file")
-        if parse_file_options(data_options).test is None and "held out" in data.description:
+        split = data.description.rpartition("; test = ")[2]  # the reader's last clause
+        if parse_file_options(data_options).test is None and HELD_OUT_MARK in split:
             every = "test='all' in tk.from_arrays" if arrays is not None else \
                 "--data-opt test=all (test='all' in data_options)"
             note(f"scored on the test split that a run on {data.name} holds out, not on every "
-                 f"row ({data.description.rpartition('; test = ')[2]}); {every} scores every "
-                 "row", is_main())
+                 f"row ({split}); {every} scores every row", is_main())
     else:
         data = resolve_data(data, data_dir, data_options,
                             lambda x: _probe(net, x, who))  # a file without labels: its classes

@@ -131,6 +131,10 @@ def _infer_classes(where: str, labels: np.ndarray) -> tuple[Any, ...]:
     return classes
 
 
+# How a description says its test rows are a held-out share (evaluate says it scores those).
+HELD_OUT_MARK = "% of each class held out"
+
+
 def _map_labels(
     where: str, labels: np.ndarray, classes: tuple[Any, ...], classes_from: str, part: str
 ) -> Tensor:
@@ -230,7 +234,7 @@ def _build(
             )
         default = "; the default" if options.test is None else ""
         split_note = (
-            f"test = {fraction * 100:g}% of each class held out (stratified, seed "
+            f"test = {fraction * 100:g}{HELD_OUT_MARK} (stratified, seed "
             f"{options.seed}{default}): {len(train_rows)} train / {len(test_rows)} test"
         )
         x, y, test_x, test_y = x[train_rows], y[train_rows], x[test_rows], y[test_rows]
