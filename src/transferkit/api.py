@@ -47,6 +47,7 @@ from transferkit.data.file_records import InMemory
 from transferkit.data.inputs import (
     CLASSES_ATTR,
     COLUMNS_ATTR,
+    IMAGE_READ_ATTR,
     INPUTS_ATTR,
     NORMALIZATION_ATTR,
     RAW_ROWS_ATTR,
@@ -109,6 +110,7 @@ from transferkit.model_file import (
     class_names,
     column_names,
     fitted_normalization,
+    image_read_options,
     is_saved_model,
     load_model,
     load_record,
@@ -468,6 +470,7 @@ def _run(plan: RunPlan, out: str | Path | None, resume: bool) -> RunResult:
         setattr(trainer.model, CLASSES_ATTR, class_names(data, trainer.model))
         setattr(trainer.model, NORMALIZATION_ATTR, fitted_normalization(data))
         setattr(trainer.model, COLUMNS_ATTR, column_names(data))
+        setattr(trainer.model, IMAGE_READ_ATTR, image_read_options(data))
         if run_dir is not None and is_main():
             save_model(trainer.model, run_dir / MODEL_FILE, spec, data)
             for name, net in peers.items():
@@ -1225,7 +1228,9 @@ def evaluate(
 
     When the model records an input convention (see ``load_model``) and the data another one
     of the same shape, the data is converted to the model's first (said in ``notes`` and on
-    stderr); a different input shape is refused.
+    stderr); a different input shape is refused. An image folder is read with the
+    ``size``/``channels`` the model's training images were read with, where it records them
+    and ``data_options`` leave them out (said in ``notes`` and on stderr).
     """
     check_count("batch_size", batch_size)
     if source_holdout is None and is_saved_model(model):  # the rows the run held out
@@ -1237,6 +1242,9 @@ def evaluate(
     if arrays is not None:
         data_options = _arrays_options(data, data_options)
     data_options, read_alike = _recorded_steps(model, data, data_options)
+    data_options, images_read = _recorded_image_read(model, data, data_options)
+    if images_read:  # said before reading: a size given otherwise may then be refused
+        note(images_read, is_main())
     recorded = getattr(model, NORMALIZATION_ATTR, None)
     if arrays is not None or _lone_file(data):  # read as predict reads it; labels mapped by
         from transferkit.data.files import (  # its classes
@@ -1293,7 +1301,7 @@ def evaluate(
     holdout = DEFAULT_SOURCE_HOLDOUT if source_holdout is None else source_holdout
     found = _validator_scores(model, data, who, dev, batch_size, holdout,
                               _recorded_layer(given)) if validators else None
-    notes = [converted] if converted else []
+    notes = [n for n in (images_read, converted) if n]
     if reordered:
         note(reordered, is_main())
         notes.append(reordered)
@@ -1341,6 +1349,46 @@ def _recorded_steps(model: nn.Module, data: Any, options: dict[str, Any] | None
     return {**(options or {}), "normalize": steps}, (
         f"read with the model's normalisation ({steps}), each file with its own training rows' "
         "statistics as in training; --normalize names other steps")
+
+
+def _recorded_image_read(model: nn.Module, data: Any, options: dict[str, Any] | None
+                         ) -> tuple[dict[str, Any] | None, str | None]:
+    """Image folders read with the ``size``/``channels`` the model's training images were
+    read with (its record), where the options leave them out: field photos then reach the
+    model as its training photos did. An option given explicitly is read as given, even
+    when it differs from the record (the note says so). Returns the options and a note (None
+    when nothing was recorded, added or overridden, or ``data`` names no image folder: every
+    data path in it must be one)."""
+    from transferkit.data.file_options import _kind, is_data_path, parse_file_options
+
+    recorded = getattr(model, IMAGE_READ_ATTR, None)
+    if not isinstance(recorded, dict) or not recorded or not isinstance(data, str | os.PathLike):
+        return options, None
+    files = [part.strip() for part in os.fspath(data).split("->") if is_data_path(part.strip())]
+    try:
+        if not files or any(_kind(Path(part)) != "images" for part in files):
+            return options, None
+    except TransferkitError:  # a missing path: refused in one line where it is read
+        return options, None
+    given = parse_file_options(options)
+    added = {k: v for k, v in recorded.items() if getattr(given, k) is None}
+    other = {k: getattr(given, k) for k, v in recorded.items()
+             if getattr(given, k) not in (None, v)}
+
+    def words(values: Mapping[str, Any]) -> str:
+        return ", ".join(f"{k}={v}" for k, v in values.items())
+
+    said = []
+    if added:
+        said.append(f"read with {words(added)} as the model's training images were (its "
+                    "record; --data-opt, data_options in Python, reads them otherwise)")
+    if other:
+        said.append(f"read with {words(other)} as given, not with "
+                    f"{words({k: recorded[k] for k in other})} as the model's training images "
+                    "were")
+    if not said:
+        return options, None
+    return {**(options or {}), **added}, f"{' and '.join(files)}: images {'; '.join(said)}"
 
 
 def _fit_recorded(model: nn.Module, data: Dataset | DomainPair, who: str,
@@ -1414,7 +1462,9 @@ def predict(
 ) -> Predictions:
     """Each row's predicted class, its confidence and every class's probability; no label is
     read. A data file's every row in file order (``x`` then ``x_test``), an image folder's
-    every image by path (``train/`` then ``test/``), arrays from ``from_arrays`` as the file of
+    every image by path (``train/`` then ``test/``; read with the ``size``/``channels`` the
+    model's training images were read with, when it records them and the options leave them
+    out: said on stderr), arrays from ``from_arrays`` as the file of
     them, a pair's target (its file or arrays, or a registered target's ``split``), a
     registered dataset's ``split``. Classes are named as the
     model recorded them (the labels it trained on). ``Predictions.to_csv(path)`` writes them;
@@ -1442,6 +1492,9 @@ def predict(
     elif isinstance(data, str | os.PathLike):
         target = os.fspath(data).split("->")[-1].strip()  # a file, or a pair's target file
         rows = target if is_data_path(target) else None
+        data_options, images_read = _recorded_image_read(module, rows, data_options)
+        if images_read:
+            note(images_read, is_main())
     if rows is not None:
         if split != "train":
             what = "arrays in memory" if isinstance(rows, InMemory) else f"a data file ({rows})"
@@ -1662,6 +1715,9 @@ def export(
                             "given when it trained; give --data to check on other data)"
                             ) from None
     else:
+        data_options, images_read = _recorded_image_read(model, data, data_options)
+        if images_read:
+            note(images_read, is_main())
         data = resolve_data(data, data_dir, raw_rows(data_options), classes_of)
     rows_of = data.target if isinstance(data, DomainPair) else data
     splits, _ = fit_splits(model, data, {"test": rows_of.test}, f"model {model_file}")

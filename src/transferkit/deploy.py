@@ -26,7 +26,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from transferkit.data.inputs import CLASSES_ATTR, COLUMNS_ATTR, INPUTS_ATTR, NORMALIZATION_ATTR
+from transferkit.data.inputs import (
+    CLASSES_ATTR,
+    COLUMNS_ATTR,
+    IMAGE_READ_ATTR,
+    INPUTS_ATTR,
+    NORMALIZATION_ATTR,
+)
 from transferkit.data.normalize import Normalization
 from transferkit.errors import ConfigError
 from transferkit.files import atomic_write, json_text
@@ -65,7 +71,8 @@ class NormalizedInputs(nn.Module):
 
 def _inputs_record(model: nn.Module, input_shape: Sequence[int], in_graph: bool = False) -> str:
     """What a deployment needs beside the graph: the input shape and convention, the class
-    names (when the data had them), the CSV column names in input order, and the feature
+    names (when the data had them), the CSV column names in input order, the image read options
+    (``size``, ``channels``) the training images were read with, and the feature
     normalisation fitted on the training rows (steps, and zscore's mean and std) that raw rows
     must go through first."""
     spec = getattr(model, INPUTS_ATTR, None)
@@ -80,6 +87,9 @@ def _inputs_record(model: nn.Module, input_shape: Sequence[int], in_graph: bool 
     columns = getattr(model, COLUMNS_ATTR, None)
     if isinstance(columns, dict):
         record["columns"] = columns  # the CSV header, in input order
+    image_read = getattr(model, IMAGE_READ_ATTR, None)
+    if isinstance(image_read, dict) and image_read:
+        record["image_read"] = image_read  # e.g. {"size": 32}: how field images are read
     return json_text(record, indent=None)
 
 

@@ -4,7 +4,8 @@ exported ONNX/TorchScript file carries.
 Besides the weights, a model file records what rebuilds and feeds the network: its
 architecture (a registered name, or a ``module:factory`` that is only called when the user
 trusts it), input shape and convention, class names, the normalisation fitted on its
-training rows and the CSV columns it was trained on. Every field is checked on reading, so a
+training rows, the CSV columns it was trained on and the options its training images were
+read with (``size``, ``channels``). Every field is checked on reading, so a
 crafted file is refused in one line instead of failing deep inside torch.
 """
 
@@ -20,9 +21,11 @@ from torch import nn
 
 from transferkit.config import read_yaml
 from transferkit.data import DomainPair
+from transferkit.data.file_options import MAX_IMAGE_SIDE
 from transferkit.data.inputs import (
     CLASSES_ATTR,
     COLUMNS_ATTR,
+    IMAGE_READ_ATTR,
     INPUTS_ATTR,
     NORMALIZATION_ATTR,
     RAW_ROWS_ATTR,
@@ -62,6 +65,7 @@ def save_model(model: nn.Module, path: Path, spec: dict[str, Any] | None, data) 
             **({"classes": classes} if (classes := class_names(data, model)) else {}),
             **({"normalize": fitted.to_record()} if (fitted := fitted_normalization(data)) else {}),
             **({"columns": columns} if (columns := column_names(data)) else {}),
+            **({"image_read": read} if (read := image_read_options(data)) else {}),
         },
         path,
     )
@@ -92,6 +96,49 @@ def _checked_columns(record: Any, where: str) -> dict[str, Any] | None:
                               "of names, label a name or null); use a file that transferkit "
                               "wrote")
     return {"features": features, "label": label}
+
+
+def image_read_options(data: Any) -> dict[str, int] | None:
+    """The ``size``/``channels`` options the image folder the model is meant for was read with
+    (a pair's target, else its source: both sides of a pair of folders are read alike, and a
+    folder source beside a registered target still shows how field images reach the model's
+    input shape); None when neither was given or no side is an image folder."""
+    sides = [data.target, data.source] if isinstance(data, DomainPair) else [data]
+    read = next((side.image_read for side in sides if getattr(side, "image_read", None)), None)
+    if not read:
+        return None
+    shape = tuple(getattr(data, "input_shape", ()))
+    size, channels = read.get("size"), read.get("channels")
+    fits = len(shape) == 3 and (size is None or shape[1] == shape[2] == size) and (
+        channels is None or channels == shape[0])
+    return dict(read) if fits else None  # else a pair brought it to another input space
+
+
+def _checked_image_read(record: Any, where: str, shape: Any) -> dict[str, int] | None:
+    """A recorded ``image_read`` entry as written by transferkit (``size`` from 1 to
+    MAX_IMAGE_SIDE and ``channels`` 1 or 3, either or both, agreeing with the model's input
+    shape ``C x size x size``), else a CheckpointError."""
+    if record is None:
+        return None
+
+    def whole(value: Any, allowed: range | tuple[int, ...]) -> bool:
+        return value is None or (isinstance(value, int) and not isinstance(value, bool)
+                                 and value in allowed)
+
+    fits = isinstance(record, dict) and bool(record) and set(record) <= {"size", "channels"}
+    size = record.get("size") if fits else None
+    channels = record.get("channels") if fits else None
+    if not (fits and whole(size, range(1, MAX_IMAGE_SIDE + 1)) and whole(channels, (1, 3))):
+        raise CheckpointError(f"{where}: its image read record is damaged (size must be a whole "
+                              f"number from 1 to {MAX_IMAGE_SIDE}, channels 1 or 3, got "
+                              f"{record!r:.80}); use a file that transferkit wrote")
+    image = isinstance(shape, list | tuple) and len(shape) == 3
+    if not (image and size in (None, shape[1]) and size in (None, shape[2])
+            and channels in (None, shape[0])):
+        raise CheckpointError(f"{where}: its image read record is damaged ({record} for inputs "
+                              f"{list(shape) if isinstance(shape, list | tuple) else shape}); "
+                              "use a file that transferkit wrote")
+    return dict(record)
 
 
 def fitted_normalization(data: Any) -> Normalization | None:
@@ -226,6 +273,8 @@ def load_record(
                               f"{saved['input_shape']}); use a file that transferkit wrote")
     setattr(model, NORMALIZATION_ATTR, fitted)
     setattr(model, COLUMNS_ATTR, _checked_columns(saved.get("columns"), str(path)))
+    setattr(model, IMAGE_READ_ATTR, _checked_image_read(saved.get("image_read"), str(path),
+                                                        saved.get("input_shape")))
     return model, {k: v for k, v in saved.items() if k != "state_dict"}
 
 
@@ -251,9 +300,9 @@ def _check_factory_trusted(path: Path, name: str) -> None:
 
 def _set_exported_record(model: nn.Module, text: str | None, path: Path) -> None:
     """What ``transferkit export`` wrote into an ONNX/TorchScript file, set on the module as
-    ``load_model`` sets it: the input convention, class names and normalisation (None when
-    not recorded)."""
-    inputs = names = fitted = shape = columns = None
+    ``load_model`` sets it: the input convention, class names, normalisation, CSV columns and
+    image read options (None when not recorded)."""
+    inputs = names = fitted = shape = columns = image_read = None
     raw_rows = False
     if text is not None:
         try:
@@ -273,11 +322,13 @@ def _set_exported_record(model: nn.Module, text: str | None, path: Path) -> None
             if record.get("normalize") is not None:
                 fitted = Normalization.from_record(record["normalize"], "the record")
             columns = _checked_columns(record.get("columns"), "the record")
+            image_read = _checked_image_read(record.get("image_read"), "the record", shape)
             raw_rows = record.get("normalization_in_graph") is not None
         except (ValueError, TypeError, AttributeError, TransferkitError) as exc:
             raise CheckpointError(f"{path}: its transferkit input record is damaged ({exc})"
                                   ) from None
     setattr(model, COLUMNS_ATTR, columns)
+    setattr(model, IMAGE_READ_ATTR, image_read)
     setattr(model, RAW_ROWS_ATTR, raw_rows)
     setattr(model, INPUTS_ATTR, inputs)
     setattr(model, SHAPE_ATTR, None if shape is None else tuple(shape))

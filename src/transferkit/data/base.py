@@ -187,6 +187,10 @@ class Dataset:
     columns: tuple[str, ...] | None = None
     # The header name of the CSV column read as labels; None when there is none (or no header).
     label_column: str | None = None
+    # An image folder read with ``size``/``channels``: those given, e.g. {"size": 32} (saved
+    # with a model, so that its predictions read a field folder as its training images were);
+    # None for other sources, or a folder read with neither.
+    image_read: dict[str, int] | None = None
     # The arrays in memory it was read from (``from_arrays``; see with_origin), read again
     # where a file would be: a pair's target with the source's classes, rows a model predicts.
     # Not an argument, so ``replace`` leaves a changed copy without it.

@@ -30,6 +30,7 @@ class _Raw:
     own_test: str = ""  # how to describe the file's own test split
     read_note: str = ""  # what reading left out or changed (unused test arrays, column order)
     image_note: str = ""  # image folders: "images 3x32x32" and resizing
+    image_read: dict[str, int] | None = None  # image folders: the size/channels options given
     inputs: InputSpec | None = None
     columns: tuple[str, ...] | None = None  # a CSV's feature column names (its header)
     label_column: str | None = None  # the header name of a CSV's label column

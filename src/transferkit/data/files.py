@@ -256,7 +256,7 @@ def _build(
     names = None if raw.row_names is None else tuple(raw.row_names)
     return Dataset(raw.name, Split(x, y), Split(test_x, test_y), len(known), description, inputs,
                    known, row_names=names, normalization=fitted, columns=raw.columns,
-                   label_column=raw.label_column)
+                   label_column=raw.label_column, image_read=raw.image_read)
 
 
 def _build_unlabelled(raw: _Raw, options: FileOptions, classes: tuple[Any, ...],
@@ -285,13 +285,14 @@ def _build_unlabelled(raw: _Raw, options: FileOptions, classes: tuple[Any, ...],
     if not scored:
         return replace(unlabelled(raw.name, x, len(known), inputs=inputs, classes=known,
                                   description=description, row_names=names),
-                       normalization=fitted, columns=raw.columns, label_column=raw.label_column)
+                       normalization=fitted, columns=raw.columns, label_column=raw.label_column,
+                       image_read=raw.image_read)
     assert raw.labels_test is not None and test_x is not None
     test_y = _map_labels(raw.where, raw.labels_test, known, "the source's classes", "test")
     train = Split(x, torch.full((len(x),), UNLABELLED, dtype=torch.int64))
     return Dataset(raw.name, train, Split(test_x, test_y), len(known), description, inputs,
                    known, train_labelled=False, row_names=names, normalization=fitted,
-                   columns=raw.columns, label_column=raw.label_column)
+                   columns=raw.columns, label_column=raw.label_column, image_read=raw.image_read)
 
 
 def _rows_words(raw: _Raw, rows: int, x: Tensor, extra: str = "") -> str:

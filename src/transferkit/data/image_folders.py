@@ -46,6 +46,7 @@ _JUNK_FILES = frozenset({"thumbs.db", "ehthumbs.db", "desktop.ini"})
 _SPLIT_WORDS = frozenset({"train", "test", "training", "testing", "val", "valid", "validation",
                           "dev", "eval", "training_set", "test_set"})
 _GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
+IMAGE_READ_OPTIONS = ("size", "channels")  # the options a model records (see image_read)
 _ORIENTATION = 0x0112  # the EXIF tag a phone sets instead of rotating the pixels
 _TURNS = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE",
           6: "ROTATE_270", 7: "TRANSVERSE", 8: "ROTATE_90"}  # as ImageOps.exif_transpose
@@ -293,6 +294,13 @@ def _check_memory(root: Path, count: int, shape: tuple[int, int, int], resized: 
                     f"({budget * 4 / 2**30:.1f} GiB); {fix}")
 
 
+def image_read(options: FileOptions) -> dict[str, int] | None:
+    """The read options given of those that shape an image (``size``, ``channels``), as a
+    model records them (None when neither was given): its field images are read alike."""
+    given = {name: getattr(options, name) for name in IMAGE_READ_OPTIONS}
+    return {name: value for name, value in given.items() if value is not None} or None
+
+
 def _read_image_folder(root: Path, options: FileOptions, side: _Side = _ALONE) -> _Raw:
     image_lib = _image_lib()
     with warnings.catch_warnings():  # images up to Pillow's limit are read, bounded above
@@ -393,6 +401,7 @@ def _read(image_lib: Any, root: Path, options: FileOptions, side: _Side) -> _Raw
     raw.row_names = [str(path) for path, _ in files["train"]]
     shape = "x".join(str(d) for d in (channels, height, width))
     raw.image_note = f"images {shape}" + (" (resized, bilinear)" if options.size else "")
+    raw.image_read = image_read(options)
     if "test" in tensors:
         raw.x_test = tensors["test"]
         raw.labels_test = np.array([label for _, label in files["test"]], dtype=str)

@@ -32,6 +32,9 @@ NORMALIZATION_ATTR = "transferkit_normalization"
 # The CSV header names a model trained on: {"features": [...], "label": name or None}, so its
 # predictions read a field file's columns by name, in any order.
 COLUMNS_ATTR = "transferkit_columns"
+# The image-folder read options a model's training images were read with, those the user gave
+# ({"size": 32, "channels": 3}, either key alone): its predictions read a field folder alike.
+IMAGE_READ_ATTR = "transferkit_image_read"
 # Set on an exported file whose graph applies the training normalisation to raw rows.
 RAW_ROWS_ATTR = "transferkit_takes_raw_rows"
 
