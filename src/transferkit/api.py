@@ -1243,8 +1243,6 @@ def evaluate(
         data_options = _arrays_options(data, data_options)
     data_options, read_alike = _recorded_steps(model, data, data_options)
     data_options, images_read = _recorded_image_read(model, data, data_options)
-    if images_read:  # said before reading: a size given otherwise may then be refused
-        note(images_read, is_main())
     recorded = getattr(model, NORMALIZATION_ATTR, None)
     if arrays is not None or _lone_file(data):  # read as predict reads it; labels mapped by
         from transferkit.data.files import (  # its classes
@@ -1356,9 +1354,9 @@ def _recorded_image_read(model: nn.Module, data: Any, options: dict[str, Any] | 
     """Image folders read with the ``size``/``channels`` the model's training images were
     read with (its record), where the options leave them out: field photos then reach the
     model as its training photos did. An option given explicitly is read as given, even
-    when it differs from the record (the note says so). Returns the options and a note (None
-    when nothing was recorded, added or overridden, or ``data`` names no image folder: every
-    data path in it must be one)."""
+    when it differs from the record (the note says so, on stderr). Returns the options and
+    the note (None when nothing was recorded, added or overridden, or ``data`` names no image
+    folder: every data path in it must be one)."""
     from transferkit.data.file_options import _kind, is_data_path, parse_file_options
 
     recorded = getattr(model, IMAGE_READ_ATTR, None)
@@ -1388,7 +1386,9 @@ def _recorded_image_read(model: nn.Module, data: Any, options: dict[str, Any] | 
                     "were")
     if not said:
         return options, None
-    return {**(options or {}), **added}, f"{' and '.join(files)}: images {'; '.join(said)}"
+    told = f"{' and '.join(files)}: images {'; '.join(said)}"
+    note(told, is_main())  # said before reading: a size given otherwise may then be refused
+    return {**(options or {}), **added}, told
 
 
 def _fit_recorded(model: nn.Module, data: Dataset | DomainPair, who: str,
@@ -1492,9 +1492,7 @@ def predict(
     elif isinstance(data, str | os.PathLike):
         target = os.fspath(data).split("->")[-1].strip()  # a file, or a pair's target file
         rows = target if is_data_path(target) else None
-        data_options, images_read = _recorded_image_read(module, rows, data_options)
-        if images_read:
-            note(images_read, is_main())
+        data_options, _ = _recorded_image_read(module, rows, data_options)
     if rows is not None:
         if split != "train":
             what = "arrays in memory" if isinstance(rows, InMemory) else f"a data file ({rows})"
@@ -1715,9 +1713,7 @@ def export(
                             "given when it trained; give --data to check on other data)"
                             ) from None
     else:
-        data_options, images_read = _recorded_image_read(model, data, data_options)
-        if images_read:
-            note(images_read, is_main())
+        data_options, _ = _recorded_image_read(model, data, data_options)
         data = resolve_data(data, data_dir, raw_rows(data_options), classes_of)
     rows_of = data.target if isinstance(data, DomainPair) else data
     splits, _ = fit_splits(model, data, {"test": rows_of.test}, f"model {model_file}")
